@@ -1,0 +1,117 @@
+/**
+ * Segment descriptor JSON, byte-compatible with Mooncake's classic engine
+ * (reference §2.2). Addresses and lengths are u64 and kept as bigint so that
+ * nothing is rounded, whatever the peer publishes.
+ */
+import { teError, ErrorCode } from '../errors.js';
+import { parseJson, stringifyJson, isJsonObject, type JsonValue } from './json.js';
+
+/** Protocols Mooncake's decoder accepts; anything else makes it return null. */
+export const KNOWN_PROTOCOLS: ReadonlySet<string> = new Set([
+  'tcp', 'rdma', 'barex', 'efa', 'cxi', 'ub', 'nccl', 'ascend', 'nvlink', 'nvlink_intra',
+  'hip', 'maca', 'musa', 'ubshmem', 'sunrise_link', 'cxl', 'nvmeof',
+]);
+
+export interface BufferDesc {
+  name: string;
+  addr: bigint;
+  length: bigint;
+}
+
+export interface SegmentDesc {
+  name: string;
+  protocol: string;
+  /** 0 when the peer published none. */
+  tcpDataPort: number;
+  /** 1 when absent (legacy peers), 2 for acknowledged writes. */
+  tcpProtoVersion: number;
+  timestamp?: string;
+  buffers: BufferDesc[];
+}
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** "YYYY-MM-DD HH:MM:SS.uuuuuu" in local time, as Mooncake writes it. */
+export function mooncakeTimestamp(d = new Date()): string {
+  const p = (v: number, w = 2): string => String(v).padStart(w, '0');
+  return (
+    `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+    `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds() * 1000, 6)}`
+  );
+}
+
+export function encodeSegmentDesc(desc: SegmentDesc): string {
+  const obj: { [k: string]: JsonValue } = {
+    name: desc.name,
+    protocol: desc.protocol,
+    tcp_data_port: desc.tcpDataPort,
+    tcp_proto_version: desc.tcpProtoVersion,
+    timestamp: desc.timestamp ?? mooncakeTimestamp(),
+    buffers: desc.buffers.map((b) => ({ name: b.name, addr: b.addr, length: b.length })),
+  };
+  return stringifyJson(obj);
+}
+
+function asU64(v: JsonValue | undefined, what: string): bigint {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v > U64_MAX) throw teError(ErrorCode.MALFORMED, `${what} is out of the u64 range`);
+    return v;
+  }
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return BigInt(v);
+  throw teError(ErrorCode.MALFORMED, `${what} must be a non-negative integer`);
+}
+
+function asInt(v: JsonValue | undefined, what: string, dflt: number): number {
+  if (v === undefined || v === null) return dflt;
+  if (typeof v === 'number' && Number.isInteger(v)) return v;
+  throw teError(ErrorCode.MALFORMED, `${what} must be an integer`);
+}
+
+/**
+ * Decode and validate a descriptor. Mirrors Mooncake's rules: unknown protocol
+ * rejects the segment; for tcp, a buffer with an empty name, addr 0 or length 0
+ * rejects the whole segment.
+ */
+export function decodeSegmentDesc(text: string): SegmentDesc {
+  let v: JsonValue;
+  try {
+    v = parseJson(text);
+  } catch (e) {
+    throw teError(ErrorCode.MALFORMED, `segment descriptor is not valid JSON: ${(e as Error).message}`, e);
+  }
+  if (!isJsonObject(v)) throw teError(ErrorCode.MALFORMED, 'segment descriptor must be a JSON object');
+  const name = v['name'];
+  const protocol = v['protocol'];
+  if (typeof name !== 'string') throw teError(ErrorCode.MALFORMED, 'segment descriptor has no string "name"');
+  if (typeof protocol !== 'string') {
+    throw teError(ErrorCode.MALFORMED, 'segment descriptor has no string "protocol" (multi-protocol arrays are not supported)');
+  }
+  if (!KNOWN_PROTOCOLS.has(protocol)) throw teError(ErrorCode.MALFORMED, `segment descriptor has unknown protocol "${protocol}"`);
+  const tcpDataPort = asInt(v['tcp_data_port'], 'tcp_data_port', 0);
+  if (tcpDataPort < 0 || tcpDataPort > 65535) throw teError(ErrorCode.MALFORMED, `tcp_data_port ${tcpDataPort} is not a port`);
+  const tcpProtoVersion = asInt(v['tcp_proto_version'], 'tcp_proto_version', 1);
+  const rawBuffers = v['buffers'] ?? [];
+  if (!Array.isArray(rawBuffers)) throw teError(ErrorCode.MALFORMED, '"buffers" must be an array');
+  const buffers: BufferDesc[] = [];
+  for (const [i, b] of rawBuffers.entries()) {
+    if (!isJsonObject(b)) throw teError(ErrorCode.MALFORMED, `buffers[${i}] must be an object`);
+    if (protocol !== 'tcp') continue; // other layouts (rdma rkeys, nvmeof files) are not ours to use
+    const bname = b['name'];
+    if (typeof bname !== 'string' || bname.length === 0) throw teError(ErrorCode.MALFORMED, `buffers[${i}].name must be a non-empty string`);
+    const addr = asU64(b['addr'], `buffers[${i}].addr`);
+    const length = asU64(b['length'], `buffers[${i}].length`);
+    if (addr === 0n) throw teError(ErrorCode.MALFORMED, `buffers[${i}].addr is 0`);
+    if (length === 0n) throw teError(ErrorCode.MALFORMED, `buffers[${i}].length is 0`);
+    if (addr + length - 1n > U64_MAX) throw teError(ErrorCode.MALFORMED, `buffers[${i}] overflows the address space`);
+    buffers.push({ name: bname, addr, length });
+  }
+  const ts = v['timestamp'];
+  return {
+    name,
+    protocol,
+    tcpDataPort,
+    tcpProtoVersion,
+    ...(typeof ts === 'string' ? { timestamp: ts } : {}),
+    buffers,
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Mooncake classic TCP data protocol (reference §1): a 24-byte little-endian
+ * request header `{u64 size, u64 addr, u8 opcode, 7 bytes padding}` and, in
+ * protocol v2, an 8-byte status frame `u64le` whose high 32 bits are "MCTV".
+ * Pure functions over buffers; no I/O.
+ */
+export const HEADER_SIZE = 24;
+export const STATUS_SIZE = 8;
+
+export const OPCODE_READ = 0;
+export const OPCODE_WRITE = 1;
+/** Bit 7 of the opcode selects protocol v2 (acknowledged). */
+export const OPCODE_V2_FLAG = 0x80;
+
+export const STATUS_MAGIC = 0x4d435456; // "MCTV"
+export const STATUS_OK = 0;
+export const STATUS_ADDR_REJECTED = 1;
+
+const TWO_32 = 0x1_0000_0000;
+
+export interface RequestHeader {
+  /**
+   * Payload size and target address. Values at or above 2^53 cannot be
+   * represented exactly; they decode to numbers above Number.MAX_SAFE_INTEGER
+   * and every range check must reject them (no region lives up there).
+   */
+  size: number;
+  addr: number;
+  /** True for WRITE; Mooncake's server treats every other opcode as READ. */
+  write: boolean;
+  /** True when the v2 flag (0x80) is set. */
+  v2: boolean;
+  /** The raw opcode byte, for diagnostics. */
+  opcode: number;
+}
+
+function readU64(buf: Uint8Array, off: number): number {
+  const lo = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16)) + buf[off + 3]! * 0x100_0000;
+  const hi = (buf[off + 4]! | (buf[off + 5]! << 8) | (buf[off + 6]! << 16)) + buf[off + 7]! * 0x100_0000;
+  return hi * TWO_32 + lo;
+}
+
+/** Decode the header at `buf[off..off+24)`. The padding bytes are ignored (C++ peers send garbage there). */
+export function decodeHeader(buf: Uint8Array, off = 0): RequestHeader {
+  if (buf.length - off < HEADER_SIZE) throw new RangeError('header needs 24 bytes');
+  const opcode = buf[off + 16]!;
+  return {
+    size: readU64(buf, off),
+    addr: readU64(buf, off + 8),
+    write: (opcode & ~OPCODE_V2_FLAG) === OPCODE_WRITE,
+    v2: (opcode & OPCODE_V2_FLAG) !== 0,
+    opcode,
+  };
+}
+
+function writeU64(buf: Uint8Array, off: number, v: number | bigint): void {
+  if (typeof v === 'bigint') writeU32Pair(buf, off, Number(v & 0xffff_ffffn), Number((v >> 32n) & 0xffff_ffffn));
+  else writeU32Pair(buf, off, v % TWO_32, Math.floor(v / TWO_32));
+}
+
+function writeU32Pair(buf: Uint8Array, off: number, lo: number, hi: number): void {
+  buf[off] = lo & 0xff;
+  buf[off + 1] = (lo >>> 8) & 0xff;
+  buf[off + 2] = (lo >>> 16) & 0xff;
+  buf[off + 3] = (lo >>> 24) & 0xff;
+  buf[off + 4] = hi & 0xff;
+  buf[off + 5] = (hi >>> 8) & 0xff;
+  buf[off + 6] = (hi >>> 16) & 0xff;
+  buf[off + 7] = (hi >>> 24) & 0xff;
+}
+
+/**
+ * Encode a request header into `buf[off..off+24)` with zeroed padding.
+ * `size` must be a safe integer; `addr` may be a bigint up to 2^64-1.
+ */
+export function encodeHeader(
+  buf: Uint8Array,
+  off: number,
+  size: number,
+  addr: number | bigint,
+  write: boolean,
+  v2: boolean,
+): void {
+  writeU64(buf, off, size);
+  writeU64(buf, off + 8, addr);
+  buf[off + 16] = (write ? OPCODE_WRITE : OPCODE_READ) | (v2 ? OPCODE_V2_FLAG : 0);
+  buf.fill(0, off + 17, off + HEADER_SIZE);
+}
+
+/** Encode a v2 status frame (`code` in the low 32 bits, magic in the high 32). */
+export function encodeStatus(buf: Uint8Array, off: number, code: number): void {
+  // Halves written separately: magic * 2^32 + code is not exact in a double.
+  writeU32Pair(buf, off, code >>> 0, STATUS_MAGIC);
+}
+
+export const STATUS_OK_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(STATUS_SIZE);
+  encodeStatus(b, 0, STATUS_OK);
+  return b;
+})();
+
+export const STATUS_REJECTED_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(STATUS_SIZE);
+  encodeStatus(b, 0, STATUS_ADDR_REJECTED);
+  return b;
+})();
+
+/**
+ * Decode a status frame. Returns the status code (low 32 bits), or -1 when the
+ * magic does not match (the peer is not speaking v2, or the stream is out of step).
+ */
+export function decodeStatus(buf: Uint8Array, off = 0): number {
+  if (buf.length - off < STATUS_SIZE) throw new RangeError('status frame needs 8 bytes');
+  const lo = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16)) + buf[off + 3]! * 0x100_0000;
+  const hi = (buf[off + 4]! | (buf[off + 5]! << 8) | (buf[off + 6]! << 16)) + buf[off + 7]! * 0x100_0000;
+  return hi === STATUS_MAGIC ? lo : -1;
+}

@@ -1,0 +1,79 @@
+/**
+ * Runtime settings from environment variables (Mooncake's names), validated
+ * once at init: a malformed value is one clear error naming the variable,
+ * never a silent default.
+ */
+import { teError, ErrorCode } from './errors.js';
+
+export interface EngineConfig {
+  /** MC_TRANSFER_TIMEOUT: seconds without progress before a transfer ends in TIMEOUT. */
+  transferTimeoutMs: number;
+  /** MC_HANDSHAKE_CONNECT_TIMEOUT: seconds to connect to a peer's RPC port. */
+  handshakeConnectTimeoutMs: number;
+  /** MC_HANDSHAKE_MAX_LENGTH: largest handshake frame accepted. */
+  handshakeMaxLength: number;
+  /** MC_MIN_RPC_PORT / MC_MAX_RPC_PORT: range for the RPC and data ports. */
+  minPort: number;
+  maxPort: number;
+  /** MC_TCP_PROTO=1 forces the unacknowledged v1 initiator. */
+  forceTcpV1: boolean;
+  /** MC_TCP_BIND_ADDRESS: address to listen on (and publish, in central modes). */
+  bindAddress: string | undefined;
+  /** MC_LEGACY_RPC_PORT_BINDING: take the RPC port from the server name. */
+  legacyRpcPortBinding: boolean;
+  /** MC_TCP_LANES_PER_PEER: persistent data connections per peer (1-16). */
+  lanesPerPeer: number;
+  /**
+   * TE_TCP_SPLIT_SIZE (ours): requests larger than this are split into several
+   * wire requests spread over the lanes. (Mooncake's MC_TCP_SLICE_SIZE is only
+   * an I/O chunk size with no wire meaning, so it is not reused here.)
+   */
+  splitSize: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+function intVar(env: Env, names: string[], dflt: number, min: number, max: number): number {
+  for (const name of names) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    const v = Number(raw.trim());
+    if (!Number.isInteger(v) || v < min || v > max) {
+      throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not an integer in [${min}, ${max}]`);
+    }
+    return v;
+  }
+  return dflt;
+}
+
+function boolVar(env: Env, name: string): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return false;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not a boolean (1/0, true/false, yes/no, on/off)`);
+}
+
+export function loadConfig(env: Env = process.env): EngineConfig {
+  const minPort = intVar(env, ['MC_MIN_RPC_PORT', 'MC_MIN_PRC_PORT'], 15000, 1024, 65535);
+  const maxPort = intVar(env, ['MC_MAX_RPC_PORT', 'MC_MAX_PRC_PORT'], 17000, 1024, 65535);
+  if (minPort > maxPort) throw teError(ErrorCode.BAD_ENV, `MC_MIN_RPC_PORT (${minPort}) is above MC_MAX_RPC_PORT (${maxPort})`);
+  const proto = env['MC_TCP_PROTO'];
+  if (proto !== undefined && proto !== '' && proto !== '1' && proto !== '2') {
+    throw teError(ErrorCode.BAD_ENV, `MC_TCP_PROTO="${proto}" must be 1 or 2`);
+  }
+  const bind = env['MC_TCP_BIND_ADDRESS'];
+  return {
+    transferTimeoutMs: intVar(env, ['MC_TRANSFER_TIMEOUT'], 30, 1, 86400) * 1000,
+    handshakeConnectTimeoutMs: intVar(env, ['MC_HANDSHAKE_CONNECT_TIMEOUT'], 5, 1, 3599) * 1000,
+    handshakeMaxLength: intVar(env, ['MC_HANDSHAKE_MAX_LENGTH'], 1 << 20, 1, 128 << 20),
+    minPort,
+    maxPort,
+    forceTcpV1: proto === '1',
+    bindAddress: bind === undefined || bind === '' ? undefined : bind.trim(),
+    legacyRpcPortBinding: boolVar(env, 'MC_LEGACY_RPC_PORT_BINDING'),
+    lanesPerPeer: intVar(env, ['MC_TCP_LANES_PER_PEER', 'MC_TCP_MAX_CONNECTIONS_PER_PEER'], 2, 1, 16),
+    splitSize: intVar(env, ['TE_TCP_SPLIT_SIZE'], 1 << 20, 4096, 1 << 30),
+  };
+}

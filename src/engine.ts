@@ -1,0 +1,579 @@
+/**
+ * The core engine, in the vocabulary of Mooncake's C++ API (seed 002):
+ * segments, registered memory, batches of READ/WRITE requests whose status is
+ * polled (or awaited), pluggable transports. Errors are TransferEngineError
+ * with a stable `code`; a request's own failure is reported on its task.
+ */
+import { loadConfig, type EngineConfig } from './config.js';
+import { decodeSegmentDesc, encodeSegmentDesc, type SegmentDesc } from './codec/descriptor.js';
+import { HandshakeType } from './codec/handshake.js';
+import { teError, ErrorCode, TransferEngineError } from './errors.js';
+import { exchange, HandshakeServer, type Notification } from './handshake.js';
+import { MemoryRegistry, fmtAddr, type Region } from './memory.js';
+import { joinHostPort, resolveIPv4, splitHostPort } from './net.js';
+import { Slice, type SliceOwner } from './transport/slice.js';
+import { TcpClient, type PeerAddress } from './transport/tcp/client.js';
+import { TcpDataServer } from './transport/tcp/server.js';
+
+export enum TransferOpcode {
+  READ = 0,
+  WRITE = 1,
+}
+
+/** Same order and values as Mooncake's TaskStatus. */
+export enum TaskStatus {
+  WAITING = 0,
+  PENDING = 1,
+  INVALID = 2,
+  CANCELED = 3,
+  COMPLETED = 4,
+  TIMEOUT = 5,
+  FAILED = 6,
+}
+
+export type SegmentHandle = number;
+export type BatchID = number;
+
+export interface TransferRequest {
+  opcode: TransferOpcode;
+  /** Local address inside registered memory (from registerLocalMemory). */
+  source: number;
+  targetId: SegmentHandle;
+  /** Address in the target segment (for memory segments, the peer's 64-bit address). */
+  targetOffset: number | bigint;
+  length: number;
+}
+
+export interface TransferStatus {
+  status: TaskStatus;
+  /** Bytes acknowledged so far: a true lower bound. */
+  transferred: number;
+  /** Why the task failed or timed out. */
+  error?: TransferEngineError;
+}
+
+export interface EngineOptions {
+  /** Metadata service: 'P2PHANDSHAKE' (default). Falls back to MC_METADATA_SERVER. */
+  metadataServer?: string;
+  /** Address the RPC and data ports listen on. Default: MC_TCP_BIND_ADDRESS, else the IPv4 address of the host name. */
+  listenHost?: string;
+  /** Environment to read MC_* settings from (default process.env). */
+  env?: Record<string, string | undefined>;
+  /** Settings that override the environment. */
+  config?: Partial<EngineConfig>;
+}
+
+/** The handle of the engine's own segment: requests to it are served by a local copy. */
+export const LOCAL_SEGMENT: SegmentHandle = 0;
+
+/** Transports that exist in Mooncake but need hardware this host does not have. */
+const UNSUPPORTED_TRANSPORTS = new Set([
+  'rdma', 'barex', 'efa', 'cxi', 'ub', 'nccl', 'ascend', 'nvlink', 'nvlink_intra', 'hip', 'maca', 'musa',
+  'ubshmem', 'sunrise_link', 'cxl', 'nvmeof',
+]);
+
+interface RemoteSegment {
+  name: string;
+  desc: SegmentDesc;
+  peer: PeerAddress;
+}
+
+class Task implements SliceOwner {
+  status = TaskStatus.WAITING;
+  transferred = 0;
+  error: TransferEngineError | undefined;
+  pending = 0;
+
+  constructor(private readonly batch: Batch) {}
+
+  sliceDone(slice: Slice, error: TransferEngineError | null): void {
+    if (error) this.error ??= error;
+    else this.transferred += slice.length;
+    if (--this.pending === 0) this.finish();
+  }
+
+  finish(): void {
+    if (this.error) this.status = this.error.code === ErrorCode.TIMEOUT ? TaskStatus.TIMEOUT : TaskStatus.FAILED;
+    else this.status = TaskStatus.COMPLETED;
+    this.batch.taskFinished();
+  }
+}
+
+class Batch {
+  readonly tasks: Task[] = [];
+  unfinished = 0;
+  private waiters: Array<() => void> = [];
+
+  constructor(readonly capacity: number) {}
+
+  taskFinished(): void {
+    if (--this.unfinished === 0) {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  whenDone(): Promise<void> {
+    if (this.unfinished === 0) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+type State = 'new' | 'initializing' | 'ready' | 'closed';
+
+const U64_MAX = (1n << 64n) - 1n;
+
+export class TransferEngine {
+  private state: State = 'new';
+  private config!: EngineConfig;
+  private readonly registry = new MemoryRegistry();
+  private handshake: HandshakeServer | null = null;
+  private dataServer: TcpDataServer | null = null;
+  private tcpClient: TcpClient | null = null;
+  private name = '';
+  private readonly segmentsByName = new Map<string, SegmentHandle>();
+  private readonly segments = new Map<SegmentHandle, RemoteSegment>();
+  private nextSegment = 1;
+  private readonly batches = new Map<BatchID, Batch>();
+  private nextBatch = 1;
+  private notifications: Notification[] = [];
+
+  constructor(private readonly options: EngineOptions = {}) {}
+
+  /**
+   * Start the engine: bind the RPC (handshake) port and the TCP data port.
+   * In P2P mode the segment name becomes the dialable `host:rpcPort`.
+   * @param serverName this engine's name; its host part is used unless `connectableName` is given.
+   * @param rpcPort RPC port to bind; 0 (default) picks a free one in [MC_MIN_RPC_PORT, MC_MAX_RPC_PORT].
+   */
+  async init(serverName: string, connectableName?: string, rpcPort = 0): Promise<void> {
+    if (this.state !== 'new') {
+      throw teError(this.state === 'closed' ? ErrorCode.CLOSED : ErrorCode.ALREADY_INITIALIZED, 'init() may be called once');
+    }
+    if (typeof serverName !== 'string' || serverName.length === 0) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, 'serverName must be a non-empty string');
+    }
+    if (connectableName !== undefined && (typeof connectableName !== 'string' || connectableName.length === 0)) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, 'connectableName must be a non-empty string when given');
+    }
+    if (!Number.isInteger(rpcPort) || rpcPort < 0 || rpcPort > 65535) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `rpcPort ${String(rpcPort)} is not a port number`);
+    }
+    const env = this.options.env ?? process.env;
+    this.config = { ...loadConfig(env), ...this.options.config };
+    const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
+    if (metadata !== 'P2PHANDSHAKE') {
+      throw teError(ErrorCode.NOT_SUPPORTED, `metadata server "${metadata}": only P2PHANDSHAKE is available in this version`);
+    }
+    this.state = 'initializing';
+    try {
+      const { host, port: namePort } = splitHostPort(serverName);
+      const connectHost = connectableName ?? host;
+      let port = rpcPort;
+      if (port === 0 && this.config.legacyRpcPortBinding && namePort !== undefined) port = namePort;
+      const listenHost = this.options.listenHost ?? this.config.bindAddress ?? (await resolveIPv4(connectHost));
+      const { minPort, maxPort } = this.config;
+      this.handshake = new HandshakeServer(
+        { metadata: () => this.descriptorJson(), notify: (n) => this.notifications.push(n) },
+        this.config.handshakeMaxLength,
+      );
+      const boundRpc = await this.handshake.listen(listenHost, port, minPort, maxPort);
+      this.name = joinHostPort(connectHost, boundRpc);
+      this.dataServer = new TcpDataServer(this.registry);
+      await this.dataServer.listen(listenHost, 0, minPort, maxPort);
+      this.tcpClient = this.newTcpClient();
+      this.state = 'ready';
+    } catch (e) {
+      await this.releasePorts();
+      this.state = 'new';
+      throw e;
+    }
+  }
+
+  private newTcpClient(): TcpClient {
+    return new TcpClient({
+      lanesPerPeer: this.config.lanesPerPeer,
+      timeoutMs: this.config.transferTimeoutMs,
+      connectTimeoutMs: Math.min(this.config.transferTimeoutMs, this.config.handshakeConnectTimeoutMs),
+    });
+  }
+
+  private ready(): void {
+    if (this.state === 'ready') return;
+    if (this.state === 'closed') throw teError(ErrorCode.CLOSED, 'the engine is closed');
+    throw teError(ErrorCode.NOT_INITIALIZED, 'call init() first');
+  }
+
+  /** This engine's segment name (`host:rpcPort` in P2P mode). */
+  get segmentName(): string {
+    this.ready();
+    return this.name;
+  }
+
+  get rpcPort(): number {
+    this.ready();
+    return this.handshake!.port;
+  }
+
+  /** The TCP data port published in the descriptor (0 when TCP is uninstalled). */
+  get dataPort(): number {
+    this.ready();
+    return this.dataServer?.port ?? 0;
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  /**
+   * Register memory; returns its address in this engine's segment.
+   * @param location 'cpu:0', '*', ... (GPU locations are not supported on this host)
+   * @param remoteAccessible when false, peers cannot read or write it
+   */
+  registerLocalMemory(mem: Uint8Array | ArrayBuffer, location = '*', remoteAccessible = true): number {
+    this.ready();
+    return this.registry.register(mem, { location, remoteAccessible }).addr;
+  }
+
+  /** Register several regions; all or none (a failure unregisters the ones already done). */
+  registerLocalMemoryBatch(mems: Array<Uint8Array | ArrayBuffer>, location = '*', remoteAccessible = true): number[] {
+    this.ready();
+    if (!Array.isArray(mems)) throw teError(ErrorCode.INVALID_ARGUMENT, 'expected an array of buffers');
+    const done: number[] = [];
+    try {
+      for (const m of mems) done.push(this.registry.register(m, { location, remoteAccessible }).addr);
+    } catch (e) {
+      for (const a of done) this.registry.unregister(a);
+      throw e;
+    }
+    return done;
+  }
+
+  /** Unregister the region starting at `addr`. Refused (TE_REGION_BUSY) while transfers use it. */
+  unregisterLocalMemory(addr: number): void {
+    this.ready();
+    this.registry.unregister(addr);
+  }
+
+  /** Unregister several regions; checks all first, so a busy or unknown one changes nothing. */
+  unregisterLocalMemoryBatch(addrs: number[]): void {
+    this.ready();
+    if (!Array.isArray(addrs)) throw teError(ErrorCode.INVALID_ARGUMENT, 'expected an array of addresses');
+    for (const a of addrs) {
+      const r = this.registry.resolve(a, 1);
+      if (!r || r.offset !== 0) throw teError(ErrorCode.INVALID_ARGUMENT, `no region is registered at address ${fmtAddr(a)}`);
+      if (r.region.pins > 0) throw teError(ErrorCode.REGION_BUSY, `region at ${fmtAddr(a)} has transfers in flight`);
+    }
+    for (const a of addrs) this.registry.unregister(a);
+  }
+
+  /** A view of registered memory: `[addr, addr+length)` must lie inside one region. */
+  localView(addr: number, length: number): Uint8Array {
+    this.ready();
+    const r = this.resolveLocal(addr, length, 'address');
+    return r.region.bytes.subarray(r.offset, r.offset + length);
+  }
+
+  private resolveLocal(addr: number, length: number, what: string): { region: Region; offset: number } {
+    if (!Number.isSafeInteger(addr) || addr <= 0) throw teError(ErrorCode.INVALID_ARGUMENT, `${what} ${String(addr)} is not a valid address`);
+    if (!Number.isSafeInteger(length) || length <= 0) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `length ${String(length)} must be a positive integer`);
+    }
+    const r = this.registry.resolve(addr, length);
+    if (!r) {
+      throw teError(
+        ErrorCode.ADDRESS_NOT_REGISTERED,
+        `${what} range [${fmtAddr(addr)}, +${length}) is not inside one registered region`,
+      );
+    }
+    return r;
+  }
+
+  /** This engine's descriptor as peers see it. */
+  getLocalSegmentDescriptor(): SegmentDesc {
+    this.ready();
+    return this.buildDescriptor();
+  }
+
+  private buildDescriptor(): SegmentDesc {
+    return {
+      name: this.name,
+      protocol: 'tcp',
+      tcpDataPort: this.dataServer?.port ?? 0,
+      tcpProtoVersion: 2,
+      buffers: this.registry
+        .list()
+        .filter((r) => r.remoteAccessible)
+        .map((r) => ({ name: this.name, addr: BigInt(r.addr), length: BigInt(r.length) })),
+    };
+  }
+
+  private descriptorJson(): string | null {
+    return this.state === 'ready' ? encodeSegmentDesc(this.buildDescriptor()) : null;
+  }
+
+  // -------------------------------------------------------------- segments
+
+  /** Open a segment by name (P2P: `host:rpcPort`); fetches and caches its descriptor. */
+  async openSegment(segmentName: string): Promise<SegmentHandle> {
+    this.ready();
+    if (typeof segmentName !== 'string') throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name must be a string');
+    const name = segmentName.replace(/^\/+/, '');
+    if (name.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name is empty');
+    if (name === this.name) return LOCAL_SEGMENT;
+    const cached = this.segmentsByName.get(name);
+    if (cached !== undefined) return cached;
+    const desc = await this.fetchDescriptor(name);
+    this.ready(); // closed while we waited?
+    const again = this.segmentsByName.get(name);
+    if (again !== undefined) return again; // a concurrent openSegment won
+    if (desc.protocol !== 'tcp') {
+      throw teError(
+        ErrorCode.NO_TRANSPORT,
+        `segment "${name}" uses protocol "${desc.protocol}", which this host cannot speak; start that peer with MC_FORCE_TCP=1`,
+      );
+    }
+    if (desc.tcpDataPort <= 0) throw teError(ErrorCode.MALFORMED, `segment "${name}" publishes no TCP data port`);
+    const handle = this.nextSegment++;
+    const host = splitHostPort(desc.name).host; // P2P: the data host is the host part of the descriptor's name
+    this.segments.set(handle, {
+      name,
+      desc,
+      peer: { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.config.forceTcpV1 },
+    });
+    this.segmentsByName.set(name, handle);
+    return handle;
+  }
+
+  private async fetchDescriptor(name: string): Promise<SegmentDesc> {
+    const { host, port } = splitHostPort(name);
+    const reply = await exchange(host, port ?? 12001, HandshakeType.METADATA, `${encodeSegmentDesc(this.buildDescriptor())}\n`, {
+      connectTimeoutMs: this.config.handshakeConnectTimeoutMs,
+      timeoutMs: this.config.handshakeConnectTimeoutMs + 10_000,
+      maxFrame: this.config.handshakeMaxLength,
+    });
+    if (reply.trim() === 'null') {
+      throw teError(ErrorCode.INVALID_SEGMENT, `"${name}" serves no P2P metadata (is it in a central metadata mode?)`);
+    }
+    return decodeSegmentDesc(reply);
+  }
+
+  closeSegment(handle: SegmentHandle): void {
+    this.ready();
+    if (handle === LOCAL_SEGMENT) return;
+    const seg = this.segments.get(handle);
+    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `segment handle ${String(handle)} is not open`);
+    this.segments.delete(handle);
+    this.segmentsByName.delete(seg.name);
+  }
+
+  /** The cached descriptor of an open segment. */
+  getSegmentDescriptor(handle: SegmentHandle): SegmentDesc {
+    this.ready();
+    if (handle === LOCAL_SEGMENT) return this.buildDescriptor();
+    const seg = this.segments.get(handle);
+    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `segment handle ${String(handle)} is not open`);
+    return seg.desc;
+  }
+
+  // -------------------------------------------------------------- batches
+
+  allocateBatchID(batchSize: number): BatchID {
+    this.ready();
+    if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `batch size ${String(batchSize)} must be a positive integer`);
+    }
+    const id = this.nextBatch++;
+    this.batches.set(id, new Batch(batchSize));
+    return id;
+  }
+
+  private batch(id: BatchID): Batch {
+    const b = this.batches.get(id);
+    if (!b) throw teError(ErrorCode.INVALID_BATCH, `batch ${String(id)} does not exist (never allocated, or freed)`);
+    return b;
+  }
+
+  /**
+   * Submit requests to a batch. All requests are validated first: on any
+   * error nothing is submitted. Each request's outcome is then reported on its
+   * task (getTransferStatus / waitBatch).
+   */
+  submitTransfer(batchId: BatchID, requests: readonly TransferRequest[]): void {
+    this.ready();
+    const batch = this.batch(batchId);
+    if (!Array.isArray(requests)) throw teError(ErrorCode.INVALID_ARGUMENT, 'requests must be an array');
+    if (batch.tasks.length + requests.length > batch.capacity) {
+      throw teError(
+        ErrorCode.BATCH_FULL,
+        `batch ${batchId} holds ${batch.capacity} tasks; ${batch.tasks.length} submitted, ${requests.length} more requested`,
+      );
+    }
+    const plans = requests.map((r, i) => this.plan(r, i));
+    for (const p of plans) this.start(batch, p);
+  }
+
+  private plan(r: TransferRequest, i: number): Plan {
+    if (typeof r !== 'object' || r === null) throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i} is not an object`);
+    if (r.opcode !== TransferOpcode.READ && r.opcode !== TransferOpcode.WRITE) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i}: unknown opcode ${String(r.opcode)}`);
+    }
+    const write = r.opcode === TransferOpcode.WRITE;
+    const src = this.resolveLocal(r.source, r.length, `request ${i}: source`);
+    const local = src.region.bytes.subarray(src.offset, src.offset + r.length);
+    let target: bigint;
+    if (typeof r.targetOffset === 'bigint') target = r.targetOffset;
+    else if (Number.isSafeInteger(r.targetOffset) && r.targetOffset >= 0) target = BigInt(r.targetOffset);
+    else throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i}: targetOffset ${String(r.targetOffset)} is not a valid address`);
+    if (target < 0n || target + BigInt(r.length) - 1n > U64_MAX) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i}: target range overflows the 64-bit address space`);
+    }
+    if (r.targetId === LOCAL_SEGMENT) {
+      // Served by a copy; validated now so that a bad range is a typed error, not a late failure.
+      const t = target <= BigInt(Number.MAX_SAFE_INTEGER) ? this.registry.resolve(Number(target), r.length) : null;
+      if (!t) {
+        throw teError(ErrorCode.ADDRESS_NOT_REGISTERED, `request ${i}: target range [${fmtAddr(target)}, +${r.length}) is not inside one local region`);
+      }
+      return { write, local, region: src.region, target, remote: null, targetBytes: t.region.bytes.subarray(t.offset, t.offset + r.length) };
+    }
+    const seg = this.segments.get(r.targetId);
+    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `request ${i}: segment handle ${String(r.targetId)} is not open`);
+    if (!this.tcpClient) throw teError(ErrorCode.NO_TRANSPORT, `request ${i}: the tcp transport is not installed`);
+    return { write, local, region: src.region, target, remote: seg, targetBytes: null };
+  }
+
+  private start(batch: Batch, p: Plan): void {
+    const task = new Task(batch);
+    batch.tasks.push(task);
+    batch.unfinished++;
+    if (p.targetBytes) {
+      if (p.write) p.targetBytes.set(p.local);
+      else p.local.set(p.targetBytes);
+      task.transferred = p.local.length;
+      task.finish();
+      return;
+    }
+    const split = this.config.splitSize;
+    const len = p.local.length;
+    const count = Math.ceil(len / split);
+    task.pending = count;
+    const client = this.tcpClient!;
+    for (let k = 0; k < count; k++) {
+      const off = k * split;
+      const piece = count === 1 ? p.local : p.local.subarray(off, Math.min(len, off + split));
+      p.region.pins++;
+      client.submit(p.remote!.peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region));
+    }
+  }
+
+  getTransferStatus(batchId: BatchID, taskId: number): TransferStatus {
+    this.ready();
+    const batch = this.batch(batchId);
+    const task = batch.tasks[taskId];
+    if (!task) throw teError(ErrorCode.INVALID_ARGUMENT, `batch ${batchId} has no task ${String(taskId)}`);
+    return task.error
+      ? { status: task.status, transferred: task.transferred, error: task.error }
+      : { status: task.status, transferred: task.transferred };
+  }
+
+  /** Resolves once every task submitted so far has finished; returns their statuses in order. */
+  async waitBatch(batchId: BatchID): Promise<TransferStatus[]> {
+    this.ready();
+    const batch = this.batch(batchId);
+    await batch.whenDone();
+    return batch.tasks.map((t) =>
+      t.error ? { status: t.status, transferred: t.transferred, error: t.error } : { status: t.status, transferred: t.transferred },
+    );
+  }
+
+  /** Free a batch. Refused (TE_BATCH_BUSY) while any of its tasks is unfinished. */
+  freeBatchID(batchId: BatchID): void {
+    this.ready();
+    const batch = this.batch(batchId);
+    if (batch.unfinished > 0) {
+      throw teError(ErrorCode.BATCH_BUSY, `batch ${batchId} has ${batch.unfinished} unfinished task(s)`);
+    }
+    this.batches.delete(batchId);
+  }
+
+  // ----------------------------------------------------------- transports
+
+  /** Install a transport by name. Only 'tcp' runs here; RDMA/GPU/NVMe-oF names are refused as unsupported. */
+  async installTransport(proto: string): Promise<void> {
+    this.ready();
+    if (proto === 'tcp') {
+      if (this.dataServer) return;
+      const server = new TcpDataServer(this.registry);
+      const host = this.options.listenHost ?? this.config.bindAddress ?? (await resolveIPv4(splitHostPort(this.name).host));
+      await server.listen(host, 0, this.config.minPort, this.config.maxPort);
+      this.dataServer = server;
+      this.tcpClient = this.newTcpClient();
+      return;
+    }
+    if (UNSUPPORTED_TRANSPORTS.has(proto)) {
+      throw teError(ErrorCode.NOT_SUPPORTED, `transport "${proto}" is not supported on this host (no RDMA devices, GPUs or NVMe-oF here)`);
+    }
+    throw teError(ErrorCode.INVALID_ARGUMENT, `unknown transport "${proto}"`);
+  }
+
+  /** Uninstall a transport: its port closes and its in-flight transfers fail. */
+  async uninstallTransport(proto: string): Promise<void> {
+    this.ready();
+    if (proto !== 'tcp') throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" is not installed`);
+    const server = this.dataServer;
+    const client = this.tcpClient;
+    this.dataServer = null;
+    this.tcpClient = null;
+    client?.close();
+    await server?.close();
+  }
+
+  /** Installed transport names. */
+  get transports(): string[] {
+    return this.dataServer ? ['tcp'] : [];
+  }
+
+  // ------------------------------------------------------------ messages
+
+  /** Drain Notify messages received from peers. */
+  getNotifies(): Notification[] {
+    this.ready();
+    const n = this.notifications;
+    this.notifications = [];
+    return n;
+  }
+
+  /** Counters for tests and monitoring. */
+  stats(): { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number } {
+    return {
+      dataConnections: this.dataServer?.connectionCount ?? 0,
+      lanes: this.tcpClient?.laneCount ?? 0,
+      requestsServed: this.dataServer?.stats.requests ?? 0,
+      requestsRejected: this.dataServer?.stats.rejected ?? 0,
+    };
+  }
+
+  /** Release ports and connections. In-flight transfers end in FAILED (TE_CLOSED). Idempotent. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    await this.releasePorts();
+  }
+
+  private async releasePorts(): Promise<void> {
+    this.tcpClient?.close();
+    this.tcpClient = null;
+    const servers = [this.dataServer?.close(), this.handshake?.close()];
+    this.dataServer = null;
+    this.handshake = null;
+    await Promise.all(servers);
+  }
+}
+
+interface Plan {
+  write: boolean;
+  local: Uint8Array;
+  region: Region;
+  target: bigint;
+  remote: RemoteSegment | null;
+  targetBytes: Uint8Array | null;
+}

@@ -1,0 +1,66 @@
+/**
+ * Typed errors. Every error the engine raises or records on a task is a
+ * TransferEngineError with a stable `code`, so callers can branch on it
+ * without parsing messages (the undici convention).
+ */
+export const ErrorCode = {
+  /** A caller passed a value of the wrong type, range or shape. */
+  INVALID_ARGUMENT: 'TE_INVALID_ARGUMENT',
+  /** A local address range is not inside one registered region. */
+  ADDRESS_NOT_REGISTERED: 'TE_ADDRESS_NOT_REGISTERED',
+  /** The peer refused the address range (outside its regions, or not remotely accessible). */
+  ADDRESS_REJECTED: 'TE_ADDRESS_REJECTED',
+  /** A region cannot be unregistered while transfers use it. */
+  REGION_BUSY: 'TE_REGION_BUSY',
+  /** The batch id is unknown or already freed. */
+  INVALID_BATCH: 'TE_INVALID_BATCH',
+  /** More tasks submitted than the batch was allocated for. */
+  BATCH_FULL: 'TE_BATCH_FULL',
+  /** freeBatchID on a batch with unfinished tasks. */
+  BATCH_BUSY: 'TE_BATCH_BUSY',
+  /** The segment handle or name is unknown or closed. */
+  INVALID_SEGMENT: 'TE_INVALID_SEGMENT',
+  /** Nobody answers at the segment's address, or the connection broke. */
+  PEER_UNREACHABLE: 'TE_PEER_UNREACHABLE',
+  /** The peer sent bytes that do not follow the protocol. */
+  PROTOCOL_ERROR: 'TE_PROTOCOL_ERROR',
+  /** A frame or descriptor could not be decoded. */
+  MALFORMED: 'TE_MALFORMED',
+  /** A frame is larger than the configured limit. */
+  FRAME_TOO_LARGE: 'TE_FRAME_TOO_LARGE',
+  /** An operation did not finish within its deadline. */
+  TIMEOUT: 'TE_TIMEOUT',
+  /** A listening port could not be bound. */
+  PORT_IN_USE: 'TE_PORT_IN_USE',
+  /** The engine was used before init() or after close(). */
+  NOT_INITIALIZED: 'TE_NOT_INITIALIZED',
+  ALREADY_INITIALIZED: 'TE_ALREADY_INITIALIZED',
+  CLOSED: 'TE_CLOSED',
+  /** The capability cannot run on this host (RDMA, GPU memory, NVMe-oF kernel paths). */
+  NOT_SUPPORTED: 'TE_NOT_SUPPORTED',
+  /** No installed transport can reach the segment. */
+  NO_TRANSPORT: 'TE_NO_TRANSPORT',
+  /** An environment variable holds a malformed value. */
+  BAD_ENV: 'TE_BAD_ENV',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class TransferEngineError extends Error {
+  override readonly name = 'TransferEngineError';
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** Shorthand used throughout: `throw teError(ErrorCode.X, '...')`. */
+export function teError(code: ErrorCode, message: string, cause?: unknown): TransferEngineError {
+  return new TransferEngineError(code, message, cause === undefined ? undefined : { cause });
+}
+
+export function isTransferEngineError(e: unknown): e is TransferEngineError {
+  return e instanceof TransferEngineError;
+}

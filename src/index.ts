@@ -1,0 +1,15 @@
+export {
+  TransferEngine,
+  TransferOpcode,
+  TaskStatus,
+  LOCAL_SEGMENT,
+  type TransferRequest,
+  type TransferStatus,
+  type EngineOptions,
+  type SegmentHandle,
+  type BatchID,
+} from './engine.js';
+export { TransferEngineError, ErrorCode, isTransferEngineError } from './errors.js';
+export { type EngineConfig, loadConfig } from './config.js';
+export { type SegmentDesc, type BufferDesc, encodeSegmentDesc, decodeSegmentDesc } from './codec/descriptor.js';
+export { type Notification } from './handshake.js';

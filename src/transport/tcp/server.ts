@@ -1,0 +1,245 @@
+/**
+ * Target side of the Mooncake-compatible TCP data protocol (reference §1).
+ *
+ * One connection carries a sequence of requests, served strictly in order:
+ * read a 24-byte header, validate `[addr, addr+size)` against the registered
+ * regions, then either receive the WRITE body into the region (then, in v2,
+ * acknowledge with one OK frame) or send the READ data (v2: OK frame first).
+ * A rejected range gets the v2 rejection frame and the connection is closed,
+ * as Mooncake does. Idle connections are never closed (pooled Mooncake
+ * clients reuse them).
+ *
+ * Zero copy: Node 20 does not let a server-accepted socket read into caller
+ * memory (`onread`), so each accepted handle is adopted by a new net.Socket
+ * created with `onread`. Large WRITE bodies are then read by the kernel
+ * straight into the destination region; READ data is written straight from it.
+ */
+import net from 'node:net';
+import {
+  HEADER_SIZE,
+  decodeHeader,
+  STATUS_OK_FRAME,
+  STATUS_REJECTED_FRAME,
+  type RequestHeader,
+} from '../../codec/wire.js';
+import type { MemoryRegistry, Region } from '../../memory.js';
+import { closeServer, listenInRange } from '../../net.js';
+
+/** Bytes read per syscall while parsing headers and small bodies. */
+const SCRATCH_SIZE = 256 * 1024;
+/** Bodies at least this large are read directly into the region. */
+const DIRECT_MIN = 32 * 1024;
+/** After a rejection, how long to wait for the client to close before dropping it. */
+const REJECT_GRACE_MS = 2000;
+
+interface AdoptableSocket extends net.Socket {
+  _handle: unknown;
+  _read(n: number): void;
+}
+
+export interface DataServerStats {
+  connections: number;
+  requests: number;
+  rejected: number;
+}
+
+export class TcpDataServer {
+  private readonly server: net.Server;
+  private readonly conns = new Set<ServerConnection>();
+  readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0 };
+  port = 0;
+
+  constructor(readonly registry: MemoryRegistry) {
+    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.adopt(s as AdoptableSocket));
+    this.server.on('error', () => {
+      /* listen errors are reported by listen(); later errors leave existing connections alone */
+    });
+  }
+
+  async listen(host: string, port: number, minPort: number, maxPort: number): Promise<number> {
+    this.port = await listenInRange(this.server, host, port, minPort, maxPort);
+    return this.port;
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  private adopt(accepted: AdoptableSocket): void {
+    const handle = accepted._handle;
+    accepted._handle = null; // the original Socket object lets go of the handle...
+    accepted.destroy(); // ...and is released, so server.close() does not wait for it
+    if (!handle) return;
+    const conn = new ServerConnection(this, handle);
+    this.conns.add(conn);
+    this.stats.connections++;
+    conn.sock.once('close', () => this.conns.delete(conn));
+  }
+
+  async close(): Promise<void> {
+    const done = closeServer(this.server);
+    for (const c of this.conns) c.sock.destroy();
+    this.conns.clear();
+    await done;
+  }
+}
+
+class ServerConnection {
+  readonly sock: AdoptableSocket;
+  private readonly scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
+  private rStart = 0;
+  private rEnd = 0;
+  /** The view handed to the kernel for the current read when it is a WRITE body. */
+  private directView: Uint8Array | null = null;
+  /** Current WRITE body being received. */
+  private body: Uint8Array | null = null;
+  private bodyOff = 0;
+  private bodyRegion: Region | null = null;
+  private bodyV2 = false;
+  /** Read exactly one header next (the previous request was large, so its successor likely is too). */
+  private lastWasLarge = false;
+  /** Waiting for 'drain' before serving more requests. */
+  private paused = false;
+  private dead = false;
+
+  constructor(
+    private readonly owner: TcpDataServer,
+    handle: unknown,
+  ) {
+    const sockOptions = {
+      handle,
+      readable: true,
+      writable: true,
+      onread: {
+        buffer: (): Uint8Array => this.nextBuffer(),
+        callback: (n: number, buf: Uint8Array): boolean => this.onRead(n, buf),
+      },
+    } as unknown as net.SocketConstructorOpts;
+    this.sock = new net.Socket(sockOptions) as AdoptableSocket;
+    this.sock.setNoDelay(true);
+    this.sock.on('error', () => this.teardown());
+    this.sock.on('close', () => this.teardown());
+    this.sock.on('drain', () => {
+      if (!this.paused || this.dead) return;
+      this.paused = false;
+      if (this.process()) this.sock._read(0); // restart reading, stopped by returning false
+    });
+    this.sock.resume();
+  }
+
+  private nextBuffer(): Uint8Array {
+    this.directView = null;
+    if (this.rStart === this.rEnd) {
+      this.rStart = this.rEnd = 0;
+      const body = this.body;
+      if (body && body.length - this.bodyOff >= DIRECT_MIN) {
+        this.directView = body.subarray(this.bodyOff);
+        return this.directView;
+      }
+      if (!body && this.lastWasLarge) return this.scratch.subarray(0, HEADER_SIZE);
+    } else if (this.rEnd > SCRATCH_SIZE - HEADER_SIZE) {
+      this.scratch.copyWithin(0, this.rStart, this.rEnd);
+      this.rEnd -= this.rStart;
+      this.rStart = 0;
+    }
+    return this.scratch.subarray(this.rEnd);
+  }
+
+  /** Returning false stops reading until 'drain'. */
+  private onRead(n: number, buf: Uint8Array): boolean {
+    if (this.dead) return false;
+    if (buf === this.directView) {
+      this.bodyOff += n;
+      if (this.bodyOff === this.body!.length) this.finishWrite();
+    } else {
+      this.rEnd += n;
+    }
+    return this.process();
+  }
+
+  /** Serve everything buffered. Returns false when reading must stop. */
+  private process(): boolean {
+    let corked = false;
+    while (!this.paused && !this.dead) {
+      const avail = this.rEnd - this.rStart;
+      const body = this.body;
+      if (body) {
+        if (avail === 0) break;
+        const take = Math.min(avail, body.length - this.bodyOff);
+        body.set(this.scratch.subarray(this.rStart, this.rStart + take), this.bodyOff);
+        this.rStart += take;
+        this.bodyOff += take;
+        if (this.bodyOff < body.length) break;
+        if (!corked) {
+          corked = true;
+          this.sock.cork();
+        }
+        this.finishWrite();
+        continue;
+      }
+      if (avail < HEADER_SIZE) break;
+      const h = decodeHeader(this.scratch, this.rStart);
+      this.rStart += HEADER_SIZE;
+      if (!corked) {
+        corked = true;
+        this.sock.cork();
+      }
+      this.serve(h);
+    }
+    if (corked) this.sock.uncork();
+    return !this.paused && !this.dead;
+  }
+
+  private serve(h: RequestHeader): void {
+    this.owner.stats.requests++;
+    const range = h.size > 0 ? this.owner.registry.resolve(h.addr, h.size) : null;
+    if (!range || !range.region.remoteAccessible) {
+      this.reject(h);
+      return;
+    }
+    const region = range.region;
+    const view = region.bytes.subarray(range.offset, range.offset + h.size);
+    this.lastWasLarge = h.size >= DIRECT_MIN;
+    region.pins++;
+    if (h.write) {
+      this.body = view;
+      this.bodyOff = 0;
+      this.bodyRegion = region;
+      this.bodyV2 = h.v2;
+      return;
+    }
+    if (h.v2) this.sock.write(STATUS_OK_FRAME);
+    // Written straight from the region; the pin holds until the kernel has it.
+    const ok = this.sock.write(view, () => region.pins--);
+    if (!ok) this.paused = true;
+  }
+
+  private finishWrite(): void {
+    this.bodyRegion!.pins--;
+    this.bodyRegion = null;
+    this.body = null;
+    if (this.bodyV2 && !this.sock.write(STATUS_OK_FRAME)) this.paused = true;
+  }
+
+  private reject(h: RequestHeader): void {
+    this.owner.stats.rejected++;
+    this.dead = true;
+    if (h.v2) {
+      this.sock.end(STATUS_REJECTED_FRAME);
+      // The client closes once it reads the frame; do not wait forever for it.
+      setTimeout(() => this.sock.destroy(), REJECT_GRACE_MS).unref();
+    } else {
+      this.sock.destroy(); // v1 has no rejection frame: Mooncake closes silently
+    }
+    this.teardown();
+  }
+
+  private teardown(): void {
+    this.dead = true;
+    if (this.bodyRegion) {
+      this.bodyRegion.pins--;
+      this.bodyRegion = null;
+      this.body = null;
+    }
+  }
+}

@@ -1,0 +1,82 @@
+/** Test helpers: a peer engine in a child process (test/fixtures/peer.ts). */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+
+const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
+
+export interface PeerError extends Error {
+  code: string | null;
+}
+
+export class PeerProcess {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  segmentName = '';
+  rpcPort = 0;
+  dataPort = 0;
+
+  constructor(readonly child: ChildProcess) {
+    child.on('message', (m: { id?: number; ok?: boolean; result?: unknown; error?: string; code?: string | null }) => {
+      if (m.id === undefined) return;
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      if (m.ok) w.resolve(m.result);
+      else w.reject(Object.assign(new Error(m.error), { code: m.code ?? null }));
+    });
+    child.on('exit', () => {
+      for (const w of this.waiting.values()) w.reject(new Error('peer process exited'));
+      this.waiting.clear();
+    });
+  }
+
+  call<T = Record<string, unknown>>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.send({ id, cmd, ...args });
+    });
+  }
+
+  async register(size: number, seed?: number, opts: { remoteAccessible?: boolean } = {}): Promise<number> {
+    const r = await this.call<{ addr: number }>('register', { size, seed, ...opts });
+    return r.addr;
+  }
+
+  async hash(addr: number, length: number): Promise<string> {
+    return (await this.call<{ sha256: string }>('hash', { addr, length })).sha256;
+  }
+
+  /** SIGKILL: a peer that dies without closing anything. */
+  kill(): void {
+    this.child.kill('SIGKILL');
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.child.disconnect();
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+export async function spawnPeer(env: Record<string, string> = {}): Promise<PeerProcess> {
+  const child = fork(PEER, [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`peer exited early with ${code}`)));
+  });
+  const p = new PeerProcess(child);
+  const info = await p.call<{ segmentName: string; rpcPort: number; dataPort: number }>('init');
+  p.segmentName = info.segmentName;
+  p.rpcPort = info.rpcPort;
+  p.dataPort = info.dataPort;
+  return p;
+}
+
+export function sha256(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
