@@ -14,8 +14,6 @@ export interface FlagSpec {
   readonly choices?: readonly string[];
   /** Shown in help as the default. */
   readonly defaultText?: string;
-  /** Internal flags: accepted, not listed in help. */
-  readonly hidden?: boolean;
 }
 
 export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
@@ -132,14 +130,14 @@ export function parseFlags<S extends FlagSpecs>(argv: readonly string[], specs: 
 
 const HELP_COLUMN = 34;
 
-/** Help lines for the visible flags, aligned (long flag texts wrap). */
+/** Help lines for the flags, aligned (long flag texts wrap). */
 export function formatFlagHelp(specs: FlagSpecs): string {
-  const rows = Object.entries(specs)
-    .filter(([, s]) => !s.hidden)
-    .map(([name, s]) => {
-      const value = s.type === 'boolean' ? '' : `=${s.choices ? s.choices.join('|') : s.type === 'size' ? 'BYTES' : s.type.toUpperCase()}`;
-      const dflt = s.defaultText ? ` (default: ${s.defaultText})` : '';
-      return [`  --${name}${value}`, `${s.description}${dflt}`] as const;
-    });
-  return rows.map(([l, r]) => (l.length + 2 <= HELP_COLUMN ? l.padEnd(HELP_COLUMN) + r : `${l}\n${' '.repeat(HELP_COLUMN)}${r}`)).join('\n');
+  const pad = ' '.repeat(HELP_COLUMN);
+  const row = (name: string, s: FlagSpec): string => {
+    const value = s.type === 'boolean' ? '' : `=${s.choices ? s.choices.join('|') : s.type === 'size' ? 'BYTES' : s.type.toUpperCase()}`;
+    const left = `  --${name}${value}`;
+    const text = s.defaultText ? `${s.description}\n${pad}default: ${s.defaultText}` : s.description;
+    return left.length + 2 <= HELP_COLUMN ? left.padEnd(HELP_COLUMN) + text : `${left}\n${pad}${text}`;
+  };
+  return Object.entries(specs).map(([name, s]) => row(name, s)).join('\n');
 }

@@ -112,10 +112,19 @@ class Peer {
     return `${this.addr.host}:${this.addr.port}`;
   }
 
+  private pumpScheduled = false;
+
   enqueue(slice: Slice): void {
     slice.queuedAt = performance.now();
     this.queue.push(slice);
-    this.pump();
+    // Pump once after the caller's loop: a whole submitted batch leaves in one writev per lane.
+    if (!this.pumpScheduled) {
+      this.pumpScheduled = true;
+      queueMicrotask(() => {
+        this.pumpScheduled = false;
+        this.pump();
+      });
+    }
   }
 
   requeueFront(slices: Slice[]): void {
@@ -127,7 +136,8 @@ class Peer {
   /** Move queued slices onto lanes with room; open lanes as needed. */
   pump(): void {
     const opts = this.client.options;
-    let corked: Lane | null = null;
+    // Every lane used stays corked until the end, so each lane sends one writev per pump.
+    const corked: Lane[] = [];
     while (this.qHead < this.queue.length) {
       let best: Lane | null = null;
       for (const l of this.lanes) {
@@ -140,16 +150,15 @@ class Peer {
         this.lanes.push(best);
       }
       if (!best) break;
-      if (corked !== best) {
-        corked?.uncork();
+      if (!best.corked) {
         best.cork();
-        corked = best;
+        corked.push(best);
       }
       const slice = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as unknown as Slice;
       best.send(slice);
     }
-    corked?.uncork();
+    for (const l of corked) l.uncork();
     if (this.qHead === this.queue.length) {
       this.queue = [];
       this.qHead = 0;
@@ -230,6 +239,9 @@ class Lane {
       host,
       port,
       noDelay: true,
+      // Queued writes are views of registered memory, not copies: let a whole window queue
+      // before write() reports backpressure (the 16 KiB default stalls every lane per slice).
+      writableHighWaterMark: LANE_WINDOW_BYTES,
       ...(net.isIP(host) === 0 ? { family: 4 } : {}),
       onread: {
         buffer: (): Uint8Array => this.nextBuffer(),
@@ -264,11 +276,15 @@ class Lane {
     return !this.dead && !this.blocked && this.outstanding < LANE_WINDOW_BYTES && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
   }
 
+  corked = false;
+
   cork(): void {
+    this.corked = true;
     this.sock.cork();
   }
 
   uncork(): void {
+    this.corked = false;
     this.sock.uncork();
   }
 
