@@ -37,7 +37,8 @@ function intVar(env: Env, names: string[], dflt: number, min: number, max: numbe
   for (const name of names) {
     const raw = env[name];
     if (raw === undefined || raw === '') continue;
-    const v = Number(raw.trim());
+    // Decimal digits only: Number() would also take "0x1e", "1e3" or "30.0".
+    const v = /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
     if (!Number.isInteger(v) || v < min || v > max) {
       throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not an integer in [${min}, ${max}]`);
     }

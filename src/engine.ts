@@ -138,6 +138,8 @@ export class TransferEngine {
   private readonly batches = new Map<BatchID, Batch>();
   private nextBatch = 1;
   private notifications: Notification[] = [];
+  /** Aborted by close(): handshakes in progress end at once instead of at their timeouts. */
+  private readonly closing = new AbortController();
 
   constructor(private readonly options: EngineOptions = {}) {}
 
@@ -350,6 +352,7 @@ export class TransferEngine {
       connectTimeoutMs: this.config.handshakeConnectTimeoutMs,
       timeoutMs: this.config.handshakeConnectTimeoutMs + 10_000,
       maxFrame: this.config.handshakeMaxLength,
+      signal: this.closing.signal,
     });
     if (reply.trim() === 'null') {
       throw teError(ErrorCode.INVALID_SEGMENT, `"${name}" serves no P2P metadata (is it in a central metadata mode?)`);
@@ -556,6 +559,7 @@ export class TransferEngine {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.closing.abort();
     await this.releasePorts();
   }
 

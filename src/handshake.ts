@@ -120,6 +120,8 @@ export interface ExchangeOptions {
   /** Total deadline for the reply. */
   timeoutMs: number;
   maxFrame: number;
+  /** Aborting ends the exchange at once with TE_CLOSED (the engine is closing). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -132,11 +134,13 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
     let settled = false;
     const decoder = new HandshakeFrameDecoder(opts.maxFrame);
     const sock = net.connect({ host, port, noDelay: true, ...(net.isIP(host) === 0 ? { family: 4 } : {}) });
+    const onAbort = (): void => finish(teError(ErrorCode.CLOSED, `handshake with ${label} abandoned: the engine is closing`));
     const finish = (err: TransferEngineError | null, value?: string): void => {
       if (settled) return;
       settled = true;
       clearTimeout(connectTimer);
       clearTimeout(totalTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
       sock.destroy();
       if (err) reject(err);
       else resolve(value!);
@@ -149,6 +153,8 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
       () => finish(teError(ErrorCode.TIMEOUT, `no handshake reply from ${label} within ${opts.timeoutMs} ms`)),
       opts.timeoutMs,
     );
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort);
     sock.once('connect', () => {
       clearTimeout(connectTimer);
       sock.write(encodeHandshakeFrame(type, json));

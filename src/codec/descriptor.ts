@@ -57,12 +57,13 @@ function asU64(v: JsonValue | undefined, what: string): bigint {
     if (v < 0n || v > U64_MAX) throw teError(ErrorCode.MALFORMED, `${what} is out of the u64 range`);
     return v;
   }
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return BigInt(v);
+  // Integer literals parse as bigint, so a number here was written as 1.5, 1e3 or 1000.0.
   throw teError(ErrorCode.MALFORMED, `${what} must be a non-negative integer`);
 }
 
 function asInt(v: JsonValue | undefined, what: string, dflt: number): number {
   if (v === undefined || v === null) return dflt;
+  if (typeof v === 'bigint' && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
   if (typeof v === 'number' && Number.isInteger(v)) return v;
   throw teError(ErrorCode.MALFORMED, `${what} must be an integer`);
 }
@@ -75,7 +76,7 @@ function asInt(v: JsonValue | undefined, what: string, dflt: number): number {
 export function decodeSegmentDesc(text: string): SegmentDesc {
   let v: JsonValue;
   try {
-    v = parseJson(text);
+    v = parseJson(text, { bigintIntegers: true });
   } catch (e) {
     throw teError(ErrorCode.MALFORMED, `segment descriptor is not valid JSON: ${(e as Error).message}`, e);
   }

@@ -15,7 +15,13 @@ export class JsonSyntaxError extends SyntaxError {
 
 const MAX_DEPTH = 64;
 
-export function parseJson(text: string): JsonValue {
+export interface ParseJsonOptions {
+  /** Return every integer literal as bigint, so callers can tell `1000` from `1e3` or `1000.0`. */
+  bigintIntegers?: boolean;
+}
+
+export function parseJson(text: string, options: ParseJsonOptions = {}): JsonValue {
+  const bigintIntegers = options.bigintIntegers === true;
   let i = 0;
   const n = text.length;
 
@@ -89,7 +95,7 @@ export function parseJson(text: string): JsonValue {
     }
     const raw = text.slice(start, i);
     const num = Number(raw);
-    if (integral && !Number.isSafeInteger(num)) return BigInt(raw);
+    if (integral && (bigintIntegers || !Number.isSafeInteger(num))) return BigInt(raw);
     return num;
   };
 

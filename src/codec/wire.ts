@@ -4,6 +4,8 @@
  * protocol v2, an 8-byte status frame `u64le` whose high 32 bits are "MCTV".
  * Pure functions over buffers; no I/O.
  */
+import { teError, ErrorCode } from '../errors.js';
+
 export const HEADER_SIZE = 24;
 export const STATUS_SIZE = 8;
 
@@ -42,7 +44,7 @@ function readU64(buf: Uint8Array, off: number): number {
 
 /** Decode the header at `buf[off..off+24)`. The padding bytes are ignored (C++ peers send garbage there). */
 export function decodeHeader(buf: Uint8Array, off = 0): RequestHeader {
-  if (buf.length - off < HEADER_SIZE) throw new RangeError('header needs 24 bytes');
+  if (buf.length - off < HEADER_SIZE) throw teError(ErrorCode.MALFORMED, 'header needs 24 bytes');
   const opcode = buf[off + 16]!;
   return {
     size: readU64(buf, off),
@@ -110,7 +112,7 @@ export const STATUS_REJECTED_FRAME: Buffer = (() => {
  * magic does not match (the peer is not speaking v2, or the stream is out of step).
  */
 export function decodeStatus(buf: Uint8Array, off = 0): number {
-  if (buf.length - off < STATUS_SIZE) throw new RangeError('status frame needs 8 bytes');
+  if (buf.length - off < STATUS_SIZE) throw teError(ErrorCode.MALFORMED, 'status frame needs 8 bytes');
   const lo = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16)) + buf[off + 3]! * 0x100_0000;
   const hi = (buf[off + 4]! | (buf[off + 5]! << 8) | (buf[off + 6]! << 16)) + buf[off + 7]! * 0x100_0000;
   return hi === STATUS_MAGIC ? lo : -1;

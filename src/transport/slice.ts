@@ -12,8 +12,6 @@ export interface SliceOwner {
 }
 
 export class Slice {
-  /** Times this slice was sent; a slice that never reached the server may be resent once. */
-  attempts = 0;
   /** READ bytes received so far. */
   received = 0;
   /** v2: the status frame for this slice has been read. */

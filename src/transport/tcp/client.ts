@@ -25,8 +25,6 @@ const DIRECT_MIN = 32 * 1024;
 /** Bytes a lane may have outstanding before new slices wait or go elsewhere. */
 const LANE_WINDOW_BYTES = 8 * 1024 * 1024;
 const LANE_WINDOW_SLICES = 1024;
-/** A slice that never reached the server (its lane died behind a rejection) is resent this many times. */
-const MAX_ATTEMPTS = 2;
 
 export interface TcpClientOptions {
   lanesPerPeer: number;
@@ -290,7 +288,6 @@ class Lane {
 
   send(slice: Slice): void {
     const v2 = this.peer.addr.v2;
-    slice.attempts++;
     slice.received = 0;
     slice.statusSeen = false;
     const header = Buffer.allocUnsafe(HEADER_SIZE);
@@ -437,9 +434,12 @@ class Lane {
     this.inflight = [];
     this.iHead = 0;
     this.outstanding = 0;
+    // Behind a rejection the server ran nothing more (it serves in order, then closes), so
+    // resending is safe; each round removes one rejected request, so this cannot loop.
+    const resend = this.rejected && err.code !== ErrorCode.CLOSED;
     const requeue: Slice[] = [];
     for (const s of pending) {
-      if (this.rejected && s.attempts < MAX_ATTEMPTS && err.code === ErrorCode.PEER_UNREACHABLE) requeue.push(s);
+      if (resend) requeue.push(s);
       else s.settle(err);
     }
     // v1 writes settle through their write callbacks, which Node calls with an error on destroy.

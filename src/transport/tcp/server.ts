@@ -90,11 +90,24 @@ export class TcpDataServer {
   }
 }
 
+/** A READ whose data is queued on the socket but not yet taken by the kernel. */
+interface QueuedRead {
+  region: Region;
+  start: number;
+  end: number;
+}
+
 class ServerConnection {
   readonly sock: AdoptableSocket;
   private readonly scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
   private rStart = 0;
   private rEnd = 0;
+  /**
+   * Where the first read after a stop lands. Node asks for the next read
+   * buffer right after each callback, before a stop is lifted, so it must not
+   * be a slice of the scratch that may since have been compacted.
+   */
+  private readonly overflow = Buffer.allocUnsafe(64 * 1024);
   /** The view handed to the kernel for the current read when it is a WRITE body. */
   private directView: Uint8Array | null = null;
   /** Current WRITE body being received. */
@@ -106,6 +119,14 @@ class ServerConnection {
   private lastWasLarge = false;
   /** Waiting for 'drain' before serving more requests. */
   private paused = false;
+  /**
+   * READ data are sent zero-copy, straight from the region. A later WRITE on
+   * this connection to the same bytes must wait until the kernel has them, so
+   * requests keep the order they were sent in (as Mooncake's server does).
+   */
+  private readonly queuedReads: QueuedRead[] = [];
+  private heldWrite: RequestHeader | null = null;
+  private stopped = false;
   private dead = false;
 
   constructor(
@@ -127,15 +148,29 @@ class ServerConnection {
     this.sock.on('error', () => this.teardown());
     this.sock.on('close', () => this.teardown());
     this.sock.on('drain', () => {
-      if (!this.paused || this.dead) return;
+      if (!this.paused) return;
       this.paused = false;
-      if (this.process()) this.sock._read(0); // restart reading, stopped by returning false
+      this.resume();
     });
     this.sock.resume();
   }
 
+  private get blocked(): boolean {
+    return this.paused || this.heldWrite !== null || this.dead;
+  }
+
+  /** Serve what is buffered, then read again if reading was stopped. */
+  private resume(): void {
+    if (this.blocked) return;
+    if (this.process() && this.stopped) {
+      this.stopped = false;
+      this.sock._read(0); // restart reading, stopped by returning false from onRead
+    }
+  }
+
   private nextBuffer(): Uint8Array {
     this.directView = null;
+    if (this.blocked) return this.overflow;
     if (this.rStart === this.rEnd) {
       this.rStart = this.rEnd = 0;
       const body = this.body;
@@ -144,30 +179,41 @@ class ServerConnection {
         return this.directView;
       }
       if (!body && this.lastWasLarge) return this.scratch.subarray(0, HEADER_SIZE);
-    } else if (this.rEnd > SCRATCH_SIZE - HEADER_SIZE) {
-      this.scratch.copyWithin(0, this.rStart, this.rEnd);
-      this.rEnd -= this.rStart;
-      this.rStart = 0;
+    } else if (this.rEnd > SCRATCH_SIZE - this.overflow.length) {
+      this.compact();
     }
     return this.scratch.subarray(this.rEnd);
   }
 
-  /** Returning false stops reading until 'drain'. */
+  private compact(): void {
+    this.scratch.copyWithin(0, this.rStart, this.rEnd);
+    this.rEnd -= this.rStart;
+    this.rStart = 0;
+  }
+
+  /** Returning false stops reading until resume(). */
   private onRead(n: number, buf: Uint8Array): boolean {
     if (this.dead) return false;
     if (buf === this.directView) {
       this.bodyOff += n;
       if (this.bodyOff === this.body!.length) this.finishWrite();
+    } else if (buf === this.overflow) {
+      // Only taken after the scratch was served, so it fits once compacted.
+      if (this.rEnd + n > SCRATCH_SIZE) this.compact();
+      this.scratch.set(this.overflow.subarray(0, n), this.rEnd);
+      this.rEnd += n;
     } else {
       this.rEnd += n;
     }
-    return this.process();
+    const more = this.process();
+    if (!more) this.stopped = true;
+    return more;
   }
 
   /** Serve everything buffered. Returns false when reading must stop. */
   private process(): boolean {
     let corked = false;
-    while (!this.paused && !this.dead) {
+    while (!this.blocked) {
       const avail = this.rEnd - this.rStart;
       const body = this.body;
       if (body) {
@@ -194,7 +240,7 @@ class ServerConnection {
       this.serve(h);
     }
     if (corked) this.sock.uncork();
-    return !this.paused && !this.dead;
+    return !this.blocked;
   }
 
   private serve(h: RequestHeader): void {
@@ -205,6 +251,10 @@ class ServerConnection {
       return;
     }
     const region = range.region;
+    if (h.write && this.overlapsQueuedRead(region, range.offset, range.offset + h.size)) {
+      this.heldWrite = h; // served again from readSent() once the kernel has the READ data
+      return;
+    }
     const view = region.bytes.subarray(range.offset, range.offset + h.size);
     this.lastWasLarge = h.size >= DIRECT_MIN;
     region.pins++;
@@ -216,9 +266,27 @@ class ServerConnection {
       return;
     }
     if (h.v2) this.sock.write(STATUS_OK_FRAME);
-    // Written straight from the region; the pin holds until the kernel has it.
-    const ok = this.sock.write(view, () => region.pins--);
-    if (!ok) this.paused = true;
+    const q: QueuedRead = { region, start: range.offset, end: range.offset + h.size };
+    this.queuedReads.push(q);
+    // Written straight from the region; the pin holds until the kernel has the bytes.
+    if (!this.sock.write(view, () => this.readSent(q))) this.paused = true;
+  }
+
+  private overlapsQueuedRead(region: Region, start: number, end: number): boolean {
+    for (const q of this.queuedReads) if (q.region === region && q.start < end && start < q.end) return true;
+    return false;
+  }
+
+  private readSent(q: QueuedRead): void {
+    q.region.pins--;
+    const i = this.queuedReads.indexOf(q);
+    if (i >= 0) this.queuedReads.splice(i, 1);
+    const h = this.heldWrite;
+    if (!h || this.dead) return;
+    this.heldWrite = null;
+    this.owner.stats.requests--; // counted when it was first seen
+    this.serve(h);
+    this.resume();
   }
 
   private finishWrite(): void {
@@ -243,6 +311,7 @@ class ServerConnection {
 
   private teardown(): void {
     this.dead = true;
+    this.heldWrite = null;
     if (this.bodyRegion) {
       this.bodyRegion.pins--;
       this.bodyRegion = null;
