@@ -346,14 +346,25 @@ export class TransferEngine {
     return handle;
   }
 
-  private async fetchDescriptor(name: string): Promise<SegmentDesc> {
+  /** Where a segment's RPC port is. P2P: the name itself is `host:port` (12001 when it has no port). */
+  private rpcAddress(name: string): { host: string; port: number } {
     const { host, port } = splitHostPort(name);
-    const reply = await exchange(host, port ?? 12001, HandshakeType.METADATA, `${encodeSegmentDesc(this.buildDescriptor())}\n`, {
+    return { host, port: port ?? 12001 };
+  }
+
+  /** One framed exchange with a segment's RPC port. */
+  private async rpcExchange(name: string, type: HandshakeType, json: string): Promise<string> {
+    const { host, port } = this.rpcAddress(name);
+    return exchange(host, port, type, json, {
       connectTimeoutMs: this.config.handshakeConnectTimeoutMs,
       timeoutMs: this.config.handshakeConnectTimeoutMs + 10_000,
       maxFrame: this.config.handshakeMaxLength,
       signal: this.closing.signal,
     });
+  }
+
+  private async fetchDescriptor(name: string): Promise<SegmentDesc> {
+    const reply = await this.rpcExchange(name, HandshakeType.METADATA, `${encodeSegmentDesc(this.buildDescriptor())}\n`);
     if (reply.trim() === 'null') {
       throw teError(ErrorCode.INVALID_SEGMENT, `"${name}" serves no P2P metadata (is it in a central metadata mode?)`);
     }
@@ -536,6 +547,36 @@ export class TransferEngine {
   }
 
   // ------------------------------------------------------------ messages
+
+  /**
+   * Send a Notify message to a segment's RPC port; the peer queues it for its
+   * getNotifies(). Rejects if the peer does not acknowledge it.
+   */
+  async sendNotify(segmentName: string, notify: Notification): Promise<void> {
+    this.ready();
+    if (typeof segmentName !== 'string' || segmentName.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name must be a non-empty string');
+    if (typeof notify?.name !== 'string' || typeof notify.msg !== 'string') {
+      throw teError(ErrorCode.INVALID_ARGUMENT, 'a notification is { name: string, msg: string }');
+    }
+    const reply = await this.rpcExchange(segmentName, HandshakeType.NOTIFY, `${JSON.stringify({ name: notify.name, notify_msg: notify.msg })}\n`);
+    let ack: unknown;
+    try {
+      ack = JSON.parse(reply);
+    } catch {
+      ack = null;
+    }
+    // Mooncake treats an empty notify_msg in the reply as a refusal.
+    const msg = typeof ack === 'object' && ack !== null ? (ack as { notify_msg?: unknown }).notify_msg : undefined;
+    if (typeof msg !== 'string' || msg.length === 0) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} did not accept the notification`);
+  }
+
+  /** Check that a segment's RPC port answers (Mooncake's Probe message). */
+  async sendProbe(segmentName: string): Promise<void> {
+    this.ready();
+    if (typeof segmentName !== 'string' || segmentName.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name must be a non-empty string');
+    const reply = await this.rpcExchange(segmentName, HandshakeType.PROBE, '{}\n');
+    if (!/"status"\s*:\s*"success"/.test(reply)) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} answered the probe with ${reply.trim().slice(0, 80)}`);
+  }
 
   /** Drain Notify messages received from peers. */
   getNotifies(): Notification[] {
