@@ -78,13 +78,25 @@ interface RemoteSegment {
   peer: PeerAddress;
 }
 
+/** Cumulative counters, for monitoring (MC_TE_METRIC) and tests. */
+export interface TransferCounters {
+  bytesWritten: number;
+  bytesRead: number;
+  tasksCompleted: number;
+  tasksFailed: number;
+}
+
 class Task implements SliceOwner {
   status = TaskStatus.WAITING;
   transferred = 0;
   error: TransferEngineError | undefined;
   pending = 0;
 
-  constructor(private readonly batch: Batch) {}
+  constructor(
+    private readonly batch: Batch,
+    private readonly write: boolean,
+    private readonly counters: TransferCounters,
+  ) {}
 
   sliceDone(slice: Slice, error: TransferEngineError | null): void {
     if (error) this.error ??= error;
@@ -93,8 +105,16 @@ class Task implements SliceOwner {
   }
 
   finish(): void {
-    if (this.error) this.status = this.error.code === ErrorCode.TIMEOUT ? TaskStatus.TIMEOUT : TaskStatus.FAILED;
-    else this.status = TaskStatus.COMPLETED;
+    const c = this.counters;
+    if (this.write) c.bytesWritten += this.transferred;
+    else c.bytesRead += this.transferred;
+    if (this.error) {
+      this.status = this.error.code === ErrorCode.TIMEOUT ? TaskStatus.TIMEOUT : TaskStatus.FAILED;
+      c.tasksFailed++;
+    } else {
+      this.status = TaskStatus.COMPLETED;
+      c.tasksCompleted++;
+    }
     this.batch.taskFinished();
   }
 }
@@ -140,6 +160,7 @@ export class TransferEngine {
   private notifications: Notification[] = [];
   /** Aborted by close(): handshakes in progress end at once instead of at their timeouts. */
   private readonly closing = new AbortController();
+  private readonly counters: TransferCounters = { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 };
 
   constructor(private readonly options: EngineOptions = {}) {}
 
@@ -456,7 +477,7 @@ export class TransferEngine {
   }
 
   private start(batch: Batch, p: Plan): void {
-    const task = new Task(batch);
+    const task = new Task(batch, p.write, this.counters);
     batch.tasks.push(task);
     batch.unfinished++;
     if (p.targetBytes) {
@@ -586,9 +607,10 @@ export class TransferEngine {
     return n;
   }
 
-  /** Counters for tests and monitoring. */
-  stats(): { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number } {
+  /** Counters for tests and monitoring: connections, requests served, bytes and tasks by outcome. */
+  stats(): TransferCounters & { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number } {
     return {
+      ...this.counters,
       dataConnections: this.dataServer?.connectionCount ?? 0,
       lanes: this.tcpClient?.laneCount ?? 0,
       requestsServed: this.dataServer?.stats.requests ?? 0,

@@ -8,6 +8,7 @@ export {
   type EngineOptions,
   type SegmentHandle,
   type BatchID,
+  type TransferCounters,
 } from './engine.js';
 export { TransferEngineError, ErrorCode, isTransferEngineError } from './errors.js';
 export { type EngineConfig, loadConfig } from './config.js';

@@ -146,3 +146,17 @@ test('requests to our own segment are served by a local copy', async () => {
   assert.ok(local.subarray(2 * MiB, 2 * MiB + 4096).equals(local.subarray(0, 4096)));
   assert.equal(engine.stats().requestsServed, served, 'no request went over the wire');
 });
+
+test('counters add up the bytes of finished tasks by direction', async () => {
+  const before = engine.stats();
+  await run([{ opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: remoteAddr, length: 1000 }]);
+  await run([
+    { opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remoteAddr, length: 300 },
+    { opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remoteAddr, length: 200 },
+  ]);
+  const after = engine.stats();
+  assert.equal(after.bytesWritten - before.bytesWritten, 1000);
+  assert.equal(after.bytesRead - before.bytesRead, 500);
+  assert.equal(after.tasksCompleted - before.tasksCompleted, 3);
+  assert.equal(after.tasksFailed, before.tasksFailed);
+});
