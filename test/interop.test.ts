@@ -1,0 +1,279 @@
+/**
+ * Interop with real Mooncake peers: the engine of Mooncake's published wheel
+ * (test/interop/setup.sh pins it) on the other side, in both roles, data
+ * checked byte for byte (SHA-256 on both ends).
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/engine.js';
+import { ErrorCode } from '../src/errors.js';
+import { encodeHeader, HEADER_SIZE, STATUS_REJECTED_FRAME } from '../src/codec/wire.js';
+import { ensureInteropEnv, MooncakePeer, mooncakeBinary, mooncakeEnv, ROOT } from './interop/mooncake.js';
+import { execFile, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import path from 'node:path';
+import { fillPattern } from './pattern.js';
+import net from 'node:net';
+
+const skip = ensureInteropEnv();
+if (skip) console.warn(`\n*** SKIPPING interop suite: ${skip} ***\n`);
+
+const MiB = 1 << 20;
+const execFileP = promisify(execFile);
+const BENCH = skip ? '' : mooncakeBinary('transfer_engine_bench');
+const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+/** Mooncake's transfer_engine_bench as initiator; returns its "Test completed" line. */
+async function mooncakeInitiator(segment: string, op: 'read' | 'write', block: number, batch: number): Promise<string> {
+  const args = ['--mode=initiator', '--metadata_server=P2PHANDSHAKE', '--protocol=tcp', '--local_server_name=127.0.0.1',
+    `--segment_id=${segment}`, `--operation=${op}`, '--duration=2', '--threads=1', `--batch_size=${batch}`, `--block_size=${block}`];
+  const { stderr } = await execFileP(BENCH, args, { env: mooncakeEnv({ GLOG_minloglevel: '0' }), timeout: 60_000, maxBuffer: 16 << 20 });
+  const line = stderr.split('\n').find((l) => l.includes('Test completed'));
+  assert.ok(line, `no "Test completed" line from transfer_engine_bench: ${stderr.slice(-1500)}`);
+  assert.match(line, /batch count [1-9]\d*/);
+  return line;
+}
+const SIZES = [1, 4096, MiB, 64 * MiB];
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+describe('interop with Mooncake (P2PHANDSHAKE)', { skip: skip ?? false }, () => {
+  let ours: TransferEngine;
+  let mc: MooncakePeer;
+  let local: Buffer;
+  let localAddr: number;
+
+  before(async () => {
+    ours = new TransferEngine();
+    await ours.init('127.0.0.1');
+    local = Buffer.alloc(64 * MiB + 4096);
+    localAddr = ours.registerLocalMemory(local);
+    mc = await MooncakePeer.start();
+  });
+
+  after(async () => {
+    await ours.close();
+    await mc.stop();
+  });
+
+  async function run(reqs: TransferRequest[]): Promise<void> {
+    const bid = ours.allocateBatchID(reqs.length);
+    ours.submitTransfer(bid, reqs);
+    const st = await ours.waitBatch(bid);
+    ours.freeBatchID(bid);
+    for (const [i, s] of st.entries()) assert.equal(s.status, TaskStatus.COMPLETED, `task ${i}: ${s.error?.message ?? TaskStatus[s.status]}`);
+  }
+
+  test('our initiator writes to and reads from a Mooncake target, every size', async () => {
+    const remote = await mc.alloc(64 * MiB + 4096, true);
+    const seg = await ours.openSegment(mc.segment);
+    assert.equal(ours.getSegmentDescriptor(seg).buffers[0]!.addr, BigInt(remote.addr), 'the descriptor carries the real pointer');
+    for (const [k, size] of SIZES.entries()) {
+      const src = local.subarray(0, size);
+      fillPattern(src, 500 + k);
+      await run([{ opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: remote.addr + 7, length: size }]);
+      assert.equal(await mc.hash(remote.addr + 7, size), sha(src), `WRITE of ${size} bytes`);
+      const want = await mc.call('fill_random', { addr: remote.addr + 3, len: size });
+      await run([{ opcode: TransferOpcode.READ, source: localAddr + 1, targetId: seg, targetOffset: BigInt(remote.addr + 3), length: size }]);
+      assert.equal(sha(local.subarray(1, 1 + size)), want['sha'], `READ of ${size} bytes`);
+    }
+  });
+
+  test('our initiator: a batch of 128 and an async submit polled to completion', async () => {
+    const remote = await mc.alloc(128 * 4096, true);
+    const seg = await ours.openSegment(mc.segment);
+    fillPattern(local.subarray(0, 128 * 4096), 61);
+    await run(
+      Array.from({ length: 128 }, (_, i) => ({
+        opcode: TransferOpcode.WRITE,
+        source: localAddr + i * 4096,
+        targetId: seg,
+        targetOffset: remote.addr + (127 - i) * 4096, // scattered, reversed
+        length: 4096,
+      })),
+    );
+    for (const i of [0, 1, 64, 127]) {
+      assert.equal(await mc.hash(remote.addr + (127 - i) * 4096, 4096), sha(local.subarray(i * 4096, (i + 1) * 4096)), `block ${i}`);
+    }
+    // Async: submit, then poll getTransferStatus (no waitBatch).
+    const bid = ours.allocateBatchID(1);
+    local.fill(0, 0, MiB);
+    ours.submitTransfer(bid, [{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remote.addr, length: 128 * 4096 }]);
+    const t0 = Date.now();
+    let st = ours.getTransferStatus(bid, 0);
+    while (st.status === TaskStatus.WAITING && Date.now() - t0 < 30_000) {
+      await new Promise((r) => setImmediate(r));
+      st = ours.getTransferStatus(bid, 0);
+    }
+    assert.equal(st.status, TaskStatus.COMPLETED);
+    assert.equal(st.transferred, 128 * 4096);
+    ours.freeBatchID(bid);
+    assert.equal(sha(local.subarray(0, 128 * 4096)), await mc.hash(remote.addr, 128 * 4096));
+  });
+
+  test('a Mooncake initiator writes to and reads from our target, every size', async () => {
+    const mcBuf = await mc.alloc(64 * MiB + 4096, true);
+    for (const size of SIZES) {
+      const w = await mc.call('fill_random', { addr: mcBuf.addr, len: size });
+      local.fill(0xab);
+      const r = await mc.call('write', { target: ours.segmentName, local: mcBuf.addr, remote: localAddr + 5, len: size });
+      assert.equal(r.rc, 0, `Mooncake transfer_sync_write of ${size}`);
+      assert.equal(sha(local.subarray(5, 5 + size)), w['sha'], `landed bytes of ${size}`);
+      assert.equal(local[4], 0xab, 'byte before untouched');
+      assert.equal(local[5 + size], 0xab, 'byte after untouched');
+      fillPattern(local.subarray(0, size), size);
+      const r2 = await mc.call('read', { target: ours.segmentName, local: mcBuf.addr + 1, remote: localAddr, len: size });
+      assert.equal(r2.rc, 0, `Mooncake transfer_sync_read of ${size}`);
+      assert.equal(await mc.hash(mcBuf.addr + 1, size), sha(local.subarray(0, size)), `read bytes of ${size}`);
+    }
+  });
+
+  test('a Mooncake initiator: batch of 128, async batch, submit + check_status', async () => {
+    const mcBuf = await mc.alloc(128 * 4096, true);
+    const locals = Array.from({ length: 128 }, (_, i) => mcBuf.addr + i * 4096);
+    const remotes = Array.from({ length: 128 }, (_, i) => localAddr + (127 - i) * 4096);
+    const lens = Array.from({ length: 128 }, () => 4096);
+    const r = await mc.call('batch', { op: 'write', target: ours.segmentName, locals, remotes, lens });
+    assert.equal(r.rc, 0);
+    for (const i of [0, 5, 127]) {
+      assert.equal(sha(local.subarray((127 - i) * 4096, (128 - i) * 4096)), await mc.hash(mcBuf.addr + i * 4096, 4096), `block ${i}`);
+    }
+    fillPattern(local.subarray(0, 128 * 4096), 99);
+    const r2 = await mc.call('async', { op: 'read', target: ours.segmentName, locals, remotes, lens });
+    assert.equal(r2.rc, 0, 'batch_transfer_async_read + get_batch_transfer_status');
+    assert.equal(await mc.hash(mcBuf.addr + 127 * 4096, 4096), sha(local.subarray(0, 4096)));
+    const w = await mc.call('fill_random', { addr: mcBuf.addr, len: 65536 });
+    const r3 = await mc.call('submit_poll', { target: ours.segmentName, local: mcBuf.addr, remote: localAddr + MiB, len: 65536 });
+    assert.equal(r3.rc, 1, 'transfer_check_status reports completed');
+    assert.equal(sha(local.subarray(MiB, MiB + 65536)), w['sha']);
+  });
+
+  test('notify both ways, probe both ways', async () => {
+    const mcBuf = await mc.alloc(4096, true);
+    const r = await mc.call('notify', { target: ours.segmentName, local: mcBuf.addr, remote: localAddr, len: 4096, name: 'from-python', msg: 'kv ready' });
+    assert.equal(r.rc, 0);
+    assert.deepEqual(ours.getNotifies(), [{ name: 'from-python', msg: 'kv ready' }]);
+    await ours.sendNotify(mc.segment, { name: 'from-node', msg: 'ünïcode ✓' });
+    const got = await mc.call('notifies');
+    assert.deepEqual(got['notifies'], [{ name: 'from-node', msg: 'ünïcode ✓' }]);
+    assert.equal((await mc.call('probe', { segment: ours.segmentName })).rc, 0);
+    await ours.sendProbe(mc.segment);
+  });
+
+  test("get_first_buffer_address from Python returns our first buffer", async () => {
+    const r = await mc.call('first_buffer', { segment: ours.segmentName });
+    assert.equal(r['addr'], localAddr);
+  });
+
+  test('a Mooncake initiator sending an address outside our regions is rejected; we keep serving', async () => {
+    const mcBuf = await mc.alloc(4096, true);
+    const served = ours.stats().requestsRejected;
+    const bad = await mc.call('write', { target: ours.segmentName, local: mcBuf.addr, remote: localAddr + local.length - 100, len: 4096 });
+    assert.ok(typeof bad.rc === 'number' && bad.rc < 0, `Mooncake reports failure (rc ${String(bad.rc)})`);
+    assert.equal(ours.stats().requestsRejected, served + 1);
+    // Our rejection bytes are exactly Mooncake's v2 frame (checked on a raw socket here).
+    const sock = net.connect(ours.dataPort, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    const h = Buffer.alloc(HEADER_SIZE);
+    encodeHeader(h, 0, 8, 0x10, true, true);
+    sock.write(h);
+    const reply = await new Promise<Buffer>((resolve) => {
+      const parts: Buffer[] = [];
+      sock.on('data', (d: Buffer) => parts.push(d));
+      sock.on('close', () => resolve(Buffer.concat(parts)));
+    });
+    assert.deepEqual(reply, STATUS_REJECTED_FRAME);
+    const ok = await mc.call('write', { target: ours.segmentName, local: mcBuf.addr, remote: localAddr, len: 4096 });
+    assert.equal(ok.rc, 0, 'the next request from Mooncake is served');
+    assert.equal(sha(local.subarray(0, 4096)), mcBuf.sha);
+  });
+
+  test('ours receiving a rejection from Mooncake: task FAILED with TE_ADDRESS_REJECTED', async () => {
+    const seg = await ours.openSegment(mc.segment);
+    const bid = ours.allocateBatchID(2);
+    const remote = await mc.alloc(4096);
+    ours.submitTransfer(bid, [
+      { opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: 0x1000, length: 64 },
+      { opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: remote.addr, length: 64 },
+    ]);
+    const st = await ours.waitBatch(bid);
+    ours.freeBatchID(bid);
+    assert.equal(st[0]!.status, TaskStatus.FAILED);
+    assert.equal(st[0]!.error?.code, ErrorCode.ADDRESS_REJECTED);
+    assert.equal(st[1]!.status, TaskStatus.COMPLETED, 'the good request beside it still lands');
+  });
+
+  test("Mooncake's transfer_engine_bench as initiator against our bench target (write and read)", async () => {
+    const target = spawn(process.execPath, [CLI, 'bench', '--mode=target', '--local_segment=127.0.0.1', '--size=65536', '--batch=64', '--threads=1', '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const first = await createInterface({ input: target.stdout! })[Symbol.asyncIterator]().next();
+      const ready = JSON.parse(String(first.value)) as { segment: string; buffer_bytes: number };
+      assert.ok(ready.buffer_bytes >= 65536 * 64, 'the target publishes a buffer of at least block x batch x threads');
+      await mooncakeInitiator(ready.segment, 'write', 65536, 64);
+      await mooncakeInitiator(ready.segment, 'read', 65536, 64);
+    } finally {
+      const exited = new Promise((r) => target.once('exit', r));
+      target.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  test("transfer_engine_bench writes land exactly where it addresses them (checked by us)", async () => {
+    // Its initiator sends its zero-filled buffers to remote_base + block*i: our region starts
+    // patterned, so afterwards exactly [base, base+block*batch) must be zero and the rest intact.
+    const target = new TransferEngine();
+    await target.init('127.0.0.1');
+    try {
+      const block = 4096;
+      const batch = 32;
+      const mem = Buffer.alloc(block * batch + 8192);
+      fillPattern(mem, 7);
+      const tail = Buffer.from(mem.subarray(block * batch));
+      target.registerLocalMemory(mem, 'cpu:0');
+      await mooncakeInitiator(target.segmentName, 'write', block, batch);
+      assert.ok(mem.subarray(0, block * batch).equals(Buffer.alloc(block * batch)), 'every addressed block holds what the bench sent');
+      assert.ok(mem.subarray(block * batch).equals(tail), 'nothing past the addressed range was written');
+    } finally {
+      await target.close();
+    }
+  });
+
+  test("our bench initiator against Mooncake's transfer_engine_bench target, integrity checked", async () => {
+    const target = spawn(BENCH, ['--mode=target', '--metadata_server=P2PHANDSHAKE', '--protocol=tcp', '--local_server_name=127.0.0.1', '--buffer_size=67108864'], {
+      env: mooncakeEnv({ GLOG_minloglevel: '0' }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      let log = '';
+      const segment = await new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no segment name from the Mooncake target: ${log}`)), 30_000);
+        target.stderr!.on('data', (d: Buffer) => {
+          log += d.toString();
+          const m = /listening on (\S+:\d+)/.exec(log);
+          if (m) {
+            clearTimeout(t);
+            resolve(m[1]!);
+          }
+        });
+      });
+      // The target registers its buffer right after announcing the port.
+      await new Promise((r) => setTimeout(r, 500));
+      const { stdout } = await execFileP(
+        process.execPath,
+        [CLI, 'bench', `--remote_segment=${segment}`, '--workload=mix', '--integrity_check', '--size=65536', '--batch=16', '--duration=2', '--json'],
+        { timeout: 60_000 },
+      );
+      const result = JSON.parse(stdout.trim().split('\n').pop()!) as { integrity: string; failures: number; bytes: number };
+      assert.equal(result.integrity, 'passed');
+      assert.equal(result.failures, 0);
+      assert.ok(result.bytes > 0);
+    } finally {
+      const exited = new Promise((r) => target.once('exit', r));
+      target.kill('SIGTERM');
+      await exited;
+    }
+  });
+});
