@@ -1,0 +1,250 @@
+/**
+ * The shared-memory transport: same-host transfers as plain copies between
+ * our memory and a mapping of the peer's /dev/shm file.
+ *
+ * The engine decides per request: canReach() (addon loaded, same machine id,
+ * region published with a valid shm name) picks shm; any TransferEngineError
+ * from copy() other than INVALID_ARGUMENT / ADDRESS_REJECTED means "use TCP
+ * for this peer region" (or fail the task if TCP cannot either).
+ *
+ * Safety against a peer's mistakes (see also src/native/shm.c):
+ *  - names must match our pattern (no '/', no '..', only /dev/shm/transfer-engine-*);
+ *  - the file must be a regular file of our uid whose fstat size equals the
+ *    descriptor's length before it is mapped (MALFORMED otherwise);
+ *  - peer mappings are never exposed to JS; every copy checks the range,
+ *    re-checks the file with fstat (removed -> PEER_UNREACHABLE, shrunk ->
+ *    PEER_UNREACHABLE) and runs under the addon's SIGBUS guard, so a file
+ *    truncated in between still cannot kill the process.
+ * A peer that exits leaves our mapping valid (the kernel keeps the pages);
+ * once its file is removed (its exit hook, or the reaper) copies fail.
+ *
+ * Copies are synchronous (memcpy on the calling thread): at 1-8 MiB they take
+ * tens to hundreds of microseconds, less than handing them to a thread.
+ */
+import { teError, ErrorCode, TransferEngineError } from '../errors.js';
+import { localMachineId } from '../shm/identity.js';
+import { COPY_SKIP_STAT, fromNative, loadShmNative, type NativeHandle, type ShmNative } from '../shm/native.js';
+import { SHM_DIR, validateShmName } from '../shm/names.js';
+
+/** A peer region as its descriptor publishes it. */
+export interface ShmPeerRegion {
+  /** File name inside /dev/shm (descriptor field `shm_name`). */
+  shmName: string;
+  /** The region's length; the file must be exactly this size. */
+  size: number | bigint;
+  /** The region's address in the peer's address space. */
+  addr: number | bigint;
+}
+
+export interface ShmTransportOptions {
+  /** Our machine identity (default TE_MACHINE_ID, else boot id + machine id). */
+  machineId?: string;
+  /** Peer mappings kept open (least recently used ones are dropped). Default 256. */
+  maxMappings?: number;
+  /** Tests only: skip the per-copy fstat so the SIGBUS guard is what catches truncation. */
+  testSkipStatCheck?: boolean;
+}
+
+interface Entry {
+  handle: NativeHandle;
+  size: number;
+  addr: bigint;
+}
+
+function toSafe(v: unknown, what: string): number {
+  if (typeof v === 'bigint' && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
+  throw teError(ErrorCode.MALFORMED, `${what} must be a non-negative integer below 2^53, got ${String(v)}`);
+}
+
+function toAddr(v: unknown): bigint {
+  if (typeof v === 'bigint' && v >= 0n) return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  throw teError(ErrorCode.MALFORMED, `shm region addr must be a non-negative integer, got ${String(v)}`);
+}
+
+/** Native failures after which the cached mapping is useless. */
+const STALE = new Set(['ERR_TE_SHM_MISSING', 'ERR_TE_SHM_TRUNCATED', 'ERR_TE_SHM_CLOSED']);
+
+export class ShmTransport {
+  readonly machineId: string | undefined;
+  private readonly native: ShmNative | undefined;
+  private readonly unavailable: TransferEngineError | undefined;
+  private readonly maxMappings: number;
+  private readonly copyFlags: number;
+  /** shm name -> mapping; Map order is recency (oldest first). */
+  private readonly cache = new Map<string, Entry>();
+  private closed = false;
+
+  constructor(options: ShmTransportOptions = {}) {
+    this.machineId = localMachineId(options.machineId);
+    const max = options.maxMappings ?? 256;
+    if (!Number.isSafeInteger(max) || max < 1) throw teError(ErrorCode.INVALID_ARGUMENT, 'maxMappings must be a positive integer');
+    this.maxMappings = max;
+    this.copyFlags = options.testSkipStatCheck === true ? COPY_SKIP_STAT : 0;
+    let native: ShmNative | undefined;
+    let unavailable: TransferEngineError | undefined;
+    try {
+      native = loadShmNative();
+    } catch (e) {
+      unavailable = e as TransferEngineError;
+    }
+    this.native = native;
+    this.unavailable = unavailable;
+  }
+
+  /** The addon is loaded (else every copy throws TE_NOT_SUPPORTED). */
+  get available(): boolean {
+    return this.native !== undefined && !this.closed;
+  }
+
+  /** Both sides have an identity and it is the same. */
+  sameMachine(peerMachineId: string | undefined): boolean {
+    return this.machineId !== undefined && typeof peerMachineId === 'string' && peerMachineId === this.machineId;
+  }
+
+  /** Whether copy() may be tried for this peer (and region): never throws. */
+  canReach(peerMachineId: string | undefined, region?: ShmPeerRegion): boolean {
+    if (!this.available || !this.sameMachine(peerMachineId)) return false;
+    if (region === undefined) return true;
+    try {
+      validateShmName(region.shmName);
+      return toSafe(region.size, 'size') > 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Copy between `localView` and bytes [offset, offset + localView.length) of
+   * the peer's region: write=true local -> peer, false peer -> local.
+   * Throws TransferEngineError:
+   *  CLOSED / NOT_SUPPORTED   transport closed / addon missing;
+   *  NO_TRANSPORT             the peer is on another host (or has no identity);
+   *  MALFORMED                bad name, size or addr in the descriptor, or the
+   *                           file's size disagrees with it;
+   *  INVALID_ARGUMENT         bad offset or view (our caller's bug);
+   *  ADDRESS_REJECTED         the range is outside the region;
+   *  PEER_UNREACHABLE         the file is missing, removed or truncated.
+   */
+  copy(peerMachineId: string | undefined, region: ShmPeerRegion, offset: number, localView: Uint8Array, write: boolean): void {
+    if (this.closed) throw teError(ErrorCode.CLOSED, 'the shm transport is closed');
+    if (!this.native) throw this.unavailable ?? teError(ErrorCode.NOT_SUPPORTED, 'shared memory is not available');
+    if (!this.sameMachine(peerMachineId)) {
+      throw teError(
+        ErrorCode.NO_TRANSPORT,
+        `peer machine id ${JSON.stringify(peerMachineId ?? null)} is not ours (${JSON.stringify(this.machineId ?? null)}): shared memory needs the same host`,
+      );
+    }
+    if (region === null || typeof region !== 'object') throw teError(ErrorCode.INVALID_ARGUMENT, 'region must be an object');
+    const name = validateShmName(region.shmName, 'peer shm name');
+    const size = toSafe(region.size, 'shm region size');
+    if (size === 0) throw teError(ErrorCode.MALFORMED, 'shm region size is 0');
+    const addr = toAddr(region.addr);
+    if (!(localView instanceof Uint8Array)) throw teError(ErrorCode.INVALID_ARGUMENT, 'localView must be a Uint8Array');
+    if (typeof write !== 'boolean') throw teError(ErrorCode.INVALID_ARGUMENT, 'write must be a boolean');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw teError(ErrorCode.INVALID_ARGUMENT, `offset must be a non-negative integer, got ${String(offset)}`);
+    const length = localView.length;
+    if (length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'localView is empty');
+    if (offset + length > size) {
+      throw teError(ErrorCode.ADDRESS_REJECTED, `range [${offset}, +${length}) is outside the ${size}-byte shm region ${name}`);
+    }
+
+    const entry = this.mapping(this.native, name, size, addr);
+    try {
+      this.native.peerCopy(entry.handle, offset, localView, write, this.copyFlags);
+    } catch (e) {
+      if (STALE.has((e as { code?: string }).code ?? '')) this.drop(name);
+      throw fromNative(e, `shm ${write ? 'write to' : 'read from'} ${name}`, ErrorCode.PEER_UNREACHABLE);
+    }
+  }
+
+  /** Forget one peer region's mapping (the peer unregistered it or went away). */
+  drop(shmName: string): boolean {
+    const e = this.cache.get(shmName);
+    if (!e) return false;
+    this.cache.delete(shmName);
+    this.native?.closePeer(e.handle);
+    return true;
+  }
+
+  /** Keep only these names' mappings, e.g. after re-reading a peer's descriptor. Returns how many were dropped. */
+  retain(keep: Iterable<string>): number {
+    const set = new Set(keep);
+    let n = 0;
+    for (const name of [...this.cache.keys()]) if (!set.has(name) && this.drop(name)) n++;
+    return n;
+  }
+
+  dropAll(): void {
+    for (const name of [...this.cache.keys()]) this.drop(name);
+  }
+
+  /** Peer mappings currently cached. */
+  get mappingCount(): number {
+    return this.cache.size;
+  }
+
+  close(): void {
+    this.dropAll();
+    this.closed = true;
+  }
+
+  private mapping(native: ShmNative, name: string, size: number, addr: bigint): Entry {
+    const hit = this.cache.get(name);
+    if (hit) {
+      this.cache.delete(name);
+      // Same name, different layout: the descriptor changed; map afresh.
+      if (hit.size === size && hit.addr === addr) {
+        this.cache.set(name, hit);
+        return hit;
+      }
+      native.closePeer(hit.handle);
+    }
+    let handle: NativeHandle;
+    try {
+      handle = native.openPeer(`${SHM_DIR}/${name}`, size, true);
+    } catch (e) {
+      throw fromNative(e, `cannot map peer shm region ${name}`, ErrorCode.PEER_UNREACHABLE);
+    }
+    const entry: Entry = { handle, size, addr };
+    this.cache.set(name, entry);
+    if (this.cache.size > this.maxMappings) {
+      const oldest = this.cache.keys().next().value as string;
+      this.drop(oldest);
+    }
+    return entry;
+  }
+}
+
+export interface LocatedShmRange {
+  region: ShmPeerRegion;
+  offset: number;
+}
+
+/**
+ * The region holding all of [addr, addr + length) and the offset into it, or
+ * null. For turning a request's target address into copy() arguments.
+ */
+export function locateShmRegion(regions: readonly ShmPeerRegion[], addr: number | bigint, length: number): LocatedShmRange | null {
+  if (!Number.isSafeInteger(length) || length <= 0) return null;
+  let a: bigint;
+  try {
+    a = toAddr(addr);
+  } catch {
+    return null;
+  }
+  const end = a + BigInt(length);
+  for (const region of regions) {
+    let base: bigint;
+    let size: number;
+    try {
+      base = toAddr(region.addr);
+      size = toSafe(region.size, 'size');
+    } catch {
+      continue;
+    }
+    if (a >= base && end <= base + BigInt(size)) return { region, offset: Number(a - base) };
+  }
+  return null;
+}
