@@ -4,6 +4,8 @@
  * polled (or awaited), pluggable transports. Errors are TransferEngineError
  * with a stable `code`; a request's own failure is reported on its task.
  */
+import net from 'node:net';
+import os from 'node:os';
 import { loadConfig, type EngineConfig } from './config.js';
 import { decodeSegmentDesc, encodeSegmentDesc, type SegmentDesc } from './codec/descriptor.js';
 import { HandshakeType } from './codec/handshake.js';
@@ -11,6 +13,11 @@ import { teError, ErrorCode, TransferEngineError } from './errors.js';
 import { exchange, HandshakeServer, type Notification } from './handshake.js';
 import { MemoryRegistry, fmtAddr, type Region } from './memory.js';
 import { joinHostPort, resolveIPv4, splitHostPort } from './net.js';
+import { parseMetadataConnString } from './metadata/connection.js';
+import { SegmentDirectory } from './metadata/directory.js';
+import { metadataKeys } from './metadata/keys.js';
+import { openMetadataStore, storeOptionsFromEnv } from './metadata/store.js';
+import type { RpcMeta } from './metadata/values.js';
 import { Slice, type SliceOwner } from './transport/slice.js';
 import { TcpClient, type PeerAddress } from './transport/tcp/client.js';
 import { TcpDataServer } from './transport/tcp/server.js';
@@ -53,7 +60,12 @@ export interface TransferStatus {
 }
 
 export interface EngineOptions {
-  /** Metadata service: 'P2PHANDSHAKE' (default). Falls back to MC_METADATA_SERVER. */
+  /**
+   * Metadata service, as Mooncake's connection string: 'P2PHANDSHAKE' (default),
+   * 'http://host:port/metadata', 'etcd://h1:2379,h2:2379' (or a bare 'host:port'),
+   * 'redis://host[:port]'. Falls back to MC_METADATA_SERVER. See metadataConnString()
+   * for a separate metadata type (Mooncake's initializeExt).
+   */
   metadataServer?: string;
   /** Address the RPC and data ports listen on. Default: MC_TCP_BIND_ADDRESS, else the IPv4 address of the host name. */
   listenHost?: string;
@@ -61,6 +73,11 @@ export interface EngineOptions {
   env?: Record<string, string | undefined>;
   /** Settings that override the environment. */
   config?: Partial<EngineConfig>;
+  /**
+   * Source address for data connections carrying memory of a location (from
+   * MC_CUSTOM_TOPO_JSON's preferred NICs, see src/api/topology.ts); undefined: the OS picks.
+   */
+  sourceAddress?: (location: string) => string | undefined;
 }
 
 /** The handle of the engine's own segment: requests to it are served by a local copy. */
@@ -76,7 +93,13 @@ interface RemoteSegment {
   name: string;
   desc: SegmentDesc;
   peer: PeerAddress;
+  /** Bumped each time a refetched descriptor moved the peer (stale-peer recovery). */
+  generation: number;
+  refreshing: Promise<boolean> | null;
 }
+
+/** Failures a fresh descriptor can cure: the peer restarted elsewhere, or re-registered its memory. */
+const RETRYABLE = new Set<string>([ErrorCode.PEER_UNREACHABLE, ErrorCode.ADDRESS_REJECTED]);
 
 /** Cumulative counters, for monitoring (MC_TE_METRIC) and tests. */
 export interface TransferCounters {
@@ -92,16 +115,37 @@ class Task implements SliceOwner {
   error: TransferEngineError | undefined;
   pending = 0;
 
+  /** Slices that failed in a way a refetched descriptor may cure; they keep their region pinned until retried. */
+  retryable: Slice[] = [];
+  retryError: TransferEngineError | undefined;
+  retried = false;
+
   constructor(
     private readonly batch: Batch,
-    private readonly write: boolean,
+    readonly write: boolean,
     private readonly counters: TransferCounters,
+    /** Refetch the peer's descriptor and resubmit `retryable` once; null: no retry (local copies). */
+    private readonly onRetry: ((task: Task) => void) | null = null,
   ) {}
 
   sliceDone(slice: Slice, error: TransferEngineError | null): void {
-    if (error) this.error ??= error;
+    if (error && this.onRetry && !this.retried && RETRYABLE.has(error.code)) {
+      slice.region.pins++;
+      this.retryable.push(slice);
+      this.retryError ??= error;
+    } else if (error) this.error ??= error;
     else this.transferred += slice.length;
-    if (--this.pending === 0) this.finish();
+    if (--this.pending > 0) return;
+    if (this.retryable.length > 0 && !this.error) this.onRetry!(this);
+    else this.giveUp();
+  }
+
+  /** Finish without (more) retries: unpin held slices, report the first error. */
+  giveUp(): void {
+    for (const s of this.retryable) s.region.pins--;
+    if (this.retryable.length > 0) this.error ??= this.retryError;
+    this.retryable = [];
+    this.finish();
   }
 
   finish(): void {
@@ -161,13 +205,22 @@ export class TransferEngine {
   /** Aborted by close(): handshakes in progress end at once instead of at their timeouts. */
   private readonly closing = new AbortController();
   private readonly counters: TransferCounters = { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 };
+  /** Central metadata store (http/etcd/redis); null in P2P mode. */
+  private directory: SegmentDirectory | null = null;
+  /** rpc_meta of peers, looked up for Notify/Probe in central modes. */
+  private readonly rpcMetaCache = new Map<string, RpcMeta>();
+  /** Where the RPC and data ports listen (set by init). */
+  private listenAddress = '';
 
   constructor(private readonly options: EngineOptions = {}) {}
 
   /**
    * Start the engine: bind the RPC (handshake) port and the TCP data port.
-   * In P2P mode the segment name becomes the dialable `host:rpcPort`.
+   * In P2P mode the segment name becomes the dialable `host:rpcPort`. In central
+   * modes the name stays as given, and the descriptor and rpc_meta are published.
    * @param serverName this engine's name; its host part is used unless `connectableName` is given.
+   * @param connectableName the host peers dial (Mooncake's ip_or_host_name); central modes default to
+   *   MC_TCP_BIND_ADDRESS, an IP in `serverName`, else the first non-loopback IPv4 address.
    * @param rpcPort RPC port to bind; 0 (default) picks a free one in [MC_MIN_RPC_PORT, MC_MAX_RPC_PORT].
    */
   async init(serverName: string, connectableName?: string, rpcPort = 0): Promise<void> {
@@ -186,28 +239,39 @@ export class TransferEngine {
     const env = this.options.env ?? process.env;
     this.config = { ...loadConfig(env), ...this.options.config };
     const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
-    if (metadata !== 'P2PHANDSHAKE') {
-      throw teError(ErrorCode.NOT_SUPPORTED, `metadata server "${metadata}": only P2PHANDSHAKE is available in this version`);
-    }
+    const target = parseMetadataConnString(metadata);
+    const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
     this.state = 'initializing';
     try {
       const { host, port: namePort } = splitHostPort(serverName);
-      const connectHost = connectableName ?? host;
+      const central = target.type !== 'p2p';
+      // Central modes publish this host in rpc_meta (Mooncake: MC_TCP_BIND_ADDRESS, else the first interface).
+      const connectHost = connectableName ?? (central ? this.publishedHost(host) : host);
       let port = rpcPort;
       if (port === 0 && this.config.legacyRpcPortBinding && namePort !== undefined) port = namePort;
       const listenHost = this.options.listenHost ?? this.config.bindAddress ?? (await resolveIPv4(connectHost));
+      this.listenAddress = listenHost;
       const { minPort, maxPort } = this.config;
       this.handshake = new HandshakeServer(
         { metadata: () => this.descriptorJson(), notify: (n) => this.notifications.push(n) },
         this.config.handshakeMaxLength,
       );
       const boundRpc = await this.handshake.listen(listenHost, port, minPort, maxPort);
-      this.name = joinHostPort(connectHost, boundRpc);
+      // Central modes keep the name as given (it is the key); P2P names are the dialable host:rpcPort.
+      this.name = central ? serverName : joinHostPort(connectHost, boundRpc);
       this.dataServer = new TcpDataServer(this.registry);
       await this.dataServer.listen(listenHost, 0, minPort, maxPort);
       this.tcpClient = this.newTcpClient();
+      if (target.type !== 'p2p') {
+        const store = await openMetadataStore(target, storeOptions);
+        this.directory = new SegmentDirectory(store, metadataKeys(env), (meta, name) => this.answersAs(meta, name));
+        await this.directory.publish(this.name, { ipOrHostName: connectHost, rpcPort: boundRpc }, () => this.buildDescriptor());
+      }
       this.state = 'ready';
     } catch (e) {
+      const dir = this.directory;
+      this.directory = null;
+      await dir?.close(); // removes whatever part of our entry was written
       await this.releasePorts();
       this.state = 'new';
       throw e;
@@ -254,7 +318,9 @@ export class TransferEngine {
    */
   registerLocalMemory(mem: Uint8Array | ArrayBuffer, location = '*', remoteAccessible = true): number {
     this.ready();
-    return this.registry.register(mem, { location, remoteAccessible }).addr;
+    const addr = this.registry.register(mem, { location, remoteAccessible }).addr;
+    this.directory?.descriptorChanged(); // central modes re-publish the descriptor, as Mooncake does
+    return addr;
   }
 
   /** Register several regions; all or none (a failure unregisters the ones already done). */
@@ -268,6 +334,7 @@ export class TransferEngine {
       for (const a of done) this.registry.unregister(a);
       throw e;
     }
+    this.directory?.descriptorChanged();
     return done;
   }
 
@@ -275,6 +342,7 @@ export class TransferEngine {
   unregisterLocalMemory(addr: number): void {
     this.ready();
     this.registry.unregister(addr);
+    this.directory?.descriptorChanged();
   }
 
   /** Unregister several regions; checks all first, so a busy or unknown one changes nothing. */
@@ -287,6 +355,7 @@ export class TransferEngine {
       if (r.region.pins > 0) throw teError(ErrorCode.REGION_BUSY, `region at ${fmtAddr(a)} has transfers in flight`);
     }
     for (const a of addrs) this.registry.unregister(a);
+    this.directory?.descriptorChanged();
   }
 
   /** A view of registered memory: `[addr, addr+length)` must lie inside one region. */
@@ -345,10 +414,33 @@ export class TransferEngine {
     if (name === this.name) return LOCAL_SEGMENT;
     const cached = this.segmentsByName.get(name);
     if (cached !== undefined) return cached;
-    const desc = await this.fetchDescriptor(name);
+    const { desc, peer } = await this.lookupSegment(name);
     this.ready(); // closed while we waited?
     const again = this.segmentsByName.get(name);
     if (again !== undefined) return again; // a concurrent openSegment won
+    const handle = this.nextSegment++;
+    this.segments.set(handle, { name, desc, peer, generation: 0, refreshing: null });
+    this.segmentsByName.set(name, handle);
+    return handle;
+  }
+
+  /**
+   * Fetch a segment's descriptor and where its data port is. P2P: ask the peer
+   * itself; the data host is the host part of the descriptor's name. Central
+   * modes: GET the descriptor and rpc_meta; the data host is rpc_meta's.
+   */
+  private async lookupSegment(name: string): Promise<{ desc: SegmentDesc; peer: PeerAddress }> {
+    let desc: SegmentDesc;
+    let host: string;
+    if (this.directory) {
+      const found = await this.directory.fetchSegment(name);
+      desc = found.desc;
+      host = found.rpcMeta.ipOrHostName;
+      this.rpcMetaCache.set(desc.name, found.rpcMeta);
+    } else {
+      desc = await this.fetchDescriptor(name);
+      host = splitHostPort(desc.name).host;
+    }
     if (desc.protocol !== 'tcp') {
       throw teError(
         ErrorCode.NO_TRANSPORT,
@@ -356,32 +448,128 @@ export class TransferEngine {
       );
     }
     if (desc.tcpDataPort <= 0) throw teError(ErrorCode.MALFORMED, `segment "${name}" publishes no TCP data port`);
-    const handle = this.nextSegment++;
-    const host = splitHostPort(desc.name).host; // P2P: the data host is the host part of the descriptor's name
-    this.segments.set(handle, {
-      name,
-      desc,
-      peer: { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.config.forceTcpV1 },
-    });
-    this.segmentsByName.set(name, handle);
-    return handle;
+    return { desc, peer: { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.config.forceTcpV1 } };
   }
 
-  /** Where a segment's RPC port is. P2P: the name itself is `host:port` (12001 when it has no port). */
-  private rpcAddress(name: string): { host: string; port: number } {
+  /**
+   * Refetch a segment's descriptor after a failure. Resolves true when the
+   * peer moved or changed its memory since `generation` (the cache is updated,
+   * retrying can help), false when it looks the same or cannot be fetched.
+   * Concurrent failures share one refetch.
+   */
+  private refreshSegment(seg: RemoteSegment, generation: number): Promise<boolean> {
+    if (seg.generation !== generation) return Promise.resolve(true); // already refreshed since this task started
+    seg.refreshing ??= (async (): Promise<boolean> => {
+      try {
+        const fresh = await this.lookupSegment(seg.name);
+        const sameBuffers = (a: SegmentDesc, b: SegmentDesc): boolean =>
+          a.buffers.length === b.buffers.length && a.buffers.every((x, i) => x.addr === b.buffers[i]!.addr && x.length === b.buffers[i]!.length);
+        const p = seg.peer;
+        if (p.host === fresh.peer.host && p.port === fresh.peer.port && p.v2 === fresh.peer.v2 && sameBuffers(seg.desc, fresh.desc)) return false;
+        seg.desc = fresh.desc;
+        seg.peer = fresh.peer;
+        seg.generation++;
+        return true;
+      } catch {
+        return false;
+      } finally {
+        seg.refreshing = null;
+      }
+    })();
+    return seg.refreshing;
+  }
+
+  /** A task's slices failed on a stale peer: refetch its descriptor once, then resubmit them or give up. */
+  private retryTask(task: Task, seg: RemoteSegment, generation: number): void {
+    void this.refreshSegment(seg, generation).then((moved) => {
+      task.retried = true;
+      const client = this.tcpClient;
+      if (!moved || this.state !== 'ready' || !client) {
+        task.giveUp();
+        return;
+      }
+      const slices = task.retryable;
+      task.retryable = [];
+      task.pending = slices.length;
+      const localAddress = this.options.sourceAddress?.(slices[0]!.region.location);
+      const peer = localAddress === undefined ? seg.peer : { ...seg.peer, localAddress };
+      // Each held slice's pin passes to its replacement.
+      for (const s of slices) client.submit(peer, new Slice(task, s.write, s.remoteAddr, s.local, s.region));
+    });
+  }
+
+  /** Where a segment's RPC port is. P2P: the name itself is `host:port` (12001 when it has no port); central: its rpc_meta. */
+  private async rpcAddress(name: string, fresh = false): Promise<{ host: string; port: number }> {
+    if (this.directory) {
+      let meta = fresh ? undefined : this.rpcMetaCache.get(name);
+      if (!meta) {
+        meta = await this.directory.fetchRpcMeta(name);
+        this.rpcMetaCache.set(name, meta);
+      }
+      return { host: meta.ipOrHostName, port: meta.rpcPort };
+    }
     const { host, port } = splitHostPort(name);
     return { host, port: port ?? 12001 };
   }
 
-  /** One framed exchange with a segment's RPC port. */
+  /** One framed exchange with a segment's RPC port. Central modes: a cached location that fails is looked up again once. */
   private async rpcExchange(name: string, type: HandshakeType, json: string): Promise<string> {
-    const { host, port } = this.rpcAddress(name);
+    const cached = this.directory !== null && this.rpcMetaCache.has(name);
+    const { host, port } = await this.rpcAddress(name);
+    try {
+      return await this.exchangeWith(host, port, type, json);
+    } catch (e) {
+      if (!cached || !(e instanceof TransferEngineError) || e.code !== ErrorCode.PEER_UNREACHABLE) throw e;
+      const again = await this.rpcAddress(name, true);
+      if (again.host === host && again.port === port) throw e;
+      return this.exchangeWith(again.host, again.port, type, json);
+    }
+  }
+
+  private exchangeWith(host: string, port: number, type: HandshakeType, json: string): Promise<string> {
     return exchange(host, port, type, json, {
       connectTimeoutMs: this.config.handshakeConnectTimeoutMs,
       timeoutMs: this.config.handshakeConnectTimeoutMs + 10_000,
       maxFrame: this.config.handshakeMaxLength,
       signal: this.closing.signal,
     });
+  }
+
+  /**
+   * Is an engine named `name` still serving at this rpc_meta address? Used
+   * before replacing a stale rpc_meta key. Nobody answering: no. A descriptor
+   * with another name: no (the port was reused). A Mooncake peer in a
+   * central mode answers "null" to Metadata: assume it is the owner.
+   */
+  private async answersAs(meta: RpcMeta, name: string): Promise<boolean> {
+    let reply: string;
+    try {
+      reply = await exchange(meta.ipOrHostName, meta.rpcPort, HandshakeType.METADATA, `${encodeSegmentDesc(this.buildDescriptor())}\n`, {
+        connectTimeoutMs: Math.min(2000, this.config.handshakeConnectTimeoutMs),
+        timeoutMs: 3000,
+        maxFrame: this.config.handshakeMaxLength,
+        signal: this.closing.signal,
+      });
+    } catch {
+      return false;
+    }
+    if (reply.trim() === 'null') return true;
+    try {
+      return decodeSegmentDesc(reply).name === name;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The host published in rpc_meta when no connectable name is given (Mooncake's rule, then loopback). */
+  private publishedHost(nameHost: string): string {
+    if (this.config.bindAddress) return this.config.bindAddress;
+    if (this.options.listenHost) return this.options.listenHost;
+    if (this.config.legacyRpcPortBinding || net.isIP(nameHost) !== 0) return nameHost;
+    for (const addrs of Object.values(os.networkInterfaces())) {
+      for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+    }
+    return '127.0.0.1';
   }
 
   private async fetchDescriptor(name: string): Promise<SegmentDesc> {
@@ -477,7 +665,9 @@ export class TransferEngine {
   }
 
   private start(batch: Batch, p: Plan): void {
-    const task = new Task(batch, p.write, this.counters);
+    const seg = p.remote;
+    const generation = seg?.generation ?? 0;
+    const task = new Task(batch, p.write, this.counters, seg ? (t) => this.retryTask(t, seg, generation) : null);
     batch.tasks.push(task);
     batch.unfinished++;
     if (p.targetBytes) {
@@ -492,11 +682,13 @@ export class TransferEngine {
     const count = Math.ceil(len / split);
     task.pending = count;
     const client = this.tcpClient!;
+    const localAddress = this.options.sourceAddress?.(p.region.location);
+    const peer = localAddress === undefined ? p.remote!.peer : { ...p.remote!.peer, localAddress };
     for (let k = 0; k < count; k++) {
       const off = k * split;
       const piece = count === 1 ? p.local : p.local.subarray(off, Math.min(len, off + split));
       p.region.pins++;
-      client.submit(p.remote!.peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region));
+      client.submit(peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region));
     }
   }
 
@@ -538,10 +730,10 @@ export class TransferEngine {
     if (proto === 'tcp') {
       if (this.dataServer) return;
       const server = new TcpDataServer(this.registry);
-      const host = this.options.listenHost ?? this.config.bindAddress ?? (await resolveIPv4(splitHostPort(this.name).host));
-      await server.listen(host, 0, this.config.minPort, this.config.maxPort);
+      await server.listen(this.listenAddress, 0, this.config.minPort, this.config.maxPort);
       this.dataServer = server;
       this.tcpClient = this.newTcpClient();
+      this.directory?.descriptorChanged(); // a new data port
       return;
     }
     if (UNSUPPORTED_TRANSPORTS.has(proto)) {
@@ -560,6 +752,7 @@ export class TransferEngine {
     this.tcpClient = null;
     client?.close();
     await server?.close();
+    this.directory?.descriptorChanged();
   }
 
   /** Installed transport names. */
@@ -623,7 +816,28 @@ export class TransferEngine {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.closing.abort();
+    // Unpublish first, so peers stop finding us before the ports go (bounded by the store's timeouts).
+    const dir = this.directory;
+    this.directory = null;
+    await dir?.close();
     await this.releasePorts();
+  }
+
+  /**
+   * Resolves once this engine's current descriptor is in the metadata store
+   * (at once in P2P mode). Registration changes re-publish in the background;
+   * this rejects with the store's error (TE_METADATA_UNAVAILABLE, TE_TIMEOUT, ...)
+   * if the latest attempt failed; retries continue until close().
+   */
+  flushMetadata(): Promise<void> {
+    this.ready();
+    return this.directory?.flush() ?? Promise.resolve();
+  }
+
+  /** The metadata service in use: 'P2PHANDSHAKE', or the store's address. */
+  get metadataServer(): string {
+    this.ready();
+    return this.directory?.label ?? 'P2PHANDSHAKE';
   }
 
   private async releasePorts(): Promise<void> {

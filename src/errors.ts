@@ -42,6 +42,10 @@ export const ErrorCode = {
   NO_TRANSPORT: 'TE_NO_TRANSPORT',
   /** An environment variable holds a malformed value. */
   BAD_ENV: 'TE_BAD_ENV',
+  /** The metadata service (HTTP, etcd, Redis) cannot be reached or failed the request. */
+  METADATA_UNAVAILABLE: 'TE_METADATA_UNAVAILABLE',
+  /** The metadata service refused the request: bad credentials, a name already in use, a 4xx answer. */
+  METADATA_REJECTED: 'TE_METADATA_REJECTED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

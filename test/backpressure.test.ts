@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TransferEngine } from '../src/index.js';
+import { TransferEngine } from '../src/core.js';
 import { encodeHeader, HEADER_SIZE, STATUS_OK_FRAME } from '../src/codec/wire.js';
 import { fillPattern } from './pattern.js';
 

@@ -15,7 +15,7 @@ import {
   type TransferStatus,
   type TransferRequest,
   type EngineConfig,
-} from '../src/index.js';
+} from '../src/core.js';
 import { encodeSegmentDesc } from '../src/codec/descriptor.js';
 import { HandshakeFrameDecoder, encodeHandshakeFrame, HandshakeType, type HandshakeFrame } from '../src/codec/handshake.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';

@@ -7,7 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TransferEngine, TransferOpcode, TaskStatus } from '../src/index.js';
+import { TransferEngine, TransferOpcode, TaskStatus } from '../src/core.js';
 import { patternBuffer } from './pattern.js';
 
 const OK_FRAME = Buffer.from([0x00, 0x00, 0x00, 0x00, 0x56, 0x54, 0x43, 0x4d]);

@@ -13,7 +13,7 @@ import {
   TransferEngineError,
   type TransferRequest,
   type TransferStatus,
-} from '../src/index.js';
+} from '../src/core.js';
 import { spawnPeer, sha256 } from './helpers.js';
 import { patternBuffer } from './pattern.js';
 

@@ -6,7 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TransferEngine } from '../src/index.js';
+import { TransferEngine } from '../src/core.js';
 import { decodeSegmentDesc } from '../src/codec/descriptor.js';
 import { HandshakeType, encodeHandshakeFrame } from '../src/codec/handshake.js';
 import { patternBuffer } from './pattern.js';

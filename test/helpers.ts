@@ -63,14 +63,21 @@ export class PeerProcess {
   }
 }
 
-export async function spawnPeer(env: Record<string, string> = {}): Promise<PeerProcess> {
+/**
+ * @param init arguments of the peer's init: { host, connectable, rpcPort, metadataServer, env }.
+ *   Without metadataServer/env the peer keeps its default (P2P) engine.
+ */
+export async function spawnPeer(env: Record<string, string> = {}, init: Record<string, unknown> = {}): Promise<PeerProcess> {
   const child = fork(PEER, [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   await new Promise<void>((resolve, reject) => {
     child.once('message', () => resolve());
     child.once('exit', (code) => reject(new Error(`peer exited early with ${code}`)));
   });
   const p = new PeerProcess(child);
-  const info = await p.call<{ segmentName: string; rpcPort: number; dataPort: number }>('init');
+  const info = await p.call<{ segmentName: string; rpcPort: number; dataPort: number }>('init', init).catch(async (e: unknown) => {
+    await p.stop();
+    throw e;
+  });
   p.segmentName = info.segmentName;
   p.rpcPort = info.rpcPort;
   p.dataPort = info.dataPort;

@@ -4,7 +4,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/index.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/core.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { fillPattern, patternBuffer } from './pattern.js';
 

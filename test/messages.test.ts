@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TransferEngine, ErrorCode, type Notification } from '../src/index.js';
+import { TransferEngine, ErrorCode, type Notification } from '../src/core.js';
 import { spawnPeer, type PeerProcess } from './helpers.js';
 
 let engine: TransferEngine;

@@ -6,7 +6,9 @@
  *   --mode=initiator   open --remote_segment and drive batches for --duration seconds
  *   --loopback         both: a target in a child process, the initiator here
  *
- * Metadata is P2PHANDSHAKE only (segment names are "host:rpcPort").
+ * Metadata: P2PHANDSHAKE by default (segment names are "host:rpcPort"), or
+ * --metadata_type=http|etcd|redis with --metadata_servers: the target
+ * publishes its segment there and the initiator opens it by name.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as bufferConstants } from 'node:buffer';
@@ -23,8 +25,10 @@ import {
   type SegmentDesc,
   type SegmentHandle,
   type TransferRequest,
-} from '../index.js';
+} from '../core.js';
 import { formatFlagHelp, parseFlags, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
+import { metadataConnString, parseMetadataConnString, METADATA_TYPES } from '../metadata/connection.js';
+import { TransferEngineError } from '../errors.js';
 
 // ------------------------------------------------------------------ flags
 
@@ -66,17 +70,25 @@ export const BENCH_FLAGS = {
   report_unit: { type: 'string', choices: UNIT_NAMES, description: 'throughput unit (b = bits)', defaultText: 'GB' },
   report_precision: { type: 'integer', description: 'decimals in the throughput report', defaultText: '2' },
   json: { type: 'boolean', description: 'print one JSON object as the last stdout line (target: a ready line)' },
+  metadata_type: { type: 'string', choices: METADATA_TYPES, description: 'where segments are published and looked up', defaultText: 'p2p' },
+  metadata_servers: {
+    type: 'string',
+    description: 'required unless p2p: http HOST:PORT/metadata (or a URL), etcd H1:2379,H2:2379, redis HOST[:PORT]',
+  },
 } as const satisfies FlagSpecs;
 
 type BenchFlags = ParsedFlags<typeof BENCH_FLAGS>;
 
 export const BENCH_HELP = `Usage: transfer-engine bench [flags]
 
-Measure batched TCP transfers between two engines (P2P handshake).
+Measure batched TCP transfers between two engines (P2P handshake, or a
+metadata service with --metadata_type and --metadata_servers).
 
   transfer-engine bench --loopback                      both sides on this host
   transfer-engine bench --mode=target                   serve; prints the initiator command
   transfer-engine bench --remote_segment=HOST:PORT      run the initiator against a target
+  transfer-engine bench --metadata_type=etcd --metadata_servers=H:2379 --local_segment=NAME
+                                                        a target published in etcd (initiator: --remote_segment=NAME)
 
 Flags:
 ${formatFlagHelp(BENCH_FLAGS)}
@@ -97,6 +109,10 @@ interface BenchOptions {
   reportUnit: ReportUnit;
   precision: number;
   json: boolean;
+  /** Connection string: P2PHANDSHAKE, http://..., etcd://..., redis://... */
+  metadataServer: string;
+  /** The flags as given, passed on to a --loopback target and shown in the initiator command. */
+  metadataFlags: string[];
 }
 
 function pickMode(f: BenchFlags): BenchOptions['mode'] {
@@ -128,9 +144,30 @@ function isWorkload(w: string): w is Workload {
   return (WORKLOADS as readonly string[]).includes(w);
 }
 
+/** --metadata_type/--metadata_servers as a connection string (Mooncake's initializeExt rule). */
+function resolveMetadata(f: BenchFlags): { conn: string; flags: string[] } {
+  const type = f.metadata_type ?? 'p2p';
+  const servers = f.metadata_servers;
+  if (type === 'p2p') {
+    if (servers !== undefined) throw new UsageError('--metadata_servers needs --metadata_type=http, etcd or redis');
+    return { conn: 'P2PHANDSHAKE', flags: [] };
+  }
+  if (servers === undefined || servers.trim() === '') throw new UsageError(`--metadata_type=${type} needs --metadata_servers`);
+  try {
+    const conn = metadataConnString(type, servers);
+    parseMetadataConnString(conn);
+    return { conn, flags: [`--metadata_type=${type}`, `--metadata_servers=${servers}`] };
+  } catch (e) {
+    if (e instanceof TransferEngineError) throw new UsageError(`--metadata_servers=${servers}: ${e.message}`);
+    throw e;
+  }
+}
+
 /** Validate flags and apply the mode's defaults. */
 export function resolveOptions(f: BenchFlags): BenchOptions {
   const mode = pickMode(f);
+  const metadata = resolveMetadata(f);
+  const central = metadata.conn !== 'P2PHANDSHAKE';
   const loopback = mode === 'loopback';
   const workload = f.workload ?? (loopback ? 'mix' : 'read');
   const unit = f.report_unit ?? 'GB';
@@ -148,7 +185,8 @@ export function resolveOptions(f: BenchFlags): BenchOptions {
     mode,
     remoteSegment: f.remote_segment ?? '',
     // Only a target's name must be dialable from elsewhere; the initiator's is never dialed.
-    localSegment: f.local_segment ?? (mode === 'target' ? os.hostname() : '127.0.0.1'),
+    // In central modes names are keys: each initiator gets its own.
+    localSegment: f.local_segment ?? (mode === 'target' ? os.hostname() : central ? `bench-initiator-${os.hostname()}-${process.pid}` : '127.0.0.1'),
     workload,
     durationS,
     size: positiveInt('size', f.size, 65536),
@@ -158,6 +196,8 @@ export function resolveOptions(f: BenchFlags): BenchOptions {
     reportUnit: unit,
     precision,
     json: f.json ?? false,
+    metadataServer: metadata.conn,
+    metadataFlags: metadata.flags,
   };
   if (bufferBytes(o) > bufferConstants.MAX_LENGTH) {
     throw new UsageError(`--size x --batch x --threads = ${bufferBytes(o)} bytes, more than one buffer can hold (${bufferConstants.MAX_LENGTH})`);
@@ -194,11 +234,12 @@ export async function runBench(argv: readonly string[]): Promise<number> {
 // ------------------------------------------------------------------ target
 
 async function runTarget(o: BenchOptions): Promise<number> {
-  const engine = new TransferEngine();
+  const engine = new TransferEngine({ metadataServer: o.metadataServer });
   await engine.init(o.localSegment);
   try {
     const bytes = bufferBytes(o);
     engine.registerLocalMemory(Buffer.alloc(bytes), 'cpu:0'); // zeroed: never expose stale process memory to peers
+    await engine.flushMetadata(); // central modes: published before initiators are told to start
     announceTarget(engine.segmentName, bytes, o);
     await stopRequested();
   } finally {
@@ -226,7 +267,8 @@ function initiatorCommand(segment: string, o: BenchOptions): string {
   let bin = `${shellQuote(process.execPath)} ${shellQuote(script)}`;
   // Started through the package bin: repeat that (npx sets npm_command=exec; its bin dir is not on PATH later).
   if (path.basename(script) === 'transfer-engine') bin = process.env['npm_command'] === 'exec' ? 'npx transfer-engine' : 'transfer-engine';
-  return `${bin} bench --mode=initiator --remote_segment=${shellQuote(segment)} --size=${o.size} --batch=${o.batch} --threads=${o.threads}`;
+  const meta = o.metadataFlags.map((f) => ` ${shellQuote(f)}`).join('');
+  return `${bin} bench --mode=initiator --remote_segment=${shellQuote(segment)}${meta} --size=${o.size} --batch=${o.batch} --threads=${o.threads}`;
 }
 
 function shellQuote(s: string): string {
@@ -466,7 +508,7 @@ function remoteBase(desc: SegmentDesc, segment: string, o: BenchOptions): bigint
 
 /** Run the initiator side against `segment` for o.durationS seconds (SIGINT/SIGTERM end it early). */
 async function runInitiator(o: BenchOptions, segment: string): Promise<BenchResult> {
-  const engine = new TransferEngine();
+  const engine = new TransferEngine({ metadataServer: o.metadataServer });
   await engine.init(o.localSegment);
   const run = new RunState();
   const stop = (): void => {
@@ -528,7 +570,10 @@ interface TargetExit {
 async function runLoopback(o: BenchOptions): Promise<number> {
   const child = spawn(
     process.execPath,
-    [MAIN_JS, 'bench', '--mode=target', '--json', `--local_segment=${o.localSegment}`, `--size=${o.size}`, `--batch=${o.batch}`, `--threads=${o.threads}`],
+    [
+      MAIN_JS, 'bench', '--mode=target', '--json', `--local_segment=${o.metadataFlags.length > 0 ? `bench-target-${process.pid}` : o.localSegment}`,
+      `--size=${o.size}`, `--batch=${o.batch}`, `--threads=${o.threads}`, ...o.metadataFlags,
+    ],
     // Own process group: a terminal Ctrl-C stops our run first, then we stop the target.
     // The IPC channel lets the target notice if we die without stopping it.
     { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true },

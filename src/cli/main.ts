@@ -6,17 +6,20 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
 import { runBench } from './bench.js';
+import { runMetadataServer } from './metadata-server.js';
 
 type Command = (argv: readonly string[]) => Promise<number>;
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   bench: runBench,
+  'metadata-server': runMetadataServer,
 };
 
 const USAGE = `Usage: transfer-engine <command> [flags]
 
 Commands:
-  bench      measure batched TCP transfers (see transfer-engine bench --help)
+  bench             measure batched TCP transfers (see transfer-engine bench --help)
+  metadata-server   an HTTP metadata server, Mooncake-compatible (see transfer-engine metadata-server --help)
 
 Flags:
   -h, --help    show this help

@@ -38,6 +38,8 @@ export interface PeerAddress {
   port: number;
   /** Speak v2 (acknowledged writes). */
   v2: boolean;
+  /** Source address of the data connections (MC_CUSTOM_TOPO_JSON's preferred NIC); default: the OS picks. */
+  localAddress?: string;
 }
 
 export class TcpClient {
@@ -52,7 +54,7 @@ export class TcpClient {
       slice.settle(teError(ErrorCode.CLOSED, 'the TCP transport is closed'));
       return;
     }
-    const key = `${addr.host}|${addr.port}|${addr.v2 ? 2 : 1}`;
+    const key = `${addr.host}|${addr.port}|${addr.v2 ? 2 : 1}|${addr.localAddress ?? ''}`;
     let peer = this.peers.get(key);
     if (!peer) {
       peer = new Peer(this, addr);
@@ -232,10 +234,11 @@ class Lane {
   private readonly connectTimer: NodeJS.Timeout;
 
   constructor(private readonly peer: Peer) {
-    const { host, port } = peer.addr;
+    const { host, port, localAddress } = peer.addr;
     const opts = {
       host,
       port,
+      ...(localAddress !== undefined ? { localAddress } : {}),
       noDelay: true,
       // Queued writes are views of registered memory, not copies: let a whole window queue
       // before write() reports backpressure (the 16 KiB default stalls every lane per slice).

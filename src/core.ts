@@ -1,0 +1,25 @@
+/** The core engine (Mooncake's C++ API vocabulary): `import { TransferEngine } from 'transfer-engine/core'`. */
+export {
+  TransferEngine,
+  TransferOpcode,
+  TaskStatus,
+  LOCAL_SEGMENT,
+  type TransferRequest,
+  type TransferStatus,
+  type EngineOptions,
+  type SegmentHandle,
+  type BatchID,
+  type TransferCounters,
+} from './engine.js';
+export { TransferEngineError, ErrorCode, isTransferEngineError } from './errors.js';
+export { type EngineConfig, loadConfig } from './config.js';
+export { type SegmentDesc, type BufferDesc, encodeSegmentDesc, decodeSegmentDesc } from './codec/descriptor.js';
+export { type Notification } from './handshake.js';
+export {
+  metadataConnString,
+  parseMetadataConnString,
+  P2PHANDSHAKE,
+  type MetadataType,
+  type MetadataTarget,
+} from './metadata/connection.js';
+export { MetadataHttpServer, type MetadataHttpServerOptions } from './metadata/http-server.js';

@@ -1,0 +1,255 @@
+/**
+ * The bundled HTTP metadata server, with the semantics of Mooncake's servers
+ * (reference §3.2; the strictest of them where they differ):
+ *
+ *   GET    /metadata?key=K   200 + the stored bytes, 404 when missing
+ *   PUT    /metadata?key=K   200; an existing rpc_meta key: 200 if the body is
+ *                            identical, else 400 (Python and C++ servers)
+ *   DELETE /metadata?key=K   200, 404 when missing
+ *   an empty or blank key    400
+ *   GET    /health           200 "OK"
+ *
+ * Beyond Mooncake, whose servers forget everything on restart: with a data
+ * directory every change is written to disk before it is acknowledged (one
+ * file per key, written to a temporary file, fsynced and renamed over the
+ * old one, so a crash leaves the old or the new value, never half of one)
+ * and the store is reloaded on start.
+ */
+import http from 'node:http';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { teError, ErrorCode } from '../errors.js';
+
+export const METADATA_PATH = '/metadata';
+/** Larger PUT bodies are refused (413); Mooncake's etcd limit is 32 MiB too. */
+export const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+export interface MetadataHttpServerOptions {
+  /** Address to listen on. */
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Persist the store here (created if missing) and reload it on start. */
+  dataDir?: string;
+}
+
+/** File name for a key: keys may hold '/', ':' or anything, and be long. */
+function fileFor(key: string): string {
+  return `${createHash('sha256').update(key, 'utf8').digest('hex')}.json`;
+}
+
+let tmpCounter = 0;
+
+export class MetadataHttpServer {
+  private readonly store = new Map<string, Buffer>();
+  private readonly server: http.Server;
+  /** Disk writes run one at a time, in request order, so the last acknowledged value is the one on disk. */
+  private diskQueue: Promise<void> = Promise.resolve();
+  port = 0;
+
+  private constructor(private readonly options: MetadataHttpServerOptions) {
+    this.server = http.createServer((req, res) => this.handle(req, res));
+    // Bound the time a client may take to send its request: a slow or stalled client cannot pin resources.
+    this.server.requestTimeout = 30_000;
+    this.server.headersTimeout = 10_000;
+  }
+
+  static async start(options: MetadataHttpServerOptions): Promise<MetadataHttpServer> {
+    const s = new MetadataHttpServer(options);
+    if (options.dataDir) await s.load(options.dataDir);
+    await new Promise<void>((resolve, reject) => {
+      s.server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          e.code === 'EADDRINUSE'
+            ? teError(ErrorCode.PORT_IN_USE, `port ${options.port} on ${options.host} is already in use`, e)
+            : teError(ErrorCode.INVALID_ARGUMENT, `cannot listen on ${options.host}:${options.port}: ${e.message}`, e),
+        ),
+      );
+      s.server.listen({ host: options.host, port: options.port, exclusive: true }, () => resolve());
+    });
+    const addr = s.server.address();
+    s.port = typeof addr === 'object' && addr ? addr.port : options.port;
+    return s;
+  }
+
+  /** The URL clients use as their metadata server. */
+  get url(): string {
+    const h = this.options.host === '0.0.0.0' || this.options.host === '::' ? '127.0.0.1' : this.options.host;
+    return `http://${h.includes(':') ? `[${h}]` : h}:${this.port}${METADATA_PATH}`;
+  }
+
+  get size(): number {
+    return this.store.size;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    await this.diskQueue;
+  }
+
+  private async load(dir: string): Promise<void> {
+    await fsp.mkdir(dir, { recursive: true });
+    for (const f of await fsp.readdir(dir)) {
+      const file = path.join(dir, f);
+      if (f.includes('.tmp-')) {
+        await fsp.rm(file, { force: true }); // an interrupted write: the previous value is still in place
+        continue;
+      }
+      if (!/^[0-9a-f]{64}\.json$/.test(f)) continue;
+      let rec: unknown;
+      try {
+        rec = JSON.parse(await fsp.readFile(file, 'utf8'));
+      } catch (e) {
+        throw teError(ErrorCode.MALFORMED, `metadata data file ${file} is not valid JSON: ${(e as Error).message}`, e);
+      }
+      if (typeof rec !== 'object' || rec === null || !('key' in rec) || !('value' in rec) || typeof rec.key !== 'string' || typeof rec.value !== 'string') {
+        throw teError(ErrorCode.MALFORMED, `metadata data file ${file} does not hold {"key", "value"}`);
+      }
+      this.store.set(rec.key, Buffer.from(rec.value, 'base64'));
+    }
+  }
+
+  /** Queue a disk write (value) or removal (null) of one key; resolves once it is durable. */
+  private persist(key: string, value: Buffer | null): Promise<void> {
+    const dir = this.options.dataDir;
+    if (!dir) return Promise.resolve();
+    const run = async (): Promise<void> => {
+      const file = path.join(dir, fileFor(key));
+      if (value === null) {
+        await fsp.rm(file, { force: true });
+      } else {
+        const tmp = `${file}.tmp-${process.pid}-${tmpCounter++}`;
+        const fh = await fsp.open(tmp, 'w', 0o600);
+        try {
+          await fh.writeFile(JSON.stringify({ key, value: value.toString('base64') }));
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await fsp.rename(tmp, file);
+      }
+      const d = await fsp.open(dir, 'r'); // make the rename itself durable
+      try {
+        await d.sync();
+      } finally {
+        await d.close();
+      }
+    };
+    const p = this.diskQueue.then(run);
+    this.diskQueue = p.catch(() => undefined);
+    return p;
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const send = (status: number, body: string | Buffer, type = 'text/plain; charset=utf-8'): void => {
+      if (res.headersSent) return;
+      res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      send(400, 'bad request URL');
+      return;
+    }
+    if (url.pathname === '/health') {
+      if (req.method === 'GET' || req.method === 'HEAD') send(200, 'OK');
+      else send(405, 'method not allowed');
+      return;
+    }
+    if (url.pathname !== METADATA_PATH) {
+      send(404, 'not found');
+      return;
+    }
+    const key = url.searchParams.get('key') ?? '';
+    if (key.trim().length === 0) {
+      req.resume();
+      send(400, 'metadata key is required');
+      return;
+    }
+    switch (req.method) {
+      case 'GET': {
+        const v = this.store.get(key);
+        if (v === undefined) send(404, 'metadata not found');
+        else send(200, v, 'application/json; charset=utf-8');
+        return;
+      }
+      case 'DELETE': {
+        if (!this.store.has(key)) {
+          send(404, 'metadata not found');
+          return;
+        }
+        this.store.delete(key);
+        this.persist(key, null).then(
+          () => send(200, 'metadata deleted'),
+          (e: Error) => send(500, `cannot persist the deletion: ${e.message}`),
+        );
+        return;
+      }
+      case 'PUT':
+        this.readBody(req, (status, body) => {
+          if (status !== 200 || !body) {
+            send(status, status === 413 ? `body larger than ${MAX_BODY_BYTES} bytes` : 'invalid request');
+            return;
+          }
+          const old = this.store.get(key);
+          if (old !== undefined && key.includes('rpc_meta')) {
+            if (old.equals(body)) send(200, 'metadata unchanged');
+            else send(400, 'Duplicate rpc_meta key not allowed');
+            return;
+          }
+          this.store.set(key, body);
+          this.persist(key, body).then(
+            () => send(200, 'metadata updated'),
+            (e: Error) => {
+              // Memory follows the disk: a value that could not be made durable is not served.
+              if (this.store.get(key) === body) {
+                if (old === undefined) this.store.delete(key);
+                else this.store.set(key, old);
+              }
+              send(500, `cannot persist the value: ${e.message}`);
+            },
+          );
+        });
+        return;
+      default:
+        req.resume();
+        res.setHeader('Allow', 'GET, PUT, DELETE');
+        send(405, 'method not allowed');
+    }
+  }
+
+  /** The whole body, or an error status. A body cut short (client gone) is dropped: nothing half-received is stored. */
+  private readBody(req: http.IncomingMessage, done: (status: number, body: Buffer | null) => void): void {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let finished = false;
+    const finish = (status: number, body: Buffer | null): void => {
+      if (finished) return;
+      finished = true;
+      done(status, body);
+    };
+    req.on('data', (c: Buffer) => {
+      if (finished) return; // refused already: the rest is drained and dropped
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        chunks.length = 0;
+        finish(413, null);
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => finish(200, Buffer.concat(chunks)));
+    req.on('error', () => {
+      finished = true; // aborted mid-body: no answer can reach the client anyway
+    });
+    req.on('close', () => {
+      if (!req.complete) finished = true;
+    });
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * Key layout of the central store (reference §2.1), identical to Mooncake's:
+ *
+ *   mooncake/[<cluster>/]ram/<segment>       segment descriptor (names without '/')
+ *   mooncake/[<cluster>/]<segment>           names with '/', e.g. nvmeof/<name>
+ *   mooncake/[<cluster>/]rpc_meta/<server>   {"ip_or_host_name", "rpc_port"}
+ *
+ * <cluster> is MC_METADATA_CLUSTER_ID; Mooncake appends the '/' when missing.
+ */
+
+export interface MetadataKeys {
+  /** "mooncake/" or "mooncake/<cluster>/". */
+  readonly prefix: string;
+  segment(name: string): string;
+  rpcMeta(name: string): string;
+}
+
+export function metadataKeys(env: Record<string, string | undefined> = process.env): MetadataKeys {
+  let cluster = env['MC_METADATA_CLUSTER_ID'] ?? '';
+  if (cluster.length > 0 && !cluster.endsWith('/')) cluster += '/';
+  const prefix = `mooncake/${cluster}`;
+  return {
+    prefix,
+    segment: (name) => (name.includes('/') ? `${prefix}${name}` : `${prefix}ram/${name}`),
+    rpcMeta: (name) => `${prefix}rpc_meta/${name}`,
+  };
+}

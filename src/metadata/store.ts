@@ -1,0 +1,96 @@
+/**
+ * One key-value interface over the central metadata services. Every call is
+ * bounded by a timeout and fails with a TransferEngineError:
+ * TE_METADATA_UNAVAILABLE (unreachable, 5xx, connection lost),
+ * TE_METADATA_REJECTED (credentials, 4xx), TE_TIMEOUT (no answer in time).
+ */
+import { teError, ErrorCode, TransferEngineError } from '../errors.js';
+import type { MetadataTarget } from './connection.js';
+
+export interface MetadataStore {
+  /** What the store talks to, for messages: "http://h:8080/metadata", "etcd://h:2379", ... */
+  readonly label: string;
+  /** Values end in "\n" (etcd and Redis, as Mooncake's FastWriter writes them). */
+  readonly newlineValues: boolean;
+  /** The value, or null when the key does not exist. */
+  get(key: string): Promise<string | null>;
+  put(key: string, value: string): Promise<void>;
+  /** Deleting a missing key succeeds. */
+  delete(key: string): Promise<void>;
+  /**
+   * Called after the connection to the service was lost and came back (Redis:
+   * a restarted server without persistence has forgotten our keys).
+   */
+  onReconnect?(listener: () => void): void;
+  /** Release connections; later calls fail with TE_CLOSED. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface StoreOptions {
+  /** Bound on each call; undefined: the backend's Mooncake default (HTTP 3 s, etcd and Redis 5 s). */
+  timeoutMs?: number;
+  /** etcd only: attach puts to a lease of this many seconds, kept alive while the store is open (0: no lease). */
+  leaseTtlS: number;
+  /** Environment for MC_REDIS_* (default process.env). */
+  env: Record<string, string | undefined>;
+}
+
+export type Env = Record<string, string | undefined>;
+
+function intEnv(env: Env, name: string, dflt: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return dflt;
+  const v = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  if (!Number.isInteger(v) || v < min || v > max) throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not an integer in [${min}, ${max}]`);
+  return v;
+}
+
+/**
+ * Store settings from the environment (ours, not Mooncake's):
+ * TE_METADATA_TIMEOUT_MS bounds each call (default: Mooncake's, 3 s for HTTP,
+ * 5 s for etcd and Redis), TE_METADATA_LEASE_TTL (seconds, etcd, 0 = off).
+ */
+export function storeOptionsFromEnv(env: Env): StoreOptions {
+  const timeoutMs = intEnv(env, 'TE_METADATA_TIMEOUT_MS', 0, 100, 600_000);
+  return {
+    ...(timeoutMs > 0 ? { timeoutMs } : {}),
+    leaseTtlS: intEnv(env, 'TE_METADATA_LEASE_TTL', 0, 0, 86_400),
+    env,
+  };
+}
+
+/** MC_REDIS_DB_INDEX: 0-255 like Mooncake; a malformed value is an error, not a silent 0. */
+export function redisDbIndex(env: Env): number {
+  return intEnv(env, 'MC_REDIS_DB_INDEX', 0, 0, 255);
+}
+
+/** Reject with TE_TIMEOUT after `ms`, whatever the operation does. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(teError(ErrorCode.TIMEOUT, `${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+export function isTeError(e: unknown): e is TransferEngineError {
+  return e instanceof TransferEngineError;
+}
+
+/** Open a store for a parsed connection string. Backends load lazily so P2P users never load etcd or Redis clients. */
+export async function openMetadataStore(target: Exclude<MetadataTarget, { type: 'p2p' }>, options: StoreOptions): Promise<MetadataStore> {
+  switch (target.type) {
+    case 'http': {
+      const { HttpMetadataStore } = await import('./http.js');
+      return new HttpMetadataStore(target.url, options);
+    }
+    case 'etcd': {
+      const { EtcdMetadataStore } = await import('./etcd.js');
+      return new EtcdMetadataStore(target.endpoints, options);
+    }
+    case 'redis': {
+      const { RedisMetadataStore } = await import('./redis.js');
+      return RedisMetadataStore.connect(target.host, target.port, options);
+    }
+  }
+}
