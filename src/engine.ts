@@ -18,6 +18,8 @@ import { SegmentDirectory } from './metadata/directory.js';
 import { metadataKeys } from './metadata/keys.js';
 import { openMetadataStore, storeOptionsFromEnv } from './metadata/store.js';
 import type { RpcMeta } from './metadata/values.js';
+import { allocateShmRegion, reapStaleShmFiles, shmNativeAvailable, type ShmRegion } from './shm/index.js';
+import { locateShmRegion, ShmTransport, type ShmPeerRegion } from './transport/shm.js';
 import { Slice, type SliceOwner } from './transport/slice.js';
 import { TcpClient, type PeerAddress } from './transport/tcp/client.js';
 import { TcpDataServer } from './transport/tcp/server.js';
@@ -78,6 +80,15 @@ export interface EngineOptions {
    * MC_CUSTOM_TOPO_JSON's preferred NICs, see src/api/topology.ts); undefined: the OS picks.
    */
   sourceAddress?: (location: string) => string | undefined;
+  /**
+   * Allocate memory handed out by allocateLocalMemory() from named shared
+   * memory (/dev/shm), so that engines on the same host copy into and out of it
+   * directly instead of through TCP. Reading and writing peers' shared memory
+   * needs no option: it is chosen whenever a peer on this host publishes some.
+   */
+  shm?: boolean;
+  /** This host's identity for the same-host check (default TE_MACHINE_ID, else boot id + machine id). */
+  machineId?: string;
 }
 
 /** The handle of the engine's own segment: requests to it are served by a local copy. */
@@ -211,6 +222,11 @@ export class TransferEngine {
   private readonly rpcMetaCache = new Map<string, RpcMeta>();
   /** Where the RPC and data ports listen (set by init). */
   private listenAddress = '';
+  /** Same-host copies into peers' shared memory (set by init). */
+  private shm: ShmTransport | null = null;
+  /** Shared memory this engine allocated, by address: freed on unregister and close. */
+  private readonly ownedShm = new Map<number, ShmRegion>();
+  private shmCopies = 0;
 
   constructor(private readonly options: EngineOptions = {}) {}
 
@@ -241,8 +257,13 @@ export class TransferEngine {
     const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
     const target = parseMetadataConnString(metadata);
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
+    if (this.options.shm && !shmNativeAvailable()) {
+      throw teError(ErrorCode.NOT_SUPPORTED, 'shared memory was asked for (shm option) but the native addon is not built on this host');
+    }
     this.state = 'initializing';
     try {
+      this.shm = new ShmTransport(this.options.machineId === undefined ? {} : { machineId: this.options.machineId });
+      if (this.shm.available) reapStaleShmFiles(); // files of crashed engines on this host
       const { host, port: namePort } = splitHostPort(serverName);
       const central = target.type !== 'p2p';
       // Central modes publish this host in rpc_meta (Mooncake: MC_TCP_BIND_ADDRESS, else the first interface).
@@ -272,7 +293,7 @@ export class TransferEngine {
       const dir = this.directory;
       this.directory = null;
       await dir?.close(); // removes whatever part of our entry was written
-      await this.releasePorts();
+      await this.releaseResources();
       this.state = 'new';
       throw e;
     }
@@ -323,6 +344,37 @@ export class TransferEngine {
     return addr;
   }
 
+  /**
+   * Allocate `size` bytes (zeroed) and register them; returns the address.
+   * With the `shm` option the memory lives in /dev/shm and same-host peers
+   * copy into and out of it directly. Give it back with unregisterLocalMemory.
+   */
+  allocateLocalMemory(size: number, location = '*', remoteAccessible = true): number {
+    this.ready();
+    if (!Number.isSafeInteger(size) || size <= 0) throw teError(ErrorCode.INVALID_ARGUMENT, `size ${String(size)} must be a positive integer`);
+    let addr: number;
+    if (this.options.shm) {
+      const region = allocateShmRegion(size);
+      try {
+        addr = this.registry.register(region.bytes, { location, remoteAccessible, shmName: region.name }).addr;
+      } catch (e) {
+        region.free();
+        throw e;
+      }
+      this.ownedShm.set(addr, region);
+    } else {
+      let mem: ArrayBuffer;
+      try {
+        mem = new ArrayBuffer(size); // virtual until touched
+      } catch (e) {
+        throw teError(ErrorCode.INVALID_ARGUMENT, `cannot allocate ${size} bytes: ${(e as Error).message}`, e);
+      }
+      addr = this.registry.register(mem, { location, remoteAccessible }).addr;
+    }
+    this.directory?.descriptorChanged();
+    return addr;
+  }
+
   /** Register several regions; all or none (a failure unregisters the ones already done). */
   registerLocalMemoryBatch(mems: Array<Uint8Array | ArrayBuffer>, location = '*', remoteAccessible = true): number[] {
     this.ready();
@@ -342,7 +394,16 @@ export class TransferEngine {
   unregisterLocalMemory(addr: number): void {
     this.ready();
     this.registry.unregister(addr);
+    this.freeOwnedShm(addr);
     this.directory?.descriptorChanged();
+  }
+
+  /** Shared memory from allocateLocalMemory goes away with its registration (its file is removed). */
+  private freeOwnedShm(addr: number): void {
+    const region = this.ownedShm.get(addr);
+    if (!region) return;
+    this.ownedShm.delete(addr);
+    region.free();
   }
 
   /** Unregister several regions; checks all first, so a busy or unknown one changes nothing. */
@@ -354,7 +415,10 @@ export class TransferEngine {
       if (!r || r.offset !== 0) throw teError(ErrorCode.INVALID_ARGUMENT, `no region is registered at address ${fmtAddr(a)}`);
       if (r.region.pins > 0) throw teError(ErrorCode.REGION_BUSY, `region at ${fmtAddr(a)} has transfers in flight`);
     }
-    for (const a of addrs) this.registry.unregister(a);
+    for (const a of addrs) {
+      this.registry.unregister(a);
+      this.freeOwnedShm(a);
+    }
     this.directory?.descriptorChanged();
   }
 
@@ -395,7 +459,8 @@ export class TransferEngine {
       buffers: this.registry
         .list()
         .filter((r) => r.remoteAccessible)
-        .map((r) => ({ name: this.name, addr: BigInt(r.addr), length: BigInt(r.length) })),
+        .map((r) => ({ name: this.name, addr: BigInt(r.addr), length: BigInt(r.length), ...(r.shmName ? { shmName: r.shmName } : {}) })),
+      ...(this.shm?.machineId ? { machineId: this.shm.machineId } : {}),
     };
   }
 
@@ -677,6 +742,7 @@ export class TransferEngine {
       task.finish();
       return;
     }
+    if (this.copyThroughShm(task, p, seg!)) return;
     const split = this.config.splitSize;
     const len = p.local.length;
     const count = Math.ceil(len / split);
@@ -690,6 +756,29 @@ export class TransferEngine {
       p.region.pins++;
       client.submit(peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region));
     }
+  }
+
+  /**
+   * A peer on this host whose target range lies in one of its shared-memory
+   * regions is served by a plain copy. Returns false to let TCP carry the
+   * request: another host, no shm region there, or the mapping failed (file
+   * gone, size changed); the TCP path then succeeds or reports why not.
+   */
+  private copyThroughShm(task: Task, p: Plan, seg: RemoteSegment): boolean {
+    const shm = this.shm;
+    const machineId = seg.desc.machineId;
+    if (!shm || !shm.canReach(machineId)) return false;
+    const hit = locateShmRegion(shmRegionsOf(seg.desc), p.target, p.local.length);
+    if (!hit) return false;
+    try {
+      shm.copy(machineId, hit.region, hit.offset, p.local, p.write);
+    } catch {
+      return false;
+    }
+    this.shmCopies++;
+    task.transferred = p.local.length;
+    task.finish();
+    return true;
   }
 
   getTransferStatus(batchId: BatchID, taskId: number): TransferStatus {
@@ -801,13 +890,14 @@ export class TransferEngine {
   }
 
   /** Counters for tests and monitoring: connections, requests served, bytes and tasks by outcome. */
-  stats(): TransferCounters & { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number } {
+  stats(): TransferCounters & { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number; shmCopies: number } {
     return {
       ...this.counters,
       dataConnections: this.dataServer?.connectionCount ?? 0,
       lanes: this.tcpClient?.laneCount ?? 0,
       requestsServed: this.dataServer?.stats.requests ?? 0,
       requestsRejected: this.dataServer?.stats.rejected ?? 0,
+      shmCopies: this.shmCopies,
     };
   }
 
@@ -820,7 +910,7 @@ export class TransferEngine {
     const dir = this.directory;
     this.directory = null;
     await dir?.close();
-    await this.releasePorts();
+    await this.releaseResources();
   }
 
   /**
@@ -840,13 +930,18 @@ export class TransferEngine {
     return this.directory?.label ?? 'P2PHANDSHAKE';
   }
 
-  private async releasePorts(): Promise<void> {
+  /** Ports, connections, peer mappings, and the shared memory we own (its files are removed). */
+  private async releaseResources(): Promise<void> {
     this.tcpClient?.close();
     this.tcpClient = null;
     const servers = [this.dataServer?.close(), this.handshake?.close()];
     this.dataServer = null;
     this.handshake = null;
     await Promise.all(servers);
+    this.shm?.close();
+    this.shm = null;
+    for (const region of this.ownedShm.values()) region.free();
+    this.ownedShm.clear();
   }
 }
 
@@ -857,4 +952,15 @@ interface Plan {
   target: bigint;
   remote: RemoteSegment | null;
   targetBytes: Uint8Array | null;
+}
+
+/** A descriptor's shared-memory regions, computed once per descriptor object. */
+const shmRegionCache = new WeakMap<SegmentDesc, ShmPeerRegion[]>();
+function shmRegionsOf(desc: SegmentDesc): ShmPeerRegion[] {
+  let regions = shmRegionCache.get(desc);
+  if (!regions) {
+    regions = desc.buffers.flatMap((b) => (b.shmName ? [{ shmName: b.shmName, size: b.length, addr: b.addr }] : []));
+    shmRegionCache.set(desc, regions);
+  }
+  return regions;
 }

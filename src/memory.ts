@@ -18,6 +18,8 @@ export interface RegisterOptions {
   location?: string;
   /** When false, peers' requests into this region are rejected. Default true. */
   remoteAccessible?: boolean;
+  /** The /dev/shm file backing the memory, published so same-host peers can copy directly. */
+  shmName?: string;
 }
 
 export class Region {
@@ -28,6 +30,7 @@ export class Region {
     readonly bytes: Uint8Array,
     readonly location: string,
     readonly remoteAccessible: boolean,
+    readonly shmName: string | undefined,
   ) {}
   get length(): number {
     return this.bytes.length;
@@ -73,7 +76,7 @@ export class MemoryRegistry {
     const end = addr + bytes.length;
     if (!Number.isSafeInteger(end + 2 * PAGE_SIZE)) throw teError(ErrorCode.INVALID_ARGUMENT, 'address space exhausted');
     this.next = Math.ceil(end / PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE; // guard page
-    const region = new Region(addr, bytes, location, remoteAccessible);
+    const region = new Region(addr, bytes, location, remoteAccessible, options.shmName);
     this.regions.push(region);
     return region;
   }

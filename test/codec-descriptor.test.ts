@@ -279,3 +279,33 @@ describe('mooncakeTimestamp', () => {
     assert.equal(mooncakeTimestamp(new Date(2001, 0, 2, 3, 4, 5, 6)), '2001-01-02 03:04:05.006000');
   });
 });
+
+describe('our optional fields (machine_id, shm_name)', () => {
+  test('round-trip, and are left out when absent', () => {
+    const desc = {
+      name: 'h:1',
+      protocol: 'tcp',
+      tcpDataPort: 2,
+      tcpProtoVersion: 2,
+      machineId: 'boot:machine',
+      buffers: [
+        { name: 'h:1', addr: 4096n, length: 10n, shmName: 'transfer-engine-1-00112233aabbccdd' },
+        { name: 'h:1', addr: 8192n, length: 10n },
+      ],
+    };
+    const back = decodeSegmentDesc(encodeSegmentDesc(desc));
+    assert.equal(back.machineId, 'boot:machine');
+    assert.equal(back.buffers[0]!.shmName, 'transfer-engine-1-00112233aabbccdd');
+    assert.equal('shmName' in back.buffers[1]!, false);
+    const plain = encodeSegmentDesc({ ...desc, machineId: undefined, buffers: [desc.buffers[1]!] } as never);
+    assert.ok(!plain.includes('machine_id') && !plain.includes('shm_name'));
+  });
+
+  test('a wrong type in them is ignored, never a reason to reject the segment', () => {
+    const d = decodeSegmentDesc(
+      '{"name":"h:1","protocol":"tcp","tcp_data_port":2,"machine_id":7,"buffers":[{"name":"h:1","addr":4096,"length":10,"shm_name":{}}]}',
+    );
+    assert.equal(d.machineId, undefined);
+    assert.equal(d.buffers[0]!.shmName, undefined);
+  });
+});

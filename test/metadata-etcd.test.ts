@@ -91,7 +91,8 @@ describe('etcd metadata, one member', { skip: etcd.skip }, () => {
     const rpc = await raw.get(`mooncake/${CLUSTER_ID}/rpc_meta/target-1`);
     assert.equal(rpc, `{"ip_or_host_name":"127.0.0.1","rpc_port":${peer.rpcPort}}\n`);
     const desc = await raw.get(`mooncake/${CLUSTER_ID}/ram/target-1`);
-    assert.ok(desc?.startsWith(`{"buffers":[{"addr":${remote},"length":${SIZE},"name":"target-1"}],"name":"target-1","protocol":"tcp",`), desc ?? 'missing');
+    // Sorted keys; machine_id (ours, for same-host shared memory) sits between buffers and name.
+    assert.match(desc ?? 'missing', new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"machine_id":"[^"]+","name":"target-1","protocol":"tcp",`));
     assert.ok(desc!.endsWith('"}\n'), 'FastWriter ends values with a newline');
     assert.equal(await raw.get('mooncake/ram/target-1'), null, 'nothing outside the cluster prefix');
     const seg = await ini.engine.openSegment('target-1');

@@ -285,11 +285,12 @@ describe('two engines in separate processes through the HTTP metadata server', (
   it('publishes Mooncake-shaped values, opens by name, and moves data both ways', async () => {
     const peer = await spawnNamed('target-1');
     const remote = await peer.register(SIZE, 7);
-    // The stored values, byte for byte: compact, sorted, no newline over HTTP.
+    // The stored values, byte for byte: compact, sorted, no newline over HTTP. machine_id is ours (same-host
+    // shared memory); Mooncake's decoder ignores fields it does not know.
     const rpc = await req(meta.url, 'GET', 'mooncake/rpc_meta/target-1');
     assert.equal(rpc.text, `{"ip_or_host_name":"127.0.0.1","rpc_port":${peer.rpcPort}}`);
     const stored = (await req(meta.url, 'GET', 'mooncake/ram/target-1')).text;
-    assert.match(stored, new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"name":"target-1","protocol":"tcp","tcp_data_port":${peer.dataPort},"tcp_proto_version":2,"timestamp":"[^"]+"\\}$`));
+    assert.match(stored, new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"machine_id":"[^"]+","name":"target-1","protocol":"tcp","tcp_data_port":${peer.dataPort},"tcp_proto_version":2,"timestamp":"[^"]+"\\}$`));
     const seg = await engine.openSegment('target-1');
     assert.equal(engine.getSegmentDescriptor(seg).buffers[0]!.addr, BigInt(remote));
     const st = await run([{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remote, length: SIZE }]);

@@ -26,6 +26,8 @@ export interface BuddyConfig {
 }
 
 export const MOONCAKE_BUDDY: BuddyConfig = { minBlock: 8 * 1024, classes: 16, chunkSize: 2 * 1024 * 1024 * 1024 };
+/** In shared memory every chunk's pages are reserved when it is created: one largest block per chunk. */
+export const SHM_BUDDY: BuddyConfig = { ...MOONCAKE_BUDDY, chunkSize: 256 * 1024 * 1024 };
 
 function hex(a: number): string {
   return `0x${a.toString(16)}`;
@@ -274,9 +276,10 @@ export class BuddyAllocator {
   }
 }
 
-/** Where managed memory is registered: the core engine, in production. */
+/** Where managed memory comes from: the core engine's allocateLocalMemory (shared memory with its shm option). */
 export interface MemoryRegistrar {
-  register(mem: ArrayBuffer): number;
+  /** Allocate and register `size` bytes; returns the address. */
+  allocate(size: number): number;
   unregister(addr: number): void;
 }
 
@@ -292,12 +295,12 @@ export class ManagedBuffers {
     private readonly registrar: MemoryRegistrar,
     config: BuddyConfig = MOONCAKE_BUDDY,
   ) {
-    this.buddy = new BuddyAllocator(config, (size) => this.registrar.register(allocate(size)));
+    this.buddy = new BuddyAllocator(config, (size) => allocate(this.registrar, size));
   }
 
   allocate(length: number): number {
     if (length > this.buddy.maxBlock) {
-      const addr = this.registrar.register(allocate(length));
+      const addr = allocate(this.registrar, length);
       this.large.set(addr, length);
       return addr;
     }
@@ -359,9 +362,9 @@ export class ManagedBuffers {
   }
 }
 
-function allocate(size: number): ArrayBuffer {
+function allocate(registrar: MemoryRegistrar, size: number): number {
   try {
-    return new ArrayBuffer(size);
+    return registrar.allocate(size);
   } catch (e) {
     throw new ApiFailure(ERR_OUT_OF_MEMORY, ErrorCode.INVALID_ARGUMENT, `cannot allocate ${size} bytes: ${(e as Error).message}`, e);
   }

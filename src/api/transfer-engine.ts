@@ -51,7 +51,7 @@ import {
 } from './codes.js';
 import { loadApiSettings, syncDeadlineMs, type Env } from './env.js';
 import { Logger, parseLogLevel, stderrSink, type LogLevelName, type LogSink } from './log.js';
-import { ManagedBuffers } from './managed-buffers.js';
+import { ManagedBuffers, MOONCAKE_BUDDY, SHM_BUDDY } from './managed-buffers.js';
 import { MetricsReporter, ZERO_METRICS, type TransferMetrics } from './metrics.js';
 import { discoverTopology, topologyJson, type Topology } from './topology.js';
 
@@ -71,6 +71,8 @@ export interface TransferEngineOptions {
   env?: Env;
   /** Where log lines go (MC_LOG_LEVEL, MC_TE_METRIC); default stderr. */
   log?: LogSink;
+  /** Managed buffers in named shared memory, so engines on this host copy directly (the core's `shm` option). */
+  shm?: boolean;
 }
 
 type State = 'new' | 'initializing' | 'ready' | 'closed';
@@ -169,8 +171,12 @@ export class TransferEngine {
   /** registerMemory(address) inside managed buffers: address -> length. The memory itself is registered with its chunk. */
   private readonly managedRegistrations = new Map<number, number>();
 
+  /** Managed buffers in shared memory (the core's shm option). */
+  private readonly shmMemory: boolean;
+
   constructor(options: TransferEngineOptions = {}) {
     this.env = options.env ?? process.env;
+    this.shmMemory = options.shm === true;
     // The level applies from the start; a malformed value is reported by initialize().
     let level: LogLevelName = 'INFO';
     try {
@@ -278,6 +284,7 @@ export class TransferEngine {
         const topology = settings.topology;
         core = new CoreEngine({
           env: this.env,
+          ...(this.shmMemory ? { shm: true } : {}),
           ...(metadata !== '' ? { metadataServer: metadata } : {}),
           ...(topology ? { sourceAddress: (location: string) => topology.sourceAddress(location) } : {}),
         });
@@ -298,10 +305,14 @@ export class TransferEngine {
         this.core = c;
         this.topology = topology;
         this.timeoutMs = settings.core.transferTimeoutMs;
-        this.managed = new ManagedBuffers({
-          register: (mem) => c.registerLocalMemory(mem, '*'),
-          unregister: (addr) => c.unregisterLocalMemory(addr),
-        });
+        this.managed = new ManagedBuffers(
+          {
+            allocate: (size) => c.allocateLocalMemory(size, '*'),
+            unregister: (addr) => c.unregisterLocalMemory(addr),
+          },
+          // /dev/shm pages are reserved up front: smaller chunks than Mooncake's 2 GiB.
+          this.shmMemory ? SHM_BUDDY : MOONCAKE_BUDDY,
+        );
         if (settings.metric) {
           this.metrics = new MetricsReporter(() => c.stats(), settings.metricIntervalSeconds, (line) => this.logger.info(line));
           this.metrics.start();

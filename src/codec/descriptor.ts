@@ -16,6 +16,11 @@ export interface BufferDesc {
   name: string;
   addr: bigint;
   length: bigint;
+  /**
+   * Ours: the /dev/shm file holding this buffer, for peers on the same machine
+   * (`shm_name`; Mooncake's decoder ignores unknown fields).
+   */
+  shmName?: string;
 }
 
 export interface SegmentDesc {
@@ -27,6 +32,8 @@ export interface SegmentDesc {
   tcpProtoVersion: number;
   timestamp?: string;
   buffers: BufferDesc[];
+  /** Boot id + machine id of the publisher (`machine_id`, as Mooncake's TENT names it): same host, shm may be used. */
+  machineId?: string;
 }
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -47,7 +54,8 @@ export function encodeSegmentDesc(desc: SegmentDesc): string {
     tcp_data_port: desc.tcpDataPort,
     tcp_proto_version: desc.tcpProtoVersion,
     timestamp: desc.timestamp ?? mooncakeTimestamp(),
-    buffers: desc.buffers.map((b) => ({ name: b.name, addr: b.addr, length: b.length })),
+    buffers: desc.buffers.map((b) => ({ name: b.name, addr: b.addr, length: b.length, ...(b.shmName ? { shm_name: b.shmName } : {}) })),
+    ...(desc.machineId ? { machine_id: desc.machineId } : {}),
   };
   return stringifyJson(obj);
 }
@@ -104,9 +112,12 @@ export function decodeSegmentDesc(text: string): SegmentDesc {
     if (addr === 0n) throw teError(ErrorCode.MALFORMED, `buffers[${i}].addr is 0`);
     if (length === 0n) throw teError(ErrorCode.MALFORMED, `buffers[${i}].length is 0`);
     if (addr + length - 1n > U64_MAX) throw teError(ErrorCode.MALFORMED, `buffers[${i}] overflows the address space`);
-    buffers.push({ name: bname, addr, length });
+    // Our own optional field: a wrong type is ignored, never a reason to reject the segment.
+    const shmName = b['shm_name'];
+    buffers.push(typeof shmName === 'string' && shmName.length > 0 ? { name: bname, addr, length, shmName } : { name: bname, addr, length });
   }
   const ts = v['timestamp'];
+  const machineId = v['machine_id'];
   return {
     name,
     protocol,
@@ -114,5 +125,6 @@ export function decodeSegmentDesc(text: string): SegmentDesc {
     tcpProtoVersion,
     ...(typeof ts === 'string' ? { timestamp: ts } : {}),
     buffers,
+    ...(typeof machineId === 'string' && machineId.length > 0 ? { machineId } : {}),
   };
 }
