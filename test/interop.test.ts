@@ -9,7 +9,11 @@ import { createHash } from 'node:crypto';
 import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/engine.js';
 import { ErrorCode } from '../src/errors.js';
 import { encodeHeader, HEADER_SIZE, STATUS_REJECTED_FRAME } from '../src/codec/wire.js';
-import { ensureInteropEnv, MooncakePeer, mooncakeBinary, mooncakeEnv, ROOT } from './interop/mooncake.js';
+import { ensureInteropEnv, MooncakeHttpMetadataServer, MooncakePeer, mooncakeBinary, mooncakeEnv, ROOT } from './interop/mooncake.js';
+import { MetadataHttpServer } from '../src/metadata/http-server.js';
+import { curlEscape } from '../src/metadata/http.js';
+import { EtcdCluster, freePort, requireServer } from './servers.js';
+import { Etcd3 } from 'etcd3';
 import { execFile, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
@@ -29,7 +33,7 @@ const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 async function mooncakeInitiator(segment: string, op: 'read' | 'write', block: number, batch: number): Promise<string> {
   const args = ['--mode=initiator', '--metadata_server=P2PHANDSHAKE', '--protocol=tcp', '--local_server_name=127.0.0.1',
     `--segment_id=${segment}`, `--operation=${op}`, '--duration=2', '--threads=1', `--batch_size=${batch}`, `--block_size=${block}`];
-  const { stderr } = await execFileP(BENCH, args, { env: mooncakeEnv({ GLOG_minloglevel: '0' }), timeout: 60_000, maxBuffer: 16 << 20 });
+  const { stderr } = await execFileP(BENCH, args, { env: mooncakeEnv({ GLOG_minloglevel: '0' }), timeout: 60_000, killSignal: 'SIGKILL', maxBuffer: 16 << 20 });
   const line = stderr.split('\n').find((l) => l.includes('Test completed'));
   assert.ok(line, `no "Test completed" line from transfer_engine_bench: ${stderr.slice(-1500)}`);
   assert.match(line, /batch count [1-9]\d*/);
@@ -264,7 +268,7 @@ describe('interop with Mooncake (P2PHANDSHAKE)', { skip: skip ?? false }, () => 
       const { stdout } = await execFileP(
         process.execPath,
         [CLI, 'bench', `--remote_segment=${segment}`, '--workload=mix', '--integrity_check', '--size=65536', '--batch=16', '--duration=2', '--json'],
-        { timeout: 60_000 },
+        { timeout: 60_000, killSignal: 'SIGKILL' }, // a hung bench fails the test instead of wedging the suite
       );
       const result = JSON.parse(stdout.trim().split('\n').pop()!) as { integrity: string; failures: number; bytes: number };
       assert.equal(result.integrity, 'passed');
@@ -277,3 +281,222 @@ describe('interop with Mooncake (P2PHANDSHAKE)', { skip: skip ?? false }, () => 
     }
   });
 });
+
+// ----------------------------------------------------- central metadata stores
+
+/** A central metadata store both engines use, and a way to see exactly what it holds. */
+interface CentralStore {
+  /** Our engine's metadataServer. */
+  conn: string;
+  /** The Mooncake engine's initialize (or initialize_ext with metadataType) arguments. */
+  mc: { metadata: string; metadataType?: string };
+  /** etcd values end in "\n" (jsoncpp FastWriter); HTTP values do not (StreamWriterBuilder). */
+  newline: boolean;
+  /** A value straight from the store, or null. */
+  get(key: string): Promise<string | null>;
+  /** Assert that the store holds exactly these keys, nothing else. */
+  assertKeys(expected: string[]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function eventually(what: string, ms: number, check: () => Promise<boolean> | boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Our bundled server, in this process. It cannot list keys: the count plus a GET of each expected key is exact. */
+async function ourHttpServer(): Promise<CentralStore> {
+  const server = await MetadataHttpServer.start({ host: '127.0.0.1', port: 0 });
+  const get = async (key: string): Promise<string | null> => {
+    const r = await fetch(`${server.url}?key=${encodeURIComponent(key)}`);
+    return r.status === 404 ? null : r.text();
+  };
+  return {
+    conn: server.url,
+    mc: { metadata: server.url }, // initialize(name, "http://...")
+    newline: false,
+    get,
+    async assertKeys(expected) {
+      for (const k of expected) assert.notEqual(await get(k), null, `${k} is stored`);
+      assert.equal(server.size, expected.length, `the server holds exactly ${JSON.stringify(expected)}`);
+    },
+    stop: () => server.close(),
+  };
+}
+
+/** Mooncake's server from the wheel; what it holds is followed through its access log. */
+async function mooncakeHttpServer(): Promise<CentralStore> {
+  const server = await MooncakeHttpMetadataServer.start(await freePort());
+  return {
+    conn: server.url,
+    // initialize_ext(name, "127.0.0.1:P/metadata", "tcp", "", "http"): Mooncake prefixes "http://".
+    mc: { metadata: server.url.replace('http://', ''), metadataType: 'http' },
+    newline: false,
+    get: (k) => server.get(k),
+    async assertKeys(expected) {
+      for (const k of expected) assert.notEqual(await server.get(k), null, `${k} is stored`);
+      // Both engines' clients escape keys as curl_easy_escape does (what reached the server, raw).
+      for (const r of server.requests) assert.equal(r.raw, curlEscape(r.key), `${r.method} ${r.key} escaped as curl does`);
+      const want = [...expected].sort();
+      await eventually('the access log shows exactly the expected keys', 5000, () => JSON.stringify(server.keys()) === JSON.stringify(want)).catch(() => undefined);
+      assert.deepEqual(server.keys(), want, `keys held by Mooncake's server (from its access log)`);
+    },
+    stop: () => server.stop(),
+  };
+}
+
+/** A one-member etcd (test/servers.ts); its whole key space is listed. */
+async function etcdStore(bin: string): Promise<CentralStore> {
+  const cluster = await EtcdCluster.start(bin, 1);
+  const client = new Etcd3({ hosts: cluster.members[0]!.endpoint });
+  const hostPort = cluster.connString.replace('etcd://', '');
+  return {
+    conn: cluster.connString, // etcd://127.0.0.1:P
+    mc: { metadata: hostPort, metadataType: 'etcd' }, // initialize_ext(name, "127.0.0.1:P", "tcp", "", "etcd")
+    newline: true,
+    get: (k) => client.get(k).string(),
+    async assertKeys(expected) {
+      assert.deepEqual((await client.getAll().keys()).sort(), [...expected].sort(), 'every key in etcd');
+    },
+    async stop() {
+      client.close();
+      await cluster.stop();
+    },
+  };
+}
+
+const CENTRAL_SIZES = [1, 4096, MiB];
+
+/**
+ * `guardsRpcMeta`: the store refuses to overwrite an existing rpc_meta key with another value
+ * (Mooncake's HTTP servers, and ours); etcd is a plain Put where the last writer wins, for Mooncake as for us.
+ */
+function centralSuite(label: string, slug: string, skipWhy: string | false, guardsRpcMeta: boolean, open: () => Promise<CentralStore>): void {
+  describe(`interop with Mooncake, metadata through ${label}`, { skip: skipWhy }, () => {
+    // Names are keys: unique per store, no ':' needed (central names stay as given).
+    const OURS = `node-${slug}`;
+    const THEIRS = `mc-${slug}`;
+    const keysOf = (name: string): string[] => [`mooncake/ram/${name}`, `mooncake/rpc_meta/${name}`];
+    let store: CentralStore;
+    let ours: TransferEngine;
+    let mc: MooncakePeer;
+    let local: Buffer;
+    let localAddr: number;
+    let remote: { addr: number };
+
+    before(async () => {
+      store = await open();
+      ours = new TransferEngine({ metadataServer: store.conn });
+      await ours.init(OURS, '127.0.0.1'); // rpc_meta ip_or_host_name: 127.0.0.1
+      local = Buffer.alloc(MiB + 4096);
+      localAddr = ours.registerLocalMemory(local);
+      await ours.flushMetadata(); // registered before any peer caches our descriptor
+      mc = await MooncakePeer.start({ ...store.mc, name: THEIRS });
+      remote = await mc.alloc(MiB + 4096, true); // Mooncake re-PUTs its descriptor before returning
+    });
+
+    after(async () => {
+      await ours?.close();
+      await mc?.stop();
+      await store?.stop();
+    });
+
+    async function run(reqs: TransferRequest[]): Promise<void> {
+      const bid = ours.allocateBatchID(reqs.length);
+      ours.submitTransfer(bid, reqs);
+      const st = await ours.waitBatch(bid);
+      ours.freeBatchID(bid);
+      for (const [i, s] of st.entries()) assert.equal(s.status, TaskStatus.COMPLETED, `task ${i}: ${s.error?.message ?? TaskStatus[s.status]}`);
+    }
+
+    test("both engines publish exactly Mooncake's keys; values as Mooncake writes them", async () => {
+      assert.equal(ours.segmentName, OURS, 'central modes keep the name as given');
+      assert.equal(mc.segment, THEIRS);
+      await store.assertKeys([...keysOf(OURS), ...keysOf(THEIRS)]);
+      const nl = store.newline ? '\n' : '';
+      assert.equal(await store.get(`mooncake/rpc_meta/${OURS}`), `{"ip_or_host_name":"127.0.0.1","rpc_port":${ours.rpcPort}}${nl}`);
+      assert.equal(await store.get(`mooncake/rpc_meta/${THEIRS}`), `{"ip_or_host_name":"127.0.0.1","rpc_port":${mc.rpcPort}}${nl}`, "Mooncake's own rpc_meta, same bytes");
+      const mine = (await store.get(`mooncake/ram/${OURS}`))!;
+      const theirs = (await store.get(`mooncake/ram/${THEIRS}`))!;
+      assert.equal(mine.endsWith('\n'), store.newline, 'our descriptor value: trailing newline as Mooncake writes it for this store');
+      assert.equal(theirs.endsWith('\n'), store.newline, "Mooncake's descriptor value: the same");
+      const d = JSON.parse(mine) as Record<string, unknown>;
+      const keys = Object.keys(d);
+      assert.deepEqual(keys, [...keys].sort(), 'keys sorted, as jsoncpp writes them');
+      assert.deepEqual(d['buffers'], [{ addr: localAddr, length: local.length, name: OURS }]);
+      assert.equal(d['name'], OURS);
+      assert.equal(d['protocol'], 'tcp');
+      assert.equal(d['tcp_data_port'], ours.dataPort);
+      const t = JSON.parse(theirs) as Record<string, unknown>;
+      assert.deepEqual(t['buffers'], [{ addr: remote.addr, length: MiB + 4096, name: THEIRS }]);
+      assert.equal(t['name'], THEIRS);
+    });
+
+    test('our initiator writes to and reads from the Mooncake target found through the store', async () => {
+      const seg = await ours.openSegment(THEIRS);
+      assert.equal(ours.getSegmentDescriptor(seg).buffers[0]!.addr, BigInt(remote.addr));
+      for (const [k, size] of CENTRAL_SIZES.entries()) {
+        const src = local.subarray(0, size);
+        fillPattern(src, 700 + k);
+        await run([{ opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: remote.addr + 7, length: size }]);
+        assert.equal(await mc.hash(remote.addr + 7, size), sha(src), `WRITE of ${size} bytes`);
+        const want = await mc.call('fill_random', { addr: remote.addr + 3, len: size });
+        await run([{ opcode: TransferOpcode.READ, source: localAddr + 1, targetId: seg, targetOffset: remote.addr + 3, length: size }]);
+        assert.equal(sha(local.subarray(1, 1 + size)), want['sha'], `READ of ${size} bytes`);
+      }
+    });
+
+    test('a Mooncake initiator writes to and reads from our target found through the store', async () => {
+      for (const size of CENTRAL_SIZES) {
+        const w = await mc.call('fill_random', { addr: remote.addr, len: size });
+        local.fill(0xab);
+        const r = await mc.call('write', { target: OURS, local: remote.addr, remote: localAddr + 5, len: size });
+        assert.equal(r.rc, 0, `Mooncake transfer_sync_write of ${size}: ${mc.stderr.slice(-1500)}`);
+        assert.equal(sha(local.subarray(5, 5 + size)), w['sha'], `landed bytes of ${size}`);
+        assert.equal(local[4], 0xab, 'byte before untouched');
+        assert.equal(local[5 + size], 0xab, 'byte after untouched');
+        fillPattern(local.subarray(0, size), size + 1);
+        const r2 = await mc.call('read', { target: OURS, local: remote.addr + 1, remote: localAddr, len: size });
+        assert.equal(r2.rc, 0, `Mooncake transfer_sync_read of ${size}: ${mc.stderr.slice(-1500)}`);
+        assert.equal(await mc.hash(remote.addr + 1, size), sha(local.subarray(0, size)), `read bytes of ${size}`);
+      }
+    });
+
+    test('get_first_buffer_address from Python on our segment returns our first buffer', async () => {
+      const r = await mc.call('first_buffer', { segment: OURS });
+      assert.equal(r['addr'], localAddr);
+    });
+
+    test('a second engine of ours under the live Mooncake name is refused; Mooncake keeps its keys', { skip: guardsRpcMeta ? false : 'etcd is a plain Put: the last writer wins, for Mooncake as for us' }, async () => {
+      const before = { rpc: await store.get(`mooncake/rpc_meta/${THEIRS}`), ram: await store.get(`mooncake/ram/${THEIRS}`) };
+      const clash = new TransferEngine({ metadataServer: store.conn });
+      await assert.rejects(clash.init(THEIRS, '127.0.0.1'), (e: unknown) => {
+        assert.ok(e instanceof Error && 'code' in e && e.code === ErrorCode.METADATA_REJECTED, String(e));
+        assert.match(e.message, /in use/);
+        return true;
+      });
+      await clash.close();
+      assert.equal(await store.get(`mooncake/rpc_meta/${THEIRS}`), before.rpc, "Mooncake's rpc_meta untouched");
+      assert.equal(await store.get(`mooncake/ram/${THEIRS}`), before.ram, "Mooncake's descriptor untouched");
+      await store.assertKeys([...keysOf(OURS), ...keysOf(THEIRS)]);
+      const r = await mc.call('probe', { segment: OURS });
+      assert.equal(r.rc, 0, 'Mooncake still reaches us');
+    });
+
+    test('after both engines close, their keys are gone', async () => {
+      await ours.close();
+      await store.assertKeys(keysOf(THEIRS));
+      await mc.stop(); // the driver destroys the engine: Mooncake deletes its keys too
+      await store.assertKeys([]);
+      for (const k of [...keysOf(OURS), ...keysOf(THEIRS)]) assert.equal(await store.get(k), null, `${k} deleted`);
+    });
+  });
+}
+
+centralSuite('HTTP (our bundled server)', 'ourhttp', skip ?? false, true, ourHttpServer);
+centralSuite("HTTP (Mooncake's server from the wheel)", 'mchttp', skip ?? false, true, mooncakeHttpServer);
+const etcd = skip ? { path: '', skip } : requireServer('etcd');
+centralSuite('etcd', 'etcd', etcd.skip, false, () => etcdStore(etcd.path));

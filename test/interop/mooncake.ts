@@ -41,11 +41,18 @@ export function mooncakeEnv(extra: Record<string, string> = {}): NodeJS.ProcessE
   return { ...process.env, MC_FORCE_TCP: '1', GLOG_minloglevel: '1', ...extra };
 }
 
+/** Servers started here die with the test process, whatever happens. */
+const liveChildren = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of liveChildren) c.kill('SIGKILL');
+});
+
 export type Reply = Record<string, unknown> & { rc?: number; error?: string };
 
 export class MooncakePeer {
   private readonly lines: AsyncIterableIterator<string>;
   segment = '';
+  rpcPort = 0;
   stderr = '';
 
   private constructor(readonly child: ChildProcess) {
@@ -55,21 +62,30 @@ export class MooncakePeer {
     });
   }
 
-  static async start(init: { metadata?: string; metadataType?: string; env?: Record<string, string> } = {}): Promise<MooncakePeer> {
+  /**
+   * Start a Mooncake engine. P2P (default): named `127.0.0.1:<rpc port>`. Central modes
+   * (`metadata` a URL or etcd endpoint, optionally with `metadataType` for initialize_ext):
+   * give a `name` unique in the store; the segment keeps it, and MC_TCP_BIND_ADDRESS=127.0.0.1
+   * makes its rpc_meta publish the loopback address instead of the first non-lo interface.
+   */
+  static async start(init: { metadata?: string; metadataType?: string; name?: string; env?: Record<string, string> } = {}): Promise<MooncakePeer> {
+    const metadata = init.metadata ?? 'P2PHANDSHAKE';
+    const central = metadata !== 'P2PHANDSHAKE' && init.metadataType !== 'p2p';
     const child = spawn(PYTHON, [path.join(SRC_DIR, 'mooncake_driver.py')], {
-      env: mooncakeEnv(init.env),
+      env: mooncakeEnv({ ...(central ? { MC_TCP_BIND_ADDRESS: '127.0.0.1' } : {}), ...init.env }),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const p = new MooncakePeer(child);
     const ready = await p.next();
     if (!ready['ready']) throw new Error(`driver did not start: ${p.stderr}`);
     const r = await p.call('init', {
-      host: '127.0.0.1',
-      metadata: init.metadata ?? 'P2PHANDSHAKE',
+      host: init.name ?? '127.0.0.1',
+      metadata,
       ...(init.metadataType ? { metadata_type: init.metadataType } : {}),
     });
     if (r.rc !== 0) throw new Error(`Mooncake initialize returned ${String(r.rc)}: ${p.stderr.slice(-2000)}`);
     p.segment = String(r['segment']);
+    p.rpcPort = Number(r['rpc_port']);
     return p;
   }
 
@@ -101,6 +117,101 @@ export class MooncakePeer {
     const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
     this.child.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
     const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+/**
+ * Mooncake's own HTTP metadata server from the wheel (`python -m
+ * mooncake.http_metadata_server`, aiohttp). It has no way to list its keys, so
+ * the keys it holds are followed through its access log (stderr, INFO):
+ * every PUT answered 200 adds a key, every DELETE answered 200 removes one.
+ */
+export class MooncakeHttpMetadataServer {
+  private log = '';
+  private readonly held = new Set<string>();
+  /** Every request the server logged: method, decoded key, raw (escaped) key, status. */
+  readonly requests: Array<{ method: string; key: string; raw: string; status: number }> = [];
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly port: number,
+  ) {
+    liveChildren.add(child);
+    child.once('exit', () => liveChildren.delete(child));
+    let pending = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      const text = d.toString();
+      this.log = (this.log + text).slice(-20_000);
+      pending += text;
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const l of lines) this.onLine(l);
+    });
+  }
+
+  /** The URL clients use: `http://127.0.0.1:<port>/metadata`. */
+  get url(): string {
+    return `http://127.0.0.1:${this.port}/metadata`;
+  }
+
+  static async start(port: number): Promise<MooncakeHttpMetadataServer> {
+    const child = spawn(PYTHON, ['-m', 'mooncake.http_metadata_server', '--port', String(port), '--host', '127.0.0.1'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const s = new MooncakeHttpMetadataServer(child, port);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`Mooncake's HTTP metadata server exited: ${s.log}`);
+      const status = await fetch(`${s.url}?key=ready-probe`, { signal: AbortSignal.timeout(1000) }).then(
+        (r) => r.status,
+        () => 0,
+      );
+      if (status === 404) return s;
+      if (Date.now() > deadline) {
+        await s.stop();
+        throw new Error(`Mooncake's HTTP metadata server did not answer within 30 s: ${s.log}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  private onLine(line: string): void {
+    const m = /"(GET|PUT|DELETE) \/metadata\?key=(\S*) HTTP\/1\.\d" (\d{3})/.exec(line);
+    if (!m) return;
+    const method = m[1]!;
+    const raw = m[2]!;
+    const key = decodeURIComponent(raw);
+    const status = Number(m[3]);
+    this.requests.push({ method, key, raw, status });
+    if (status !== 200) return;
+    if (method === 'PUT') this.held.add(key);
+    if (method === 'DELETE') this.held.delete(key);
+  }
+
+  /** The keys the server holds, as far as its access log has been read (sorted). */
+  keys(): string[] {
+    return [...this.held].sort();
+  }
+
+  /** GET a key straight from the server: its value, or null on 404. */
+  async get(key: string): Promise<string | null> {
+    const r = await fetch(`${this.url}?key=${encodeURIComponent(key)}`, { signal: AbortSignal.timeout(3000) });
+    if (r.status === 404) return null;
+    if (r.status !== 200) throw new Error(`GET ${key}: HTTP ${r.status}`);
+    return r.text();
+  }
+
+  get output(): string {
+    return this.log;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.child.kill('SIGTERM');
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(t);
   }

@@ -5,6 +5,7 @@ Memory is ctypes buffers registered with Mooncake's real engine; data are
 checked by SHA-256 on both sides, so no payload crosses this pipe.
 """
 import ctypes
+import gc
 import hashlib
 import json
 import os
@@ -28,7 +29,10 @@ def handle(c):
             rc = engine.initialize_ext(c["host"], c["metadata"], "tcp", "", c["metadata_type"])
         else:
             rc = engine.initialize(c["host"], c["metadata"], "tcp", "")
-        return {"rc": rc, "rpc_port": engine.get_rpc_port(), "segment": f'{c["host"]}:{engine.get_rpc_port()}'}
+        # P2P: the engine renames itself host:rpc_port. Central modes: the name stays as given.
+        p2p = c["metadata"] == "P2PHANDSHAKE" or c.get("metadata_type") == "p2p"
+        segment = f'{c["host"]}:{engine.get_rpc_port()}' if p2p else c["host"]
+        return {"rc": rc, "rpc_port": engine.get_rpc_port(), "segment": segment}
     if cmd == "alloc":
         size = c["size"]
         buf = (ctypes.c_char * size)()
@@ -89,3 +93,9 @@ for line in sys.stdin:
     except Exception as e:  # report, keep serving
         out = {"error": f"{type(e).__name__}: {e}"}
     print(json.dumps(out), flush=True)
+
+# Destroy the engine before the interpreter tears down: in central modes its
+# destructor deletes the segment and rpc_meta keys, which the tests check.
+del engine
+gc.collect()
+print(json.dumps({"closed": True}), flush=True)
