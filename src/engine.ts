@@ -23,6 +23,10 @@ import { locateShmRegion, ShmTransport, type ShmPeerRegion } from './transport/s
 import { Slice, type SliceOwner } from './transport/slice.js';
 import { TcpClient, type PeerAddress } from './transport/tcp/client.js';
 import { TcpDataServer } from './transport/tcp/server.js';
+import { MAX_FILE_REQUEST } from './transport/tcp/file-serve.js';
+import { loadFileConfig, parseTrid } from './file/config.js';
+import { checkFileId, checkFileRange, LocalFiles } from './file/local-files.js';
+import type { RegisteredFile, RegisterFileOptions } from './file/registry.js';
 
 export enum TransferOpcode {
   READ = 0,
@@ -51,6 +55,12 @@ export interface TransferRequest {
   /** Address in the target segment (for memory segments, the peer's 64-bit address). */
   targetOffset: number | bigint;
   length: number;
+  /**
+   * Set to address a registered file of the target segment (its id from the
+   * descriptor's fileBuffers, or registerLocalFile for this engine's own):
+   * targetOffset is then the offset in the file.
+   */
+  fileId?: number;
 }
 
 export interface TransferStatus {
@@ -222,6 +232,10 @@ export class TransferEngine {
   private readonly rpcMetaCache = new Map<string, RpcMeta>();
   /** Where the RPC and data ports listen (set by init). */
   private listenAddress = '';
+  /** Registered files and their I/O pool (set by init). */
+  private files: LocalFiles | null = null;
+  /** The nvmeof_generic transport's own listener for file requests (its trid's traddr:trsvcid); null: files use the data port. */
+  private fileServer: { server: TcpDataServer; host: string; port: number } | null = null;
   /** Same-host copies into peers' shared memory (set by init). */
   private shm: ShmTransport | null = null;
   /** Shared memory this engine allocated, by address: freed on unregister and close. */
@@ -257,6 +271,7 @@ export class TransferEngine {
     const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
     const target = parseMetadataConnString(metadata);
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
+    const fileConfig = loadFileConfig(env); // MC_NVMEOF_GENERIC_*, checked as early
     if (this.options.shm && !shmNativeAvailable()) {
       throw teError(ErrorCode.NOT_SUPPORTED, 'shared memory was asked for (shm option) but the native addon is not built on this host');
     }
@@ -280,7 +295,8 @@ export class TransferEngine {
       const boundRpc = await this.handshake.listen(listenHost, port, minPort, maxPort);
       // Central modes keep the name as given (it is the key); P2P names are the dialable host:rpcPort.
       this.name = central ? serverName : joinHostPort(connectHost, boundRpc);
-      this.dataServer = new TcpDataServer(this.registry);
+      this.files = new LocalFiles(fileConfig);
+      this.dataServer = new TcpDataServer(this.registry, this.files.context);
       await this.dataServer.listen(listenHost, 0, minPort, maxPort);
       this.tcpClient = this.newTcpClient();
       if (target.type !== 'p2p') {
@@ -422,6 +438,28 @@ export class TransferEngine {
     this.directory?.descriptorChanged();
   }
 
+  // ---------------------------------------------------------------- files
+
+  /**
+   * Register a local file (seed 004): peers (and this engine) can then read and
+   * write `[0, size)` of it by (segment, file id, offset). Returns the file id.
+   * The file must exist and hold at least `size` bytes (or pass `grow`); block
+   * devices need `allowBlockDevice`. See src/file/registry.ts.
+   */
+  registerLocalFile(path: string, size: number, options?: RegisterFileOptions): number {
+    this.ready();
+    const id = this.files!.register(path, size, options).id;
+    this.directory?.descriptorChanged();
+    return id;
+  }
+
+  /** Unregister a file by the path it was registered with. Refused (TE_REGION_BUSY) while transfers use it. */
+  unregisterLocalFile(path: string): void {
+    this.ready();
+    this.files!.unregister(path);
+    this.directory?.descriptorChanged();
+  }
+
   /** A view of registered memory: `[addr, addr+length)` must lie inside one region. */
   localView(addr: number, length: number): Uint8Array {
     this.ready();
@@ -461,6 +499,8 @@ export class TransferEngine {
         .filter((r) => r.remoteAccessible)
         .map((r) => ({ name: this.name, addr: BigInt(r.addr), length: BigInt(r.length), ...(r.shmName ? { shmName: r.shmName } : {}) })),
       ...(this.shm?.machineId ? { machineId: this.shm.machineId } : {}),
+      ...(this.files && this.files.registry.size > 0 ? { fileBuffers: this.files.describe() } : {}),
+      ...(this.fileServer ? { fileEndpoint: this.fileEndpoint() } : {}),
     };
   }
 
@@ -557,9 +597,10 @@ export class TransferEngine {
       task.retryable = [];
       task.pending = slices.length;
       const localAddress = this.options.sourceAddress?.(slices[0]!.region.location);
-      const peer = localAddress === undefined ? seg.peer : { ...seg.peer, localAddress };
+      const base = slices[0]!.fileId === undefined ? seg.peer : this.filePeer(seg);
+      const peer = localAddress === undefined ? base : { ...base, localAddress };
       // Each held slice's pin passes to its replacement.
-      for (const s of slices) client.submit(peer, new Slice(task, s.write, s.remoteAddr, s.local, s.region));
+      for (const s of slices) client.submit(peer, new Slice(task, s.write, s.remoteAddr, s.local, s.region, s.fileId));
     });
   }
 
@@ -715,6 +756,7 @@ export class TransferEngine {
     if (target < 0n || target + BigInt(r.length) - 1n > U64_MAX) {
       throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i}: target range overflows the 64-bit address space`);
     }
+    if (r.fileId !== undefined) return this.planFile(r, i, write, local, src.region, target);
     if (r.targetId === LOCAL_SEGMENT) {
       // Served by a copy; validated now so that a bad range is a typed error, not a late failure.
       const t = target <= BigInt(Number.MAX_SAFE_INTEGER) ? this.registry.resolve(Number(target), r.length) : null;
@@ -727,6 +769,53 @@ export class TransferEngine {
     if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `request ${i}: segment handle ${String(r.targetId)} is not open`);
     if (!this.tcpClient) throw teError(ErrorCode.NO_TRANSPORT, `request ${i}: the tcp transport is not installed`);
     return { write, local, region: src.region, target, remote: seg, targetBytes: null };
+  }
+
+  /** A request to a file: checked against the file's size and alignment (ours, or the peer's descriptor) before anything moves. */
+  private planFile(r: TransferRequest, i: number, write: boolean, local: Uint8Array, region: Region, target: bigint): Plan {
+    const what = `request ${i}`;
+    const fileId = checkFileId(what, r.fileId);
+    if (r.targetId === LOCAL_SEGMENT) {
+      const file = this.files!.byId(fileId);
+      if (!file) throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: no local file is registered with id ${fileId}`);
+      checkFileRange(what, fileId, target, local.length, file.size, file.align);
+      return { write, local, region, target, remote: null, targetBytes: null, file };
+    }
+    const seg = this.segments.get(r.targetId);
+    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `${what}: segment handle ${String(r.targetId)} is not open`);
+    if (!this.tcpClient) throw teError(ErrorCode.NO_TRANSPORT, `${what}: the tcp transport is not installed`);
+    // Only segments that list files get file requests: a Mooncake peer never sees one.
+    const desc = seg.desc.fileBuffers?.find((f) => f.id === fileId);
+    if (!desc) {
+      const listed = seg.desc.fileBuffers?.map((f) => f.id).join(', ');
+      throw teError(
+        ErrorCode.INVALID_ARGUMENT,
+        `${what}: segment "${seg.name}" publishes ${listed ? `no file with id ${fileId} (its files: ${listed})` : 'no files'}; ` +
+          'its descriptor is cached at openSegment, so reopen the segment to see files registered since',
+      );
+    }
+    checkFileRange(what, fileId, target, local.length, desc.size, desc.align);
+    return { write, local, region, target, remote: seg, targetBytes: null, fileId };
+  }
+
+  /**
+   * Where a segment takes file requests: its file listener if it publishes one, else its data port;
+   * always v2 (status frames), on lanes of their own. One object per descriptor, as the client expects.
+   */
+  private filePeer(seg: RemoteSegment): PeerAddress {
+    let addr = filePeers.get(seg.desc);
+    if (!addr) {
+      const ep = seg.desc.fileEndpoint;
+      addr = { host: ep?.host ?? seg.peer.host, port: ep?.port ?? seg.peer.port, v2: true, files: true };
+      filePeers.set(seg.desc, addr);
+    }
+    return addr;
+  }
+
+  private fileEndpoint(): { host?: string; port: number } {
+    const s = this.fileServer!;
+    // A wildcard listener is reached at the segment's own data host.
+    return s.host === '0.0.0.0' || s.host === '::' ? { port: s.port } : { host: s.host, port: s.port };
   }
 
   private start(batch: Batch, p: Plan): void {
@@ -742,19 +831,32 @@ export class TransferEngine {
       task.finish();
       return;
     }
-    if (this.copyThroughShm(task, p, seg!)) return;
-    const split = this.config.splitSize;
+    if (p.file) {
+      // A local file: the I/O pool reads or writes it; the memory stays pinned until then.
+      const region = p.region;
+      region.pins++;
+      this.files!.transfer(p.file, p.write, Number(p.target), p.local, (err) => {
+        region.pins--;
+        if (err) task.error = err;
+        else task.transferred = p.local.length;
+        task.finish();
+      });
+      return;
+    }
+    if (p.fileId === undefined && this.copyThroughShm(task, p, seg!)) return;
+    const split = p.fileId === undefined ? this.config.splitSize : Math.min(this.config.splitSize, MAX_FILE_REQUEST);
     const len = p.local.length;
     const count = Math.ceil(len / split);
     task.pending = count;
     const client = this.tcpClient!;
     const localAddress = this.options.sourceAddress?.(p.region.location);
-    const peer = localAddress === undefined ? p.remote!.peer : { ...p.remote!.peer, localAddress };
+    const base = p.fileId === undefined ? p.remote!.peer : this.filePeer(p.remote!);
+    const peer = localAddress === undefined ? base : { ...base, localAddress };
     for (let k = 0; k < count; k++) {
       const off = k * split;
       const piece = count === 1 ? p.local : p.local.subarray(off, Math.min(len, off + split));
       p.region.pins++;
-      client.submit(peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region));
+      client.submit(peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region, p.fileId));
     }
   }
 
@@ -813,12 +915,33 @@ export class TransferEngine {
 
   // ----------------------------------------------------------- transports
 
-  /** Install a transport by name. Only 'tcp' runs here; RDMA/GPU/NVMe-oF names are refused as unsupported. */
-  async installTransport(proto: string): Promise<void> {
+  /**
+   * Install a transport by name. 'tcp' runs here, and 'file' (alias
+   * 'nvmeof_generic'), which serves registered files over this engine's own
+   * TCP protocol (not NVMe/TCP): on the tcp data port, or, given a trid
+   * argument such as "trtype=tcp adrfam=ipv4 traddr=127.0.0.1 trsvcid=4420",
+   * on a listener of its own at traddr:trsvcid. RDMA/GPU/NVMe-oF kernel
+   * transports are refused as unsupported.
+   */
+  async installTransport(proto: string, args?: string): Promise<void> {
     this.ready();
+    if (proto === 'file' || proto === 'nvmeof_generic') {
+      if (args === undefined || args === '') return this.installTransport('tcp');
+      const at = parseTrid(args);
+      if (this.fileServer) {
+        if (this.fileServer.host === at.host && this.fileServer.port === at.port) return;
+        throw teError(ErrorCode.INVALID_ARGUMENT, `the file transport already listens at ${joinHostPort(this.fileServer.host, this.fileServer.port)}; uninstall it first`);
+      }
+      const server = new TcpDataServer(this.registry, this.files!.context);
+      await server.listen(at.host, at.port, at.port, at.port);
+      this.fileServer = { server, ...at };
+      this.directory?.descriptorChanged(); // file_data_port
+      return;
+    }
+    if (args !== undefined) throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" takes no argument`);
     if (proto === 'tcp') {
       if (this.dataServer) return;
-      const server = new TcpDataServer(this.registry);
+      const server = new TcpDataServer(this.registry, this.files!.context);
       await server.listen(this.listenAddress, 0, this.config.minPort, this.config.maxPort);
       this.dataServer = server;
       this.tcpClient = this.newTcpClient();
@@ -834,7 +957,14 @@ export class TransferEngine {
   /** Uninstall a transport: its port closes and its in-flight transfers fail. */
   async uninstallTransport(proto: string): Promise<void> {
     this.ready();
-    if (proto !== 'tcp') throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" is not installed`);
+    if ((proto === 'file' || proto === 'nvmeof_generic') && this.fileServer) {
+      const { server } = this.fileServer;
+      this.fileServer = null; // file requests go back to the data port
+      await server.close();
+      this.directory?.descriptorChanged();
+      return;
+    }
+    if (proto !== 'tcp') throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" is not installed${proto === 'file' || proto === 'nvmeof_generic' ? ' with a listener of its own (file requests ride on the tcp data port)' : ''}`);
     const server = this.dataServer;
     const client = this.tcpClient;
     this.dataServer = null;
@@ -846,7 +976,8 @@ export class TransferEngine {
 
   /** Installed transport names. */
   get transports(): string[] {
-    return this.dataServer ? ['tcp'] : [];
+    // Files are served wherever a data server runs: the tcp data port, or the file transport's own listener.
+    return [...(this.dataServer ? ['tcp'] : []), ...(this.dataServer || this.fileServer ? ['file'] : [])];
   }
 
   // ------------------------------------------------------------ messages
@@ -934,10 +1065,13 @@ export class TransferEngine {
   private async releaseResources(): Promise<void> {
     this.tcpClient?.close();
     this.tcpClient = null;
-    const servers = [this.dataServer?.close(), this.handshake?.close()];
+    const servers = [this.dataServer?.close(), this.handshake?.close(), this.fileServer?.server.close()];
     this.dataServer = null;
     this.handshake = null;
+    this.fileServer = null;
     await Promise.all(servers);
+    this.files?.close(); // descriptors close once the operations in the OS return
+    this.files = null;
     this.shm?.close();
     this.shm = null;
     for (const region of this.ownedShm.values()) region.free();
@@ -952,7 +1086,14 @@ interface Plan {
   target: bigint;
   remote: RemoteSegment | null;
   targetBytes: Uint8Array | null;
+  /** A local file target. */
+  file?: RegisteredFile;
+  /** A remote file target: the peer's file id (`target` is the offset in it). */
+  fileId?: number;
 }
+
+/** File request addresses, one per descriptor object (a refetched descriptor gets a new one). */
+const filePeers = new WeakMap<SegmentDesc, PeerAddress>();
 
 /** A descriptor's shared-memory regions, computed once per descriptor object. */
 const shmRegionCache = new WeakMap<SegmentDesc, ShmPeerRegion[]>();

@@ -46,6 +46,8 @@ export const ErrorCode = {
   METADATA_UNAVAILABLE: 'TE_METADATA_UNAVAILABLE',
   /** The metadata service refused the request: bad credentials, a name already in use, a 4xx answer. */
   METADATA_REJECTED: 'TE_METADATA_REJECTED',
+  /** Reading or writing a registered file failed (EIO, ENOSPC, the file shrank under us, ...). */
+  IO_ERROR: 'TE_IO_ERROR',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -4,7 +4,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { parseFlags, parseSize, UsageError } from '../src/cli/args.js';
+import { BENCH_FLAGS, resolveOptions } from '../src/cli/bench/options.js';
+import { LatencyHistogram } from '../src/cli/bench/histogram.js';
+import { shmNativeAvailable } from '../src/shm/native.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -91,6 +95,23 @@ test('usage mistakes exit 2 with one clear stderr line', async () => {
     [['bench', '--mode', 'initiator'], /--mode=initiator needs --remote_segment/],
     [['bench', '--loopback', '--workload=read', '--integrity_check'], /--integrity_check needs --workload=mix/],
     [['frobnicate'], /unknown command "frobnicate"/],
+    // Classic names are aliases, and errors name the flag as written.
+    [['bench', '--loopback', '--block_size=0'], /--block_size=0: must be at least 1/],
+    [['bench', '--loopback', '--batch_size', '0'], /--batch_size=0: must be at least 1/],
+    [['bench', '--loopback', '--operation=copy'], /--operation=copy: expected one of read, write, mix/],
+    [['bench', '--loopback', '--sise=4K'], /unknown flag --sise \(did you mean --size\?\)/],
+    [['bench', '--loopback', '--protocol=rdma'], /--protocol=rdma: not available on this host/],
+    [['bench', '--loopback', '--protocol=carrier-pigeon'], /--protocol=carrier-pigeon: unknown transport/],
+    [['bench', '--loopback', '--report_unit=GBps'], /--report_unit=GBps: expected one of GB, GiB/],
+    [['bench', '--loopback', '--threads=0'], /--threads=0: must be at least 1/],
+    [['bench', '--loopback', '--threads=100000'], /--threads=100000: must be at most/],
+    [['bench', '--loopback', '--buffer_size=0'], /--buffer_size=0: must be at least 1/],
+    [['bench', '--mode=initiator', '--metadata_type=p2p'], /--mode=initiator needs --remote_segment/],
+    [['bench', '--segment_id=127.0.0.1:1', '--metadata_server=P2PHANDSHAKE', '--metadata_type=etcd'], /either --metadata_server or --metadata_type/],
+    [['bench', '--segment_id=127.0.0.1:1', '--metadata_server=ftp://x'], /--metadata_server=ftp:\/\/x: .*unknown scheme/],
+    [['bench', '--segment_id=127.0.0.1:1', '--metadata_type=etcd'], /--metadata_type=etcd needs --metadata_servers/],
+    [['bench', '--mode=target', '--segment_id=127.0.0.1:1'], /--segment_id is for the initiator/],
+    [['bench', '--loopback', '--segment_id=127.0.0.1:1'], /do not combine it with --segment_id/],
   ];
   for (const [args, pattern] of cases) {
     const r = await cli(args);
@@ -107,9 +128,74 @@ test('--help prints usage and exits 0', async () => {
   assert.match(top.stdout, /bench/);
   const bench = await cli(['bench', '--help']);
   assert.equal(bench.code, 0);
-  for (const flag of ['--loopback', '--duration', '--size', '--batch', '--threads', '--workload', '--integrity_check', '--report_unit', '--json']) {
+  for (const flag of ['--loopback', '--duration', '--size', '--batch', '--threads', '--workload', '--integrity_check', '--report_unit', '--json',
+    '--metadata_type', '--metadata_servers', '--local_segment', '--remote_segment', '--shmfs', '--report_precision',
+    // Mooncake's classic names
+    '--mode', '--operation', '--block_size', '--batch_size', '--segment_id', '--metadata_server', '--protocol', '--buffer_size']) {
     assert.ok(bench.stdout.includes(flag), flag);
   }
+});
+
+// ------------------------------------------------- options and latency
+
+const resolve = (argv: string[]): ReturnType<typeof resolveOptions> => resolveOptions(parseFlags(argv, BENCH_FLAGS));
+
+test("seed 003's defaults, and Mooncake's classic names as aliases", () => {
+  const d = resolve(['--remote_segment=h:1']);
+  assert.equal(d.mode, 'initiator');
+  assert.equal(d.workload, 'read');
+  assert.equal(d.batch, 16);
+  assert.equal(d.size, 65536);
+  assert.equal(d.durationS, 10);
+  assert.equal(d.threads, 4);
+  assert.equal(d.reportUnit, 'GB');
+  assert.equal(d.precision, 2);
+  assert.equal(d.integrityCheck, false);
+  assert.equal(d.shmfs, false);
+  assert.equal(d.metadataServer, 'P2PHANDSHAKE');
+  assert.equal(resolve([]).mode, 'target');
+  const l = resolve(['--loopback']);
+  assert.equal(l.workload, 'mix');
+  assert.equal(l.integrityCheck, true);
+  assert.equal(l.durationS, 5);
+
+  // A transfer_engine_bench command line works as is.
+  const c = resolve([
+    '--mode=initiator', '--segment_id=10.0.0.1:12345', '--operation=write', '--block_size=4096', '--batch_size=128', '--threads=2',
+    '--metadata_server=P2PHANDSHAKE', '--protocol=tcp', '--local_server_name=10.0.0.2', '--duration=3', '--report_unit=MiB', '--report_precision=3',
+  ]);
+  assert.deepEqual(
+    { mode: c.mode, seg: c.remoteSegment, w: c.workload, size: c.size, batch: c.batch, threads: c.threads, meta: c.metadataServer, local: c.localSegment, unit: c.reportUnit, p: c.precision },
+    { mode: 'initiator', seg: '10.0.0.1:12345', w: 'write', size: 4096, batch: 128, threads: 2, meta: 'P2PHANDSHAKE', local: '10.0.0.2', unit: 'MiB', p: 3 },
+  );
+  // Central metadata, either spelling.
+  assert.equal(resolve(['--segment_id=x', '--metadata_server=etcd://h:2379']).metadataServer, 'etcd://h:2379');
+  assert.equal(resolve(['--segment_id=x', '--metadata_server=h:2379']).metadataServer, 'h:2379');
+  assert.equal(resolve(['--segment_id=x', '--metadata_type=http', '--metadata_servers=h:8080/metadata']).metadataServer, 'http://h:8080/metadata');
+  // --buffer_size: the target's buffers, never smaller than size x batch x threads.
+  assert.equal(resolve(['--mode=target', '--size=4K', '--batch=8', '--threads=2']).bufferBytes, 4096 * 8 * 2);
+  assert.equal(resolve(['--mode=target', '--size=4K', '--batch=8', '--threads=2', '--buffer_size=1M']).bufferBytes, 1 << 20);
+  assert.equal(resolve(['--mode=target', '--size=4K', '--batch=8', '--threads=2', '--buffer_size=1K']).bufferBytes, 4096 * 8 * 2);
+  // The last of a flag and its alias wins, as in gflags.
+  assert.equal(resolve(['--remote_segment=h:1', '--size=8K', '--block_size=16K']).size, 16384);
+});
+
+test('latency histogram: percentiles within 1%, mergeable, fixed memory', () => {
+  const a = new LatencyHistogram();
+  const b = new LatencyHistogram();
+  for (let i = 1; i <= 10_000; i++) (i % 2 ? a : b).recordUs(i); // 1 us .. 10 ms, uniform
+  a.merge(b.data());
+  const p = a.percentiles();
+  assert.equal(p.count, 10_000);
+  for (const [got, want] of [[p.p50, 5000], [p.p99, 9900], [p.p999, 9990], [p.mean, 5000.5], [p.max, 10_000]] as const) {
+    assert.ok(Math.abs(got - want) / want < 0.01, `${got} vs ${want}`);
+  }
+  const small = new LatencyHistogram();
+  small.recordUs(0.1);
+  small.recordUs(3_600_000_000); // an hour
+  assert.equal(small.percentiles().p50, 0.1);
+  assert.ok(Math.abs(small.percentiles().max - 3_600_000_000) < 1);
+  assert.equal(new LatencyHistogram().percentiles().p50, 0);
 });
 
 // ----------------------------------------------------------- loopback
@@ -131,8 +217,16 @@ test('bench --loopback --json: mix with integrity check passes; the target proce
   assert.equal((j['bytes'] as number) % 4096, 0);
   assert.ok((j['throughput_GBps'] as number) > 0);
   assert.ok((j['duration_s'] as number) >= 1);
-  const lat = j['latency_us'] as Json;
-  assert.ok((lat['p50'] as number) > 0 && (lat['p99'] as number) >= (lat['p50'] as number) && (lat['p999'] as number) >= (lat['p99'] as number));
+  const lat = j['latency_us'] as Record<'batch' | 'request', Json>;
+  for (const kind of ['batch', 'request'] as const) {
+    const l = lat[kind];
+    assert.ok((l['count'] as number) > 0, `${kind} latencies recorded`);
+    assert.ok((l['p50'] as number) > 0 && (l['p99'] as number) >= (l['p50'] as number) && (l['p999'] as number) >= (l['p99'] as number), JSON.stringify(l));
+    assert.ok((l['max'] as number) >= (l['p999'] as number));
+  }
+  assert.ok((lat.request['count'] as number) >= 8, 'requests are timed in sampled batches, each of its requests');
+  assert.equal(j['threads'], 4, "seed 003's default");
+  assert.equal((j['per_thread_GBps'] as number[]).length, 4);
   const target = j['target'] as Json;
   assert.equal(target['clean'], true);
   assert.equal(target['exit_code'], 0);
@@ -165,7 +259,7 @@ test('bench --loopback text report uses the chosen unit', async () => {
 // --------------------------------------------------- target + initiator
 
 test('bench --mode=target serves a separate initiator process, then stops cleanly on SIGTERM', async () => {
-  const target = spawn(process.execPath, [MAIN, 'bench', '--mode=target', '--local_segment=127.0.0.1', '--size=4096', '--batch=4', '--json'], {
+  const target = spawn(process.execPath, [MAIN, 'bench', '--mode=target', '--local_segment=127.0.0.1', '--size=4096', '--batch=4', '--threads=1', '--json'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<[number | null, string | null]>((resolve) => target.on('exit', (c, s) => resolve([c, s])));
@@ -178,15 +272,26 @@ test('bench --mode=target serves a separate initiator process, then stops cleanl
     const segment = ready['segment'] as string;
     assert.match(segment, /^127\.0\.0\.1:\d+$/);
     assert.equal(ready['buffer_bytes'], 4096 * 4);
+    assert.ok((ready['buffers'] as number) >= 1, 'one buffer per NUMA node');
+    assert.match(ready['mooncake_initiator_command'] as string, new RegExp(`transfer_engine_bench --mode=initiator --protocol=tcp --metadata_server=P2PHANDSHAKE --segment_id=${segment} --block_size=4096 --batch_size=4 --threads=1$`));
     assert.match(ready['initiator_command'] as string, new RegExp(`bench --mode=initiator --remote_segment=${segment} --size=4096 --batch=4 --threads=1$`));
 
-    const r = await cli(['bench', `--remote_segment=${segment}`, '--size=4096', '--batch=4', '--duration=0.5', '--workload=mix', '--integrity_check', '--json']);
+    const r = await cli(['bench', `--remote_segment=${segment}`, '--size=4096', '--batch=4', '--threads=1', '--duration=0.5', '--workload=mix', '--integrity_check', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const j = lastJsonLine(r.stdout);
     assert.equal(j['mode'], 'initiator');
     assert.equal(j['integrity'], 'passed');
     assert.ok((j['bytes'] as number) > 0);
     assert.ok(!('target' in j));
+
+    // Mooncake's classic command line, unchanged, runs against it.
+    const classic = await cli(['bench', '--mode=initiator', `--segment_id=${segment}`, '--operation=write', '--block_size=4096', '--batch_size=4',
+      '--threads=1', '--duration=0.5', '--protocol=tcp', '--metadata_server=P2PHANDSHAKE', '--local_server_name=127.0.0.1', '--json']);
+    assert.equal(classic.code, 0, classic.stderr);
+    const cj = lastJsonLine(classic.stdout);
+    assert.equal(cj['workload'], 'write');
+    assert.equal(cj['size'], 4096);
+    assert.ok((cj['bytes'] as number) > 0);
 
     // More memory than the target registered: a clear runtime error, exit 1.
     const big = await cli(['bench', `--remote_segment=${segment}`, '--size=4096', '--batch=4', '--threads=2', '--duration=0.5']);
@@ -202,4 +307,115 @@ test('bench initiator against a segment nobody serves fails with exit 1', async 
   const r = await cli(['bench', '--remote_segment=127.0.0.1:1', '--duration=0.5']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^transfer-engine bench: error: /);
+});
+
+// ------------------------------------------------------ worker threads
+
+test('--threads=3 runs three worker threads, each with its own engine and memory; their slices never overlap', async () => {
+  const r = await cli(['bench', '--loopback', '--threads=3', '--duration=1', '--size=8K', '--batch=8', '--workload=mix', '--integrity_check', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const j = lastJsonLine(r.stdout);
+  assert.equal(j['threads'], 3);
+  assert.equal(j['integrity'], 'passed', 'each thread wrote, read back and compared its own slice of the target');
+  assert.equal(j['failures'], 0);
+  const per = j['per_thread_GBps'] as number[];
+  assert.equal(per.length, 3);
+  for (const t of per) assert.ok(t > 0, `every thread moved data: ${per.join(', ')}`);
+  assert.ok((j['integrity_checks'] as number) >= 3);
+  const lat = (j['latency_us'] as Record<string, Json>)['batch']!;
+  assert.equal(lat['count'], j['batches'], 'every batch of every thread is in the merged percentiles');
+});
+
+// ------------------------------------------------------------ signals
+
+function waitForLine(child: ReturnType<typeof spawn>, pattern: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (l) => {
+      if (pattern.test(l)) resolve(l);
+    });
+    child.once('exit', () => reject(new Error(`exited before printing ${pattern}`)));
+  });
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  test(`${signal} stops an initiator early and cleanly: it still reports, marked interrupted`, async () => {
+    const child = spawn(process.execPath, [MAIN, 'bench', '--loopback', '--duration=60', '--size=4K', '--batch=4', '--threads=2', '--workload=write', '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    await new Promise((r) => setTimeout(r, 2500));
+    child.kill(signal);
+    const [code] = await exited;
+    assert.equal(code, 0, stderr);
+    const j = lastJsonLine(stdout);
+    assert.equal(j['interrupted'], true);
+    assert.ok((j['duration_s'] as number) < 30, `stopped early: ${j['duration_s']} s`);
+    assert.ok((j['bytes'] as number) > 0);
+    assert.equal((j['target'] as Json)['clean'], true);
+    assert.ok(processGone((j['target'] as Json)['pid'] as number));
+  });
+}
+
+test('SIGINT stops a target cleanly', async () => {
+  const target = spawn(process.execPath, [MAIN, 'bench', '--mode=target', '--local_segment=127.0.0.1', '--size=4K', '--batch=4', '--threads=1'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<[number | null, string | null]>((resolve) => target.on('exit', (c, s) => resolve([c, s])));
+  // The text form prints the exact command to start an initiator.
+  const line = await waitForLine(target, /bench --mode=initiator --remote_segment=/);
+  assert.match(line, /--size=4096 --batch=4 --threads=1$/);
+  target.kill('SIGINT');
+  assert.deepEqual(await exited, [0, null]);
+});
+
+// ------------------------------------------------------------ progress
+
+test('no live progress when stdout is not a terminal', async () => {
+  const r = await cli(['bench', '--loopback', '--duration=1.5', '--size=4K', '--batch=4', '--threads=1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(!r.stdout.includes('\r'), 'no carriage-return progress line in piped output');
+});
+
+const hasScript = spawnSync('sh', ['-c', 'command -v script'], { encoding: 'utf8' }).status === 0;
+
+test('live progress on a terminal', { skip: hasScript ? false : 'script(1) is not installed to provide a terminal' }, async () => {
+  // script(1) runs the bench on a pseudo-terminal.
+  const cmd = `${process.execPath} ${MAIN} bench --loopback --duration=2.5 --size=4K --batch=4 --threads=1`;
+  const r = await new Promise<RunResult>((resolve, reject) => {
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /\r\x1b\[2K {2}\d+\/2\.5 s {2}[\d.]+ GB\/s {2}\d+ batches {2}\d+ requests/);
+  assert.match(r.stdout, /Test completed/);
+});
+
+// --------------------------------------------------------------- shmfs
+
+test('--shmfs: every engine allocates its memory in /dev/shm; the initiator copies directly', { skip: shmNativeAvailable() ? false : 'the shared-memory addon is not built' }, async () => {
+  const r = await cli(['bench', '--loopback', '--shmfs', '--threads=2', '--duration=1', '--size=64K', '--batch=8', '--workload=mix', '--integrity_check', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const j = lastJsonLine(r.stdout);
+  assert.equal(j['shmfs'], true);
+  assert.equal(j['integrity'], 'passed');
+  assert.ok((j['bytes'] as number) > 0);
+  assert.equal((j['target'] as Json)['clean'], true);
+});
+
+// ------------------------------------------------------ file segments
+
+test('file-segment flags are handed to the file bench', async () => {
+  const r = await cli(['bench', '--file_mode', '--help']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /--files/);
 });

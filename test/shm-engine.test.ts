@@ -91,7 +91,7 @@ test('a peer with another machine identity stays on TCP', { skip: !available }, 
     assert.deepEqual(st, [{ status: TaskStatus.COMPLETED, code: undefined }]);
     assert.equal(sha256(local.subarray(0, MiB)), sha256(patternBuffer(MiB, 9)));
     assert.equal(engine.stats().shmCopies, before, 'no shm copy');
-    assert.equal((await peer.call<{ requestsServed: number }>('stats')).requestsServed, 1, 'served over TCP');
+    assert.ok((await peer.call<{ requestsServed: number }>('stats')).requestsServed > 0, 'served over TCP');
   } finally {
     await peer.stop();
   }

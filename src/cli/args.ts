@@ -14,6 +14,8 @@ export interface FlagSpec {
   readonly choices?: readonly string[];
   /** Shown in help as the default. */
   readonly defaultText?: string;
+  /** Other names accepted for this flag (e.g. Mooncake's classic names); the value lands under the canonical name. */
+  readonly aliases?: readonly string[];
 }
 
 export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
@@ -25,6 +27,8 @@ export type ParsedFlags<S extends FlagSpecs> = { -readonly [K in keyof S]?: Valu
 
 export interface ParseResult<S extends FlagSpecs> {
   flags: ParsedFlags<S>;
+  /** The name each given flag was written with (an alias, or the canonical name), for messages. */
+  written: { [K in keyof S]?: string };
   positionals: string[];
   help: boolean;
 }
@@ -93,10 +97,50 @@ function parseValue(flag: string, spec: FlagSpec, raw: string): string | number 
   }
 }
 
+/** Map every accepted name (canonical and aliases) to its canonical name. */
+function nameTable(specs: FlagSpecs): Map<string, string> {
+  const names = new Map<string, string>();
+  for (const [name, spec] of Object.entries(specs)) {
+    names.set(name, name);
+    for (const alias of spec.aliases ?? []) names.set(alias, name);
+  }
+  return names;
+}
+
+/** Edit distance, for "did you mean" hints on unknown flags. */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = row[j]!;
+      row[j] = Math.min(up + 1, row[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return row[b.length]!;
+}
+
+function unknownFlag(written: string, names: Map<string, string>): UsageError {
+  let best: string | undefined;
+  let bestD = 3;
+  for (const n of names.keys()) {
+    const d = distance(written.replaceAll('-', '_'), n);
+    if (d < bestD) {
+      best = n;
+      bestD = d;
+    }
+  }
+  return new UsageError(`unknown flag --${written}${best !== undefined ? ` (did you mean --${best}?)` : ''}`);
+}
+
 /** Parse argv (without the node binary, script and subcommand) against `specs`. */
 export function parseFlags<S extends FlagSpecs>(argv: readonly string[], specs: S): ParseResult<S> {
   const flags: Record<string, string | number | boolean> = {};
+  const writtenAs: Record<string, string> = {};
   const positionals: string[] = [];
+  const names = nameTable(specs);
   let help = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -115,17 +159,20 @@ export function parseFlags<S extends FlagSpecs>(argv: readonly string[], specs: 
     }
     const eq = arg.indexOf('=');
     const written = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
-    const name = written.replaceAll('-', '_');
-    const spec = Object.hasOwn(specs, name) ? specs[name] : undefined;
-    if (!spec) throw new UsageError(`unknown flag --${written}`);
+    const asWritten = written.replaceAll('-', '_');
+    const name = names.get(asWritten);
+    const spec = name !== undefined && Object.hasOwn(specs, name) ? specs[name] : undefined;
+    if (name === undefined || !spec) throw unknownFlag(written, names);
     let raw: string;
     if (eq >= 0) raw = arg.slice(eq + 1);
     else if (spec.type === 'boolean') raw = 'true';
     else if (i + 1 < argv.length) raw = argv[++i]!;
-    else throw new UsageError(`--${name} needs a value`);
-    flags[name] = parseValue(name, spec, raw); // repeated flags: the last one wins, as in gflags
+    else throw new UsageError(`--${asWritten} needs a value`);
+    // Errors name the flag as it was written (an alias stays an alias).
+    flags[name] = parseValue(asWritten, spec, raw); // repeated flags: the last one wins, as in gflags
+    writtenAs[name] = asWritten;
   }
-  return { flags: flags as ParsedFlags<S>, positionals, help };
+  return { flags: flags as ParsedFlags<S>, written: writtenAs as ParseResult<S>['written'], positionals, help };
 }
 
 const HELP_COLUMN = 34;
@@ -136,7 +183,8 @@ export function formatFlagHelp(specs: FlagSpecs): string {
   const row = (name: string, s: FlagSpec): string => {
     const value = s.type === 'boolean' ? '' : `=${s.choices ? s.choices.join('|') : s.type === 'size' ? 'BYTES' : s.type.toUpperCase()}`;
     const left = `  --${name}${value}`;
-    const text = s.defaultText ? `${s.description}\n${pad}default: ${s.defaultText}` : s.description;
+    let text = s.defaultText ? `${s.description}\n${pad}default: ${s.defaultText}` : s.description;
+    if (s.aliases?.length) text += `\n${pad}alias: ${s.aliases.map((a) => `--${a}`).join(', ')}`;
     return left.length + 2 <= HELP_COLUMN ? left.padEnd(HELP_COLUMN) + text : `${left}\n${pad}${text}`;
   };
   return Object.entries(specs).map(([name, s]) => row(name, s)).join('\n');

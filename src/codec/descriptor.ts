@@ -5,6 +5,7 @@
  */
 import { teError, ErrorCode } from '../errors.js';
 import { parseJson, stringifyJson, isJsonObject, type JsonValue } from './json.js';
+import { decodeFileBuffers, decodeFileEndpoint, encodeFileBuffers, encodeFileEndpoint, type FileBufferDesc, type FileEndpoint } from './file-buffers.js';
 
 /** Protocols Mooncake's decoder accepts; anything else makes it return null. */
 export const KNOWN_PROTOCOLS: ReadonlySet<string> = new Set([
@@ -34,6 +35,10 @@ export interface SegmentDesc {
   buffers: BufferDesc[];
   /** Boot id + machine id of the publisher (`machine_id`, as Mooncake's TENT names it): same host, shm may be used. */
   machineId?: string;
+  /** Ours (src/codec/file-buffers.ts): registered files (`file_buffers`), present only when there are some. */
+  fileBuffers?: FileBufferDesc[];
+  /** Ours: where file requests go when not to tcp_data_port (`file_data_host` / `file_data_port`). */
+  fileEndpoint?: FileEndpoint;
 }
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -57,6 +62,9 @@ export function encodeSegmentDesc(desc: SegmentDesc): string {
     buffers: desc.buffers.map((b) => ({ name: b.name, addr: b.addr, length: b.length, ...(b.shmName ? { shm_name: b.shmName } : {}) })),
     ...(desc.machineId ? { machine_id: desc.machineId } : {}),
   };
+  const files = encodeFileBuffers(desc.fileBuffers);
+  if (files !== undefined) obj['file_buffers'] = files;
+  Object.assign(obj, encodeFileEndpoint(desc.fileEndpoint));
   return stringifyJson(obj);
 }
 
@@ -118,6 +126,8 @@ export function decodeSegmentDesc(text: string): SegmentDesc {
   }
   const ts = v['timestamp'];
   const machineId = v['machine_id'];
+  const fileBuffers = decodeFileBuffers(v['file_buffers']);
+  const fileEndpoint = decodeFileEndpoint(v['file_data_host'], v['file_data_port']);
   return {
     name,
     protocol,
@@ -126,5 +136,7 @@ export function decodeSegmentDesc(text: string): SegmentDesc {
     ...(typeof ts === 'string' ? { timestamp: ts } : {}),
     buffers,
     ...(typeof machineId === 'string' && machineId.length > 0 ? { machineId } : {}),
+    ...(fileBuffers.length > 0 ? { fileBuffers } : {}),
+    ...(fileEndpoint ? { fileEndpoint } : {}),
   };
 }

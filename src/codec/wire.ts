@@ -117,3 +117,78 @@ export function decodeStatus(buf: Uint8Array, off = 0): number {
   const hi = (buf[off + 4]! | (buf[off + 5]! << 8) | (buf[off + 6]! << 16)) + buf[off + 7]! * 0x100_0000;
   return hi === STATUS_MAGIC ? lo : -1;
 }
+
+// ------------------------------------------------------------ file requests
+//
+// Our own request type (not Mooncake's) for registered files, on the same
+// data port. Same 24-byte layout; the padding carries the file id:
+//   0..7 u64le size, 8..15 u64le offset in the file, 16 opcode (0x90 READ,
+//   0x91 WRITE: bit 4 = file, bit 0 = write, bit 7 = v2), 17..20 u32le file
+//   id, 21..23 zero.
+// Always v2-style: one status frame per request (READ: before the data).
+// These two opcode values are the only ones our server treats differently
+// from Mooncake's (which would serve them as a memory READ); Mooncake clients
+// never send them, and our engines send them only to segments whose
+// descriptor lists file_buffers, so a Mooncake server never receives one.
+
+export const OPCODE_FILE_READ = 0x10 | OPCODE_V2_FLAG;
+export const OPCODE_FILE_WRITE = 0x11 | OPCODE_V2_FLAG;
+/** Unknown file id, range outside [0, size), misaligned for direct I/O, or a malformed file header; the server then closes. */
+export const STATUS_FILE_REJECTED = 2;
+/** The server's read or write of the file failed (EIO, ENOSPC, the file shrank...); the server then closes. */
+export const STATUS_FILE_IO_ERROR = 3;
+export const MAX_FILE_ID = 0xffff_ffff;
+
+export interface FileRequestHeader {
+  size: number;
+  /** Offset in the file; values at or above 2^53 are inexact and must fail every range check. */
+  offset: number;
+  write: boolean;
+  fileId: number;
+}
+
+/** Is this opcode byte one of our file requests? */
+export function isFileOpcode(opcode: number): boolean {
+  return opcode === OPCODE_FILE_READ || opcode === OPCODE_FILE_WRITE;
+}
+
+/** Encode a file request header into `buf[off..off+24)`. */
+export function encodeFileHeader(buf: Uint8Array, off: number, size: number, offset: number | bigint, write: boolean, fileId: number): void {
+  if (!Number.isInteger(fileId) || fileId < 0 || fileId > MAX_FILE_ID) throw teError(ErrorCode.INVALID_ARGUMENT, `file id ${String(fileId)} is not a u32`);
+  writeU64(buf, off, size);
+  writeU64(buf, off + 8, offset);
+  buf[off + 16] = write ? OPCODE_FILE_WRITE : OPCODE_FILE_READ;
+  buf[off + 17] = fileId & 0xff;
+  buf[off + 18] = (fileId >>> 8) & 0xff;
+  buf[off + 19] = (fileId >>> 16) & 0xff;
+  buf[off + 20] = (fileId >>> 24) & 0xff;
+  buf.fill(0, off + 21, off + HEADER_SIZE);
+}
+
+/** Decode a file request header. Throws MALFORMED for another opcode or non-zero reserved bytes. */
+export function decodeFileHeader(buf: Uint8Array, off = 0): FileRequestHeader {
+  if (buf.length - off < HEADER_SIZE) throw teError(ErrorCode.MALFORMED, 'header needs 24 bytes');
+  const opcode = buf[off + 16]!;
+  if (!isFileOpcode(opcode)) throw teError(ErrorCode.MALFORMED, `opcode 0x${opcode.toString(16)} is not a file request`);
+  if (buf[off + 21] !== 0 || buf[off + 22] !== 0 || buf[off + 23] !== 0) {
+    throw teError(ErrorCode.MALFORMED, 'file request header has non-zero reserved bytes 21..23');
+  }
+  return {
+    size: readU64(buf, off),
+    offset: readU64(buf, off + 8),
+    write: opcode === OPCODE_FILE_WRITE,
+    fileId: (buf[off + 17]! | (buf[off + 18]! << 8) | (buf[off + 19]! << 16)) + buf[off + 20]! * 0x100_0000,
+  };
+}
+
+export const STATUS_FILE_REJECTED_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(STATUS_SIZE);
+  encodeStatus(b, 0, STATUS_FILE_REJECTED);
+  return b;
+})();
+
+export const STATUS_FILE_IO_ERROR_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(STATUS_SIZE);
+  encodeStatus(b, 0, STATUS_FILE_IO_ERROR);
+  return b;
+})();

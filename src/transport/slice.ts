@@ -22,12 +22,14 @@ export class Slice {
   constructor(
     readonly owner: SliceOwner,
     readonly write: boolean,
-    /** Absolute address in the peer's segment. */
+    /** Absolute address in the peer's segment; for a file slice, the offset in the file. */
     readonly remoteAddr: bigint,
     /** Local bytes: the source of a WRITE, the destination of a READ. */
     readonly local: Uint8Array,
     /** The local region, pinned while the slice is in flight. */
     readonly region: Region,
+    /** Set for our file requests: the peer's file id (src/codec/wire.ts, file requests). */
+    readonly fileId?: number,
   ) {}
 
   get length(): number {

@@ -15,16 +15,58 @@
  * scratch buffer and copied, which costs less than one syscall each.
  */
 import net from 'node:net';
-import { encodeHeader, decodeStatus, HEADER_SIZE, STATUS_SIZE, STATUS_OK, STATUS_ADDR_REJECTED } from '../../codec/wire.js';
+import {
+  encodeHeader,
+  encodeFileHeader,
+  decodeStatus,
+  HEADER_SIZE,
+  STATUS_SIZE,
+  STATUS_OK,
+  STATUS_ADDR_REJECTED,
+  STATUS_FILE_REJECTED,
+  STATUS_FILE_IO_ERROR,
+} from '../../codec/wire.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
 import { fmtAddr } from '../../memory.js';
-import type { Slice } from '../slice.js';
+import { Slice, type SliceOwner } from '../slice.js';
 
 const SCRATCH_SIZE = 256 * 1024;
 const DIRECT_MIN = 32 * 1024;
-/** Bytes a lane may have outstanding before new slices wait or go elsewhere. */
-const LANE_WINDOW_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes a lane may have outstanding before new slices wait or go elsewhere.
+ * Small on purpose: a socket holding more than the kernel's TCP small-queue
+ * limit (about 1 MiB) is paced and throttled by the kernel, which on loopback
+ * cost 1.4-2.7x in throughput (BENCHMARKS.md); a few requests per lane keep
+ * both ends busy. (Links with much longer round trips want more lanes.)
+ */
+const LANE_WINDOW_BYTES = 256 * 1024;
 const LANE_WINDOW_SLICES = 1024;
+/**
+ * The window of lanes carrying our file requests (PeerAddress.files): the
+ * owner's storage adds milliseconds per request, so keeping its queue full
+ * needs more bytes in flight than loopback memory does.
+ */
+const FILE_WINDOW_BYTES = 8 * 1024 * 1024; // 1 MiB direct reads here: 0.4-0.6x of local with 256 KiB-1 MiB, 0.85-0.9x with 4-8 MiB
+/**
+ * Largest wire request: bigger slices are sent as several requests, so that
+ * each lane keeps a few in flight within its window.
+ */
+const WIRE_MAX = 256 * 1024;
+/**
+ * v2 requests with at most this much payload (READs: none) are copied, header
+ * and payload, into a staging buffer and leave in one stream write per pump:
+ * a memcpy of a few KiB costs less than two stream writes and two iovecs each.
+ */
+const COALESCE_MAX = 16 * 1024;
+const STAGE_SIZE = 256 * 1024;
+
+interface Stage {
+  buf: Buffer;
+  /** Flushes of it the stream has not finished writing. */
+  writing: number;
+  /** Full: no more requests go into it; it is reused once `writing` drops to 0. */
+  retired: boolean;
+}
 
 export interface TcpClientOptions {
   lanesPerPeer: number;
@@ -40,10 +82,15 @@ export interface PeerAddress {
   v2: boolean;
   /** Source address of the data connections (MC_CUSTOM_TOPO_JSON's preferred NIC); default: the OS picks. */
   localAddress?: string;
+  /** Lanes for our file requests: kept apart, with FILE_WINDOW_BYTES each, and slices not cut to WIRE_MAX. */
+  files?: boolean;
 }
 
 export class TcpClient {
   private readonly peers = new Map<string, Peer>();
+  /** The peer of the last submit, by address object identity. */
+  private lastAddr: PeerAddress | null = null;
+  private lastPeer: Peer | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -54,19 +101,36 @@ export class TcpClient {
       slice.settle(teError(ErrorCode.CLOSED, 'the TCP transport is closed'));
       return;
     }
-    const key = `${addr.host}|${addr.port}|${addr.v2 ? 2 : 1}|${addr.localAddress ?? ''}`;
-    let peer = this.peers.get(key);
+    // The engine passes the same address object for every request to a segment: skip the key.
+    let peer = addr === this.lastAddr ? this.lastPeer : null;
     if (!peer) {
-      peer = new Peer(this, addr);
-      this.peers.set(key, peer);
+      const key = `${addr.host}|${addr.port}|${addr.v2 ? 2 : 1}|${addr.localAddress ?? ''}${addr.files ? '|files' : ''}`;
+      peer = this.peers.get(key) ?? null;
+      if (!peer) {
+        peer = new Peer(this, addr);
+        this.peers.set(key, peer);
+      }
+      this.lastAddr = addr;
+      this.lastPeer = peer;
     }
     this.ensureSweep();
-    peer.enqueue(slice);
+    if (slice.length <= WIRE_MAX || addr.files) {
+      peer.enqueue(slice);
+      return;
+    }
+    // Larger slices go as several wire requests, so that a lane's window holds a few of them.
+    const parts = new SliceParts(slice, Math.ceil(slice.length / WIRE_MAX));
+    for (let off = 0; off < slice.length; off += WIRE_MAX) {
+      slice.region.pins++; // each part holds its own pin, as the engine's slices do
+      const local = slice.local.subarray(off, Math.min(slice.length, off + WIRE_MAX));
+      peer.enqueue(new Slice(parts, slice.write, slice.remoteAddr + BigInt(off), local, slice.region, slice.fileId));
+    }
   }
 
   /** Drop idle peers with no lanes and no queue. */
   forget(peer: Peer): void {
     for (const [k, p] of this.peers) if (p === peer) this.peers.delete(k);
+    if (this.lastPeer === peer) this.lastAddr = this.lastPeer = null;
   }
 
   private ensureSweep(): void {
@@ -95,6 +159,22 @@ export class TcpClient {
     const err = teError(ErrorCode.CLOSED, 'the engine was closed while the transfer was in flight');
     for (const p of this.peers.values()) p.fail(err);
     this.peers.clear();
+    this.lastAddr = this.lastPeer = null;
+  }
+}
+
+/** The wire requests a large slice was cut into: the slice settles when the last one does (with the first error). */
+class SliceParts implements SliceOwner {
+  private error: TransferEngineError | null = null;
+
+  constructor(
+    private readonly slice: Slice,
+    private pending: number,
+  ) {}
+
+  sliceDone(_part: Slice, error: TransferEngineError | null): void {
+    if (error) this.error ??= error;
+    if (--this.pending === 0) this.slice.settle(this.error);
   }
 }
 
@@ -232,9 +312,18 @@ class Lane {
   /** The server rejected a request and will close: the slices behind it never ran. */
   private rejected = false;
   private readonly connectTimer: NodeJS.Timeout;
+  /** Small requests waiting for uncork: stage.buf[stageStart, staged). Bytes before stageStart belong to the stream. */
+  private stage: Stage | null = null;
+  private stageStart = 0;
+  private staged = 0;
+  /** Staging buffers the stream is done with, reused (fresh ones would page-fault on every fill). */
+  private spareStages: Buffer[] = [];
+
+  private readonly window: number;
 
   constructor(private readonly peer: Peer) {
     const { host, port, localAddress } = peer.addr;
+    this.window = peer.addr.files ? FILE_WINDOW_BYTES : LANE_WINDOW_BYTES;
     const opts = {
       host,
       port,
@@ -242,7 +331,7 @@ class Lane {
       noDelay: true,
       // Queued writes are views of registered memory, not copies: let a whole window queue
       // before write() reports backpressure (the 16 KiB default stalls every lane per slice).
-      writableHighWaterMark: LANE_WINDOW_BYTES,
+      writableHighWaterMark: 4 * this.window,
       ...(net.isIP(host) === 0 ? { family: 4 } : {}),
       onread: {
         buffer: (): Uint8Array => this.nextBuffer(),
@@ -274,7 +363,7 @@ class Lane {
   }
 
   hasRoom(): boolean {
-    return !this.dead && !this.blocked && this.outstanding < LANE_WINDOW_BYTES && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
+    return !this.dead && !this.blocked && this.outstanding < this.window && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
   }
 
   corked = false;
@@ -285,16 +374,59 @@ class Lane {
   }
 
   uncork(): void {
+    this.flushStage();
     this.corked = false;
     this.sock.uncork();
+  }
+
+  /** Hand the staged requests to the stream (in order with everything else written). */
+  private flushStage(): void {
+    if (this.staged === this.stageStart) return;
+    const st = this.stage!;
+    const bytes = st.buf.subarray(this.stageStart, this.staged);
+    this.stageStart = this.staged; // the stream owns these bytes now; later requests go after them
+    st.writing++;
+    const ok = this.sock.write(bytes, () => {
+      if (--st.writing === 0 && st.retired && this.spareStages.length < 2) this.spareStages.push(st.buf);
+    });
+    if (!ok) this.blocked = true;
+  }
+
+  private newStage(): Stage {
+    this.flushStage();
+    const old = this.stage;
+    if (old) {
+      old.retired = true;
+      if (old.writing === 0 && this.spareStages.length < 2) this.spareStages.push(old.buf);
+    }
+    this.stageStart = this.staged = 0;
+    this.stage = { buf: this.spareStages.pop() ?? Buffer.allocUnsafe(STAGE_SIZE), writing: 0, retired: false };
+    return this.stage;
   }
 
   send(slice: Slice): void {
     const v2 = this.peer.addr.v2;
     slice.received = 0;
     slice.statusSeen = false;
+    const body = slice.write ? slice.length : 0;
+    if (v2 && body <= COALESCE_MAX) {
+      const stage = this.stage && this.staged + HEADER_SIZE + body <= STAGE_SIZE ? this.stage.buf : this.newStage().buf;
+      const at = this.staged;
+      if (slice.fileId !== undefined) encodeFileHeader(stage, at, slice.length, slice.remoteAddr, slice.write, slice.fileId);
+      else encodeHeader(stage, at, slice.length, slice.remoteAddr, slice.write, true);
+      if (body > 0) stage.set(slice.local, at + HEADER_SIZE);
+      this.staged = at + HEADER_SIZE + body;
+      if (this.iHead === this.inflight.length) this.lastProgress = performance.now();
+      this.outstanding += slice.length;
+      this.inflight.push(slice);
+      if (!this.corked) this.flushStage();
+      return;
+    }
+    this.flushStage(); // larger requests go zero-copy, after the staged ones
     const header = Buffer.allocUnsafe(HEADER_SIZE);
-    encodeHeader(header, 0, slice.length, slice.remoteAddr, slice.write, v2);
+    // File slices (ours) always go on v2 lanes: the engine submits them with v2 set.
+    if (slice.fileId !== undefined) encodeFileHeader(header, 0, slice.length, slice.remoteAddr, slice.write, slice.fileId);
+    else encodeHeader(header, 0, slice.length, slice.remoteAddr, slice.write, v2);
     if (this.iHead === this.inflight.length) this.lastProgress = performance.now();
     this.outstanding += slice.length;
     let ok = this.sock.write(header);
@@ -332,6 +464,11 @@ class Lane {
           }
           return this.scratch.subarray(0, STATUS_SIZE); // status alone, then the data goes direct
         }
+      } else if (!head && this.peer.addr.v2) {
+        // Idle: Node picks the next read buffer now, before we send anything. Every v2 response
+        // starts with a status frame, so read just that: a large READ behind it then lands directly
+        // instead of being copied out of the scratch.
+        return this.scratch.subarray(0, STATUS_SIZE);
       }
     } else if (this.rEnd > SCRATCH_SIZE - 4096) {
       this.scratch.copyWithin(0, this.rStart, this.rEnd);
@@ -389,6 +526,18 @@ class Lane {
           );
           continue;
         }
+        if ((code === STATUS_FILE_REJECTED || code === STATUS_FILE_IO_ERROR) && head.fileId !== undefined) {
+          // Like an address rejection, the server closes after it: the slices behind it never ran.
+          this.rejected = true;
+          this.shift(head);
+          const what = `${head.write ? 'WRITE' : 'READ'} of ${head.length} bytes at offset ${head.remoteAddr} of file id ${head.fileId}`;
+          head.settle(
+            code === STATUS_FILE_REJECTED
+              ? teError(ErrorCode.ADDRESS_REJECTED, `${this.peer.label} rejected the file ${what} (unknown file id, outside the file's size, or misaligned for direct I/O)`)
+              : teError(ErrorCode.IO_ERROR, `${this.peer.label} failed the file ${what}: its read or write of the file failed`),
+          );
+          continue;
+        }
         const why = code === -1 ? 'a bad status frame (not a v2 peer, or out of step)' : `unknown status ${code}`;
         this.destroy(teError(ErrorCode.PROTOCOL_ERROR, `${this.peer.label} sent ${why}`), false);
         return;
@@ -433,6 +582,9 @@ class Lane {
     this.dead = true;
     clearTimeout(this.connectTimer);
     this.sock.destroy();
+    this.stage = null; // staged requests never left: they are in `inflight`, handled below
+    this.stageStart = this.staged = 0;
+    this.spareStages = [];
     const pending = this.inflight.slice(this.iHead);
     this.inflight = [];
     this.iHead = 0;

@@ -20,10 +20,13 @@ import {
   decodeHeader,
   STATUS_OK_FRAME,
   STATUS_REJECTED_FRAME,
+  STATUS_FILE_REJECTED_FRAME,
+  isFileOpcode,
   type RequestHeader,
 } from '../../codec/wire.js';
 import type { MemoryRegistry, Region } from '../../memory.js';
 import { closeServer, listenInRange } from '../../net.js';
+import { FileConnection, type FileOp, type FileServeContext } from './file-serve.js';
 
 /** Bytes read per syscall while parsing headers and small bodies. */
 const SCRATCH_SIZE = 256 * 1024;
@@ -55,7 +58,11 @@ export class TcpDataServer {
   readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0 };
   port = 0;
 
-  constructor(readonly registry: MemoryRegistry) {
+  constructor(
+    readonly registry: MemoryRegistry,
+    /** Registered files, for our file requests; null: every file request is rejected. */
+    readonly files: FileServeContext | null = null,
+  ) {
     this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.adopt(s as AdoptableSocket));
     this.server.on('error', () => {
       /* listen errors are reported by listen(); later errors leave existing connections alone */
@@ -156,7 +163,7 @@ class ServerConnection {
   }
 
   private get blocked(): boolean {
-    return this.paused || this.heldWrite !== null || this.dead;
+    return this.paused || this.heldWrite !== null || this.dead || this.heldHeader !== null || this.fileStopped;
   }
 
   /** Serve what is buffered, then read again if reading was stopped. */
@@ -232,12 +239,13 @@ class ServerConnection {
       }
       if (avail < HEADER_SIZE) break;
       const h = decodeHeader(this.scratch, this.rStart);
+      const raw = this.scratch.subarray(this.rStart, this.rStart + HEADER_SIZE);
       this.rStart += HEADER_SIZE;
       if (!corked) {
         corked = true;
         this.sock.cork();
       }
-      this.serve(h);
+      this.route(h, raw);
     }
     if (corked) this.sock.uncork();
     return !this.blocked;
@@ -256,7 +264,8 @@ class ServerConnection {
       return;
     }
     const view = region.bytes.subarray(range.offset, range.offset + h.size);
-    this.lastWasLarge = h.size >= DIRECT_MIN;
+    // Only a large WRITE body is worth a header-sized read first (so the body lands directly); READ headers come in runs.
+    this.lastWasLarge = h.write && h.size >= DIRECT_MIN;
     region.pins++;
     if (h.write) {
       this.body = view;
@@ -290,10 +299,93 @@ class ServerConnection {
   }
 
   private finishWrite(): void {
+    if (this.bodyFile) {
+      const op = this.bodyFile;
+      this.bodyFile = null;
+      this.body = null;
+      this.files!.bodyReceived(op);
+      return;
+    }
     this.bodyRegion!.pins--;
     this.bodyRegion = null;
     this.body = null;
     if (this.bodyV2 && !this.sock.write(STATUS_OK_FRAME)) this.paused = true;
+  }
+
+  // ------------------------------------------------------- file requests (ours)
+
+  private files: FileConnection | null = null;
+  /** A request parked until file operations ahead of it progress (its raw header). */
+  private heldHeader: Buffer | null = null;
+  /** The file WRITE whose payload is being received into `body`. */
+  private bodyFile: FileOp | null = null;
+  /** A file request was rejected: read nothing more; the connection closes once earlier responses are out. */
+  private fileStopped = false;
+
+  /**
+   * File requests go to the file pipeline (src/transport/tcp/file-serve.ts). A
+   * memory request waits while file responses are pending, so every response
+   * keeps request order.
+   */
+  private route(h: RequestHeader, raw: Uint8Array): void {
+    const file = isFileOpcode(h.opcode);
+    if (!file && !this.files?.pending) {
+      this.serve(h);
+      return;
+    }
+    if (!this.files) {
+      const ctx = this.owner.files;
+      if (!ctx) {
+        this.owner.stats.requests++;
+        this.owner.stats.rejected++;
+        this.closeWith(STATUS_FILE_REJECTED_FRAME); // this engine serves no files
+        return;
+      }
+      this.files = new FileConnection(ctx, {
+        send: (bytes, sent) => {
+          if (!this.dead && !this.sock.write(bytes, sent)) this.paused = true;
+        },
+        fail: (frame) => this.closeWith(frame),
+        cork: () => this.sock.cork(),
+        uncork: () => this.sock.uncork(),
+        progress: () => this.fileProgress(),
+      });
+    }
+    if (!file) {
+      this.heldHeader = Buffer.from(raw);
+      return;
+    }
+    const a = this.files.admit(raw);
+    if (a.kind === 'hold') {
+      this.heldHeader = Buffer.from(raw);
+      return;
+    }
+    this.owner.stats.requests++;
+    this.lastWasLarge = a.kind === 'body' && a.body.length >= DIRECT_MIN; // as for memory: only a large WRITE body
+    if (a.kind === 'reject') {
+      this.owner.stats.rejected++;
+      this.fileStopped = true;
+    } else if (a.kind === 'body') {
+      this.body = a.body;
+      this.bodyOff = 0;
+      this.bodyFile = a.op;
+    }
+  }
+
+  private fileProgress(): void {
+    const raw = this.heldHeader;
+    if (!raw || this.dead) return;
+    this.heldHeader = null;
+    this.route(decodeHeader(raw), raw);
+    this.resume();
+  }
+
+  /** End the connection after a last status frame (a file request refused or failed). */
+  private closeWith(frame: Buffer): void {
+    this.dead = true;
+    this.sock.end(frame);
+    setTimeout(() => this.sock.destroy(), REJECT_GRACE_MS).unref();
+    this.teardown();
   }
 
   private reject(h: RequestHeader): void {
@@ -312,6 +404,9 @@ class ServerConnection {
   private teardown(): void {
     this.dead = true;
     this.heldWrite = null;
+    this.heldHeader = null;
+    this.bodyFile = null;
+    this.files?.close();
     if (this.bodyRegion) {
       this.bodyRegion.pins--;
       this.bodyRegion = null;

@@ -1,0 +1,82 @@
+/** The initiator's report: text (Mooncake's summary line first) or one JSON line, and the exit code. */
+import type { Percentiles } from './histogram.js';
+import type { BenchResult } from './initiator.js';
+import { REPORT_UNITS, type BenchOptions } from './options.js';
+
+export interface TargetExit {
+  pid: number;
+  exitCode: number | null;
+  signal: string | null;
+  clean: boolean;
+}
+
+function round(x: number, decimals: number): number {
+  const f = 10 ** decimals;
+  return Math.round(x * f) / f;
+}
+
+/** Print the result (text, or one JSON line last) and return the exit code. */
+export function report(o: BenchOptions, r: BenchResult, target: TargetExit | null): number {
+  const bytesPerS = r.elapsedS > 0 ? r.bytes / r.elapsedS : 0;
+  const throughput = bytesPerS / REPORT_UNITS[o.reportUnit];
+  if (o.json) process.stdout.write(`${JSON.stringify(jsonReport(o, r, target, throughput, bytesPerS))}\n`);
+  else process.stdout.write(textReport(o, r, target, throughput));
+  const failed = r.failures > 0 || r.integrity === 'failed' || (target !== null && !target.clean);
+  return failed ? 1 : 0;
+}
+
+function jsonReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, throughput: number, bytesPerS: number): object {
+  return {
+    mode: o.mode,
+    workload: o.workload,
+    protocol: 'tcp',
+    shmfs: o.shmfs,
+    remote_segment: r.remoteSegment,
+    size: o.size,
+    batch: o.batch,
+    threads: o.threads,
+    duration_s: round(r.elapsedS, 3),
+    bytes: r.bytes,
+    throughput_GBps: round(bytesPerS / 1e9, 6),
+    throughput: round(throughput, o.precision),
+    unit: o.reportUnit,
+    per_thread_GBps: r.perThreadBps.map((b) => round(b / 1e9, 6)),
+    batches: r.batches,
+    requests: r.requests,
+    failures: r.failures,
+    integrity: r.integrity,
+    integrity_checks: r.integrityChecks,
+    integrity_failures: r.integrityFailures,
+    interrupted: r.interrupted,
+    latency_us: { batch: r.batchLatency, request: r.requestLatency },
+    ...(target ? { target: { pid: target.pid, exit_code: target.exitCode, signal: target.signal, clean: target.clean } } : {}),
+    ...(r.error !== undefined ? { error: r.error } : {}),
+  };
+}
+
+function latencyLine(p: Percentiles, what: string): string {
+  if (p.count === 0) return `no ${what} timed`;
+  return `p50 ${p.p50} us, p99 ${p.p99} us, p99.9 ${p.p999} us (mean ${p.mean} us, max ${p.max} us; ${p.count} ${what})`;
+}
+
+function textReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, throughput: number): string {
+  const rate = `${throughput.toFixed(o.precision)} ${o.reportUnit}/s`;
+  const integrity = r.integrity === 'off' ? 'off' : `${r.integrity} (${r.integrityChecks} round trips, ${r.integrityFailures} mismatches)`;
+  const lines = [
+    // Mooncake's own summary line first, so existing log scrapers still match.
+    `Test ${r.interrupted ? 'interrupted' : 'completed'}: duration ${r.elapsedS.toFixed(2)}, batch count ${r.batches}, throughput ${rate}`,
+    `  workload    ${o.workload} over tcp${o.shmfs ? ' (shared memory on this host)' : ''} to ${r.remoteSegment}: size ${o.size} B, batch ${o.batch}, threads ${o.threads}`,
+    `  throughput  ${rate}`,
+    `  transferred ${r.bytes} bytes in ${r.elapsedS.toFixed(3)} s: ${r.batches} batches, ${r.requests} requests, ${r.failures} failed`,
+    `  latency     per batch:   ${latencyLine(r.batchLatency, 'batches')}`,
+    `              per request: ${latencyLine(r.requestLatency, 'requests')}`,
+    `  integrity   ${integrity}`,
+  ];
+  if (o.threads > 1) {
+    const unit = REPORT_UNITS[o.reportUnit];
+    lines.push(`  per thread  ${r.perThreadBps.map((b) => (b / unit).toFixed(o.precision)).join(', ')} ${o.reportUnit}/s`);
+  }
+  if (target) lines.push(`  target      pid ${target.pid} ${target.clean ? 'exited cleanly' : 'did not exit cleanly'}`);
+  if (r.error !== undefined) lines.push(`  first error ${r.error}`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,86 @@
+/**
+ * Settings of file segments: seed 004's environment variables and the
+ * `nvmeof_generic` transport argument (an NVMe-oF transport id string).
+ * A malformed value is one clear error naming it, never a silent default.
+ */
+import net from 'node:net';
+import { teError, ErrorCode } from '../errors.js';
+
+export interface FileConfig {
+  /** MC_NVMEOF_GENERIC_NUM_WORKERS: file operations in flight at once (default 8). */
+  workers: number;
+  /** MC_NVMEOF_GENERIC_DIRECT_IO: open registered files with O_DIRECT by default (default off). */
+  directIO: boolean;
+}
+
+export const MAX_FILE_WORKERS = 256;
+
+type Env = Record<string, string | undefined>;
+
+export function loadFileConfig(env: Env): FileConfig {
+  const rawWorkers = env['MC_NVMEOF_GENERIC_NUM_WORKERS'];
+  let workers = 8;
+  if (rawWorkers !== undefined && rawWorkers.trim() !== '') {
+    const v = /^\d+$/.test(rawWorkers.trim()) ? Number(rawWorkers.trim()) : NaN;
+    if (!Number.isSafeInteger(v) || v < 1 || v > MAX_FILE_WORKERS) {
+      throw teError(ErrorCode.BAD_ENV, `MC_NVMEOF_GENERIC_NUM_WORKERS="${rawWorkers}" is not an integer in [1, ${MAX_FILE_WORKERS}]`);
+    }
+    workers = v;
+  }
+  const rawDirect = env['MC_NVMEOF_GENERIC_DIRECT_IO'];
+  let directIO = false;
+  if (rawDirect !== undefined && rawDirect.trim() !== '') {
+    const v = rawDirect.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(v)) directIO = true;
+    else if (!['0', 'false', 'no', 'off'].includes(v)) {
+      throw teError(ErrorCode.BAD_ENV, `MC_NVMEOF_GENERIC_DIRECT_IO="${rawDirect}" is not a boolean (1/0, true/false, yes/no, on/off)`);
+    }
+  }
+  return { workers, directIO };
+}
+
+/** Where the nvmeof_generic transport listens: traddr and trsvcid of its transport id. */
+export interface FileListenAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * Parse seed 004's transport id, "trtype=tcp adrfam=ipv4 traddr=127.0.0.1 trsvcid=4420"
+ * (options separated by spaces, `key=value` or `key:value`, as Mooncake's parseTrid).
+ * Only trtype=tcp can be honoured: the wire is our TCP protocol, not NVMe/TCP.
+ */
+export function parseTrid(text: string): FileListenAddress {
+  if (typeof text !== 'string' || text.trim() === '') {
+    throw teError(ErrorCode.INVALID_ARGUMENT, 'the nvmeof_generic argument must be "trtype=tcp adrfam=ipv4 traddr=<address> trsvcid=<port>"');
+  }
+  const opts = new Map<string, string>();
+  for (const option of text.trim().split(/\s+/)) {
+    let sep = option.indexOf('=');
+    if (sep < 0) sep = option.indexOf(':');
+    const key = sep < 0 ? '' : option.slice(0, sep);
+    const value = sep < 0 ? '' : option.slice(sep + 1);
+    if (key === '' || value === '') throw teError(ErrorCode.INVALID_ARGUMENT, `trid option "${option}" is not key=value`);
+    if (!['trtype', 'adrfam', 'traddr', 'trsvcid', 'subnqn'].includes(key)) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `unknown trid option "${key}" (expected trtype, adrfam, traddr, trsvcid)`);
+    }
+    opts.set(key, value);
+  }
+  const trtype = (opts.get('trtype') ?? '').toLowerCase();
+  if (trtype !== 'tcp') {
+    throw teError(
+      ErrorCode.NOT_SUPPORTED,
+      `trtype "${opts.get('trtype') ?? ''}" is not supported: files are served over this engine's own TCP protocol, so only trtype=tcp works`,
+    );
+  }
+  const host = opts.get('traddr');
+  if (host === undefined || net.isIP(host) === 0) throw teError(ErrorCode.INVALID_ARGUMENT, `trid needs traddr=<IP address>, got "${host ?? ''}"`);
+  const adrfam = opts.get('adrfam')?.toLowerCase();
+  if (adrfam !== undefined && adrfam !== (net.isIPv6(host) ? 'ipv6' : 'ipv4')) {
+    throw teError(ErrorCode.INVALID_ARGUMENT, `adrfam=${adrfam} does not match traddr=${host}`);
+  }
+  const svc = opts.get('trsvcid') ?? '';
+  const port = /^\d+$/.test(svc) ? Number(svc) : NaN;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw teError(ErrorCode.INVALID_ARGUMENT, `trid needs trsvcid=<port 1-65535>, got "${svc}"`);
+  return { host, port };
+}

@@ -1,0 +1,236 @@
+/**
+ * Serving our file requests (src/codec/wire.ts, "file requests") on one data
+ * connection.
+ *
+ * File I/O is asynchronous, but a connection's responses must come back in
+ * request order (the protocol has no ids). Requests therefore start their
+ * I/O as soon as they are admitted, several at once, and their responses are
+ * sent strictly in order as the head of the queue completes. A request that
+ * overlaps an unfinished one on the same file, where either writes, waits
+ * for it (so a READ after a WRITE sees the written bytes); so does one that
+ * would exceed the connection's staging window. The connection parks such a
+ * request and offers it again on progress().
+ *
+ * A rejected request (unknown id, outside [0, size), misaligned for direct
+ * I/O, malformed) ends the connection once every response before it is out,
+ * like a rejected memory request; so does an I/O error.
+ */
+import {
+  decodeFileHeader,
+  STATUS_OK_FRAME,
+  STATUS_FILE_REJECTED_FRAME,
+  STATUS_FILE_IO_ERROR_FRAME,
+  type FileRequestHeader,
+} from '../../codec/wire.js';
+import { TransferEngineError } from '../../errors.js';
+import type { FileIO } from '../../file/io.js';
+import type { FileRegistry, RegisteredFile } from '../../file/registry.js';
+import type { Staging, StagingPool } from '../../file/staging.js';
+
+/** Largest file request served; the engine cuts file transfers below it. */
+export const MAX_FILE_REQUEST = 64 * 1024 * 1024;
+/** Staged bytes (I/O running or data not yet taken by the kernel) per connection before requests wait. */
+const WINDOW_BYTES = 32 * 1024 * 1024;
+const WINDOW_OPS = 64;
+
+/** What a data server needs to serve files; shared by all its connections. */
+export interface FileServeContext {
+  files: FileRegistry;
+  io: FileIO;
+  staging: StagingPool;
+}
+
+export interface FileConnectionSink {
+  /** Queue bytes on the socket, after everything queued before; `sent` once the kernel has them. */
+  send(bytes: Uint8Array, sent?: () => void): void;
+  /** Send this last status frame and close the connection. */
+  fail(frame: Buffer): void;
+  /** Hold writes until uncork(), so a run of responses leaves in one writev. */
+  cork(): void;
+  uncork(): void;
+  /** Responses went out or I/O finished: a parked request may go ahead. */
+  progress(): void;
+}
+
+export class FileOp {
+  /** 'body': receiving a WRITE's payload; 'io': in the file pool; 'done': response ready. */
+  state: 'body' | 'io' | 'done' = 'io';
+  error: TransferEngineError | null = null;
+  constructor(
+    readonly file: RegisteredFile | null,
+    readonly write: boolean,
+    readonly offset: number,
+    readonly size: number,
+    readonly staging: Staging | null,
+    /** Rejected at admission: its response is the rejection frame. */
+    readonly rejected: boolean,
+  ) {}
+}
+
+export type Admission =
+  | { kind: 'started' }
+  /** Receive the WRITE's payload into `body`, then call bodyReceived(op). */
+  | { kind: 'body'; body: Uint8Array; op: FileOp }
+  /** Offer the same header again after progress(). */
+  | { kind: 'hold' }
+  /** Stop reading requests: the rejection goes out in order, then the connection closes. */
+  | { kind: 'reject' };
+
+/** Why a request is refused, or null if it may be served. */
+export function checkFileRequest(h: FileRequestHeader, file: RegisteredFile | undefined): string | null {
+  if (!file) return `no file is registered with id ${h.fileId}`;
+  if (h.size === 0) return 'a file request must move at least one byte';
+  if (h.size > MAX_FILE_REQUEST) return `${h.size} bytes is more than one file request may move (${MAX_FILE_REQUEST})`;
+  // Values >= 2^53 decode inexactly; they are far above any size, so the comparison still refuses them.
+  if (!Number.isSafeInteger(h.offset) || h.offset + h.size > file.size) return `[${h.offset}, +${h.size}) is outside [0, ${file.size})`;
+  if (file.align > 1 && (h.offset % file.align !== 0 || h.size % file.align !== 0)) {
+    return `direct I/O needs offset and length aligned to ${file.align}`;
+  }
+  return null;
+}
+
+export class FileConnection {
+  private readonly ops: FileOp[] = [];
+  private stagedBytes = 0;
+  private closed = false;
+
+  constructor(
+    private readonly ctx: FileServeContext,
+    private readonly sink: FileConnectionSink,
+  ) {}
+
+  /** Responses not yet sent: a memory request arriving now must wait for them. */
+  get pending(): boolean {
+    return this.ops.length > 0;
+  }
+
+  /** Decide what to do with a file request header (raw 24 bytes). */
+  admit(raw: Uint8Array): Admission {
+    let h: FileRequestHeader | null = null;
+    try {
+      h = decodeFileHeader(raw);
+    } catch (e) {
+      if (!(e instanceof TransferEngineError)) throw e;
+    }
+    const file = h ? this.ctx.files.byId(h.fileId) : undefined;
+    if (!h || checkFileRequest(h, file) !== null) {
+      const rejected = new FileOp(null, false, 0, 0, null, true);
+      rejected.state = 'done';
+      this.ops.push(rejected);
+      this.flush();
+      return { kind: 'reject' };
+    }
+    const f = file!;
+    if (this.mustWait(f, h)) return { kind: 'hold' };
+    const staging = this.ctx.staging.take(h.size, f.directIO);
+    this.stagedBytes += staging.backing.length;
+    f.pins++;
+    const op = new FileOp(f, h.write, h.offset, h.size, staging, false);
+    this.ops.push(op);
+    if (h.write) {
+      op.state = 'body';
+      return { kind: 'body', body: staging.view, op };
+    }
+    this.run(op);
+    return { kind: 'started' };
+  }
+
+  private mustWait(file: RegisteredFile, h: FileRequestHeader): boolean {
+    if (this.ops.length >= WINDOW_OPS) return true;
+    if (this.stagedBytes > 0 && this.stagedBytes + h.size > WINDOW_BYTES) return true;
+    const end = h.offset + h.size;
+    for (const op of this.ops) {
+      if (op.state === 'done' || op.file !== file || (!op.write && !h.write)) continue;
+      if (op.offset < end && h.offset < op.offset + op.size) return true;
+    }
+    return false;
+  }
+
+  /** A WRITE's payload is complete in its staging buffer: write it to the file. */
+  bodyReceived(op: FileOp): void {
+    op.state = 'io';
+    this.run(op);
+  }
+
+  private run(op: FileOp): void {
+    this.ctx.io.submit(op.file!, op.write, op.offset, op.staging!.view, (err) => {
+      op.file!.pins--;
+      op.state = 'done';
+      op.error = err;
+      if (this.closed) {
+        this.release(op);
+        return;
+      }
+      this.scheduleFlush();
+    });
+  }
+
+  private flushScheduled = false;
+
+  /**
+   * Flush after every I/O callback of this loop turn has run, so completions
+   * that land together leave in one writev: each writev to a loopback socket
+   * costs tens of microseconds (the receiver's wakeup), whatever its size.
+   */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.closed) return;
+      this.flush();
+      this.sink.progress();
+    });
+  }
+
+  private release(op: FileOp): void {
+    if (!op.staging) return;
+    this.stagedBytes -= op.staging.backing.length;
+    this.ctx.staging.give(op.staging);
+  }
+
+  /** Send the responses at the head of the queue that are ready, in order. */
+  private flush(): void {
+    if (this.closed || this.ops.length === 0 || this.ops[0]!.state !== 'done') return;
+    // One writev for the frame and data of every ready response (an 8-byte frame alone costs a whole TCP send).
+    this.sink.cork();
+    try {
+      this.flushReady();
+    } finally {
+      this.sink.uncork();
+    }
+  }
+
+  private flushReady(): void {
+    while (!this.closed && this.ops.length > 0 && this.ops[0]!.state === 'done') {
+      const op = this.ops.shift()!;
+      if (op.rejected || op.error) {
+        this.release(op);
+        this.sink.fail(op.rejected ? STATUS_FILE_REJECTED_FRAME : STATUS_FILE_IO_ERROR_FRAME);
+        return; // the sink closes the connection, which calls close()
+      }
+      this.sink.send(STATUS_OK_FRAME);
+      if (op.write) this.release(op);
+      else {
+        // Straight from staging, reused once the kernel has it; that frees window room a parked request may wait for.
+        this.sink.send(op.staging!.view, () => {
+          this.release(op);
+          if (!this.closed) this.sink.progress();
+        });
+      }
+    }
+  }
+
+  /** The connection is gone: operations in the pool finish on their own; nothing more is sent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const op of this.ops) {
+      if (op.state === 'body') {
+        op.file!.pins--;
+        this.release(op);
+      } else if (op.state === 'done') this.release(op);
+    }
+    this.ops.length = 0;
+  }
+}
