@@ -21,6 +21,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TaskStatus, TransferEngine, TransferOpcode, type FileBufferDesc, type TransferRequest } from '../core.js';
 import { formatFlagHelp, parseFlags, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
+import { stopRequested } from './bench/target.js';
 import { fileCapacity, DIRECT_IO_ALIGN } from '../file/registry.js';
 import { loadFileConfig } from '../file/config.js';
 import { TransferEngineError } from '../errors.js';
@@ -206,21 +207,6 @@ async function runTarget(o: Options): Promise<number> {
   }
   if (!o.json) process.stdout.write('Target stopped.\n');
   return 0;
-}
-
-function stopRequested(): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      process.off('SIGINT', done);
-      process.off('SIGTERM', done);
-      process.off('disconnect', done);
-      if (process.connected) process.disconnect();
-      resolve();
-    };
-    process.on('SIGINT', done);
-    process.on('SIGTERM', done);
-    if (process.connected) process.on('disconnect', done); // a loopback parent that dies stops us too
-  });
 }
 
 // --------------------------------------------------------------- initiator

@@ -97,7 +97,7 @@ function servedProgress(engine: TransferEngine): { stop(): void } {
  * Resolves on SIGINT or SIGTERM, or when the parent that spawned us with an
  * IPC channel (--loopback) goes away, so a killed parent never leaks a target.
  */
-function stopRequested(): Promise<void> {
+export function stopRequested(): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       process.off('SIGINT', done);
