@@ -1,6 +1,8 @@
 /**
- * File segments: remote reads of a registered file over loopback TCP against
- * a local read of the same file in the same run, buffered and with direct I/O.
+ * File segments: remote reads of a registered file of a target process on
+ * this host, by same-host access (the default: src/transport/file-same-host.ts)
+ * and over loopback TCP (a second engine with TE_FILE_SAME_HOST=0), against a
+ * local read of the same file in the same run, buffered and with direct I/O.
  *
  * A target process registers the file twice over (two copies: one opened
  * buffered, one with O_DIRECT; one file cannot be registered twice). This
@@ -10,14 +12,20 @@
  * offsets into the same amount of memory, keeping `inflight` reads queued
  * (default 64: the target's own depth, 8 workers x 8 queued each); the
  * direct baseline opens with O_DIRECT and reads into 4096-aligned memory.
- * Two more columns explain the gap: the engine's local path (the same file
- * into registered memory on one engine, no network), and remote reads of the
- * target's *memory* over the same TCP path (no file at all: the transport's
- * ceiling here). Every round runs each measurement once, odd rounds in
- * reverse order; medians and (min-max) of the rounds.
+ * Two more columns explain the TCP gap: the engine's local path (the same
+ * file into registered memory on one engine, no network), and remote reads of
+ * the target's *memory* over the same TCP path (no file at all: the
+ * transport's ceiling here). Every round runs each measurement once, odd
+ * rounds in reverse order; medians and (min-max) of the rounds. The run fails
+ * if a same-host measurement did not go direct or a TCP one did not go over TCP.
  *
  *   node dist/benchmarks/file.js [--rounds 5] [--duration 3] [--blocks 65536,1048576]
- *     [--batch 128] [--file-mb 1024] [--dir /tmp] [--inflight 64] [--no-direct]
+ *     [--batch 128] [--pipeline 2] [--file-mb 1024] [--dir /tmp] [--inflight 64] [--no-direct]
+ *
+ * Engine measurements keep `pipeline` batches submitted at once (seed 004's
+ * bench does the same with --threads), so the engine's file pool, capped at 64
+ * operations in flight (8 workers x 8) like the local reads, does not idle
+ * while one batch's last reads finish; the OS sees the same depth on both sides.
  *
  * The buffered file is read once before measuring, so both sides read from
  * the page cache (this machine has far more RAM than the file).
@@ -40,6 +48,7 @@ const { values } = parseArgs({
     'file-mb': { type: 'string', default: '1024' },
     dir: { type: 'string', default: os.tmpdir() },
     inflight: { type: 'string', default: '64' },
+    pipeline: { type: 'string', default: '2' },
     'no-direct': { type: 'boolean', default: false },
   },
 });
@@ -49,6 +58,7 @@ const blocks = values.blocks!.split(',').map(Number);
 const batch = Number(values.batch);
 const fileSize = Number(values['file-mb']) * 1024 * 1024;
 const inflight = Number(values.inflight);
+const pipeline = Number(values.pipeline);
 const direct = !values['no-direct'];
 
 // ------------------------------------------------------------------ files
@@ -137,10 +147,13 @@ async function viaEngine(engine: TransferEngine, seg: number, target: { fileId: 
   const t0 = performance.now();
   const end = t0 + duration * 1000;
   let n = 0;
-  while (performance.now() < end) {
-    await once();
-    n++;
-  }
+  const loop = async (): Promise<void> => {
+    while (performance.now() < end) {
+      await once();
+      n++;
+    }
+  };
+  await Promise.all(Array.from({ length: pipeline }, loop));
   return (n * batch * block) / ((performance.now() - t0) / 1000) / 1e9;
 }
 
@@ -184,10 +197,22 @@ function median(xs: number[]): number {
 const fmt = (x: number): string => x.toFixed(2);
 const cell = (xs: number[]): string => (xs.length ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})` : 'n/a');
 
+const loadBefore = os.loadavg().map((x) => x.toFixed(2)).join(' ');
 const target = await startTarget();
 const engine = new TransferEngine();
 await engine.init('127.0.0.1');
 const seg = await engine.openSegment(target.segment);
+const tcpEngine = new TransferEngine({ env: { ...process.env, TE_FILE_SAME_HOST: '0' } });
+await tcpEngine.init('127.0.0.1');
+const tcpSeg = await tcpEngine.openSegment(target.segment);
+
+/** Run a same-host (`direct`) or TCP measurement and check that it took that path. */
+async function checked(e: TransferEngine, direct: boolean, measure: () => Promise<number>): Promise<number> {
+  const before = e.stats().fileSameHost;
+  const v = await measure();
+  if ((e.stats().fileSameHost > before) !== direct) throw new Error(`a ${direct ? 'same-host' : 'TCP'} measurement took the other path`);
+  return v;
+}
 // The engine's local path: this engine registers the same file too (registration is per engine).
 const localId = engine.registerLocalFile(buffered, fileSize);
 const rows: Array<{ block: number; s: Record<string, number[]> }> = [];
@@ -196,18 +221,23 @@ try {
     const total = block * batch;
     const mem = Buffer.alloc(total);
     const memAddr = engine.registerLocalMemory(mem);
+    const tcpMemAddr = tcpEngine.registerLocalMemory(mem);
     const aligned = allocateAligned(total, 4096);
-    const s: Record<string, number[]> = { localBuffered: [], engineLocal: [], remoteBuffered: [], remoteMemory: [], localDirect: [], remoteDirect: [] };
+    const s: Record<string, number[]> = {
+      localBuffered: [], engineLocal: [], remoteBuffered: [], remoteBufferedTcp: [], remoteMemory: [], localDirect: [], remoteDirect: [], remoteDirectTcp: [],
+    };
     // Each round runs every measurement once; odd rounds in reverse order, so warm-up and drift favour neither side.
     const steps: Array<[string, () => Promise<number>]> = [
       ['localBuffered', () => local(buffered, fs.constants.O_RDONLY, block, mem)],
-      ['remoteBuffered', () => viaEngine(engine, seg, { fileId: target.ids.buffered }, block, memAddr)],
+      ['remoteBuffered', () => checked(engine, true, () => viaEngine(engine, seg, { fileId: target.ids.buffered }, block, memAddr))],
+      ['remoteBufferedTcp', () => checked(tcpEngine, false, () => viaEngine(tcpEngine, tcpSeg, { fileId: target.ids.buffered }, block, tcpMemAddr))],
       ['engineLocal', () => viaEngine(engine, LOCAL_SEGMENT, { fileId: localId }, block, memAddr)],
-      ['remoteMemory', () => viaEngine(engine, seg, { memBase: target.memAddr }, block, memAddr)],
+      ['remoteMemory', () => viaEngine(tcpEngine, tcpSeg, { memBase: target.memAddr }, block, tcpMemAddr)],
       ...(direct && block % 4096 === 0
         ? ([
             ['localDirect', () => local(directFile, fs.constants.O_RDONLY | fs.constants.O_DIRECT, block, aligned)],
-            ['remoteDirect', () => viaEngine(engine, seg, { fileId: target.ids.direct! }, block, memAddr)],
+            ['remoteDirect', () => checked(engine, true, () => viaEngine(engine, seg, { fileId: target.ids.direct! }, block, memAddr))],
+            ['remoteDirectTcp', () => checked(tcpEngine, false, () => viaEngine(tcpEngine, tcpSeg, { fileId: target.ids.direct! }, block, tcpMemAddr))],
           ] as Array<[string, () => Promise<number>]>)
         : []),
     ];
@@ -216,9 +246,11 @@ try {
       process.stderr.write(`block ${block} round ${r + 1}/${rounds} done\n`);
     }
     engine.unregisterLocalMemory(memAddr);
+    tcpEngine.unregisterLocalMemory(tcpMemAddr);
     rows.push({ block, s });
   }
 } finally {
+  await tcpEngine.close();
   await engine.close();
   target.child.disconnect();
   await new Promise((r) => target.child.once('exit', r));
@@ -226,26 +258,34 @@ try {
 }
 
 const label = (block: number): string => (block >= 1 << 20 ? `${block / (1 << 20)} MiB` : `${block / 1024} KiB`);
+const ratioOf = (s: Record<string, number[]>) => (a: string, b: string): string => (s[a]!.length && s[b]!.length ? fmt(median(s[a]!) / median(s[b]!)) : 'n/a');
 console.log('Buffered (page cache):\n');
-console.log('| block | local fs.read | engine, local file | remote file read | remote / local | remote memory read (TCP ceiling) | ceiling / local |');
-console.log('|---|---|---|---|---|---|---|');
+console.log(
+  '| block | local fs.read | remote, same-host | same-host / local | remote over TCP | TCP / local | engine, local file | remote memory read (TCP ceiling) | ceiling / local |',
+);
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const { block, s } of rows) {
-  const ratio = (a: string, b: string): string => (s[a]!.length && s[b]!.length ? fmt(median(s[a]!) / median(s[b]!)) : 'n/a');
+  const ratio = ratioOf(s);
   console.log(
-    `| ${label(block)} | ${cell(s['localBuffered']!)} | ${cell(s['engineLocal']!)} | ${cell(s['remoteBuffered']!)} | ${ratio('remoteBuffered', 'localBuffered')} | ` +
+    `| ${label(block)} | ${cell(s['localBuffered']!)} | ${cell(s['remoteBuffered']!)} | ${ratio('remoteBuffered', 'localBuffered')} | ` +
+      `${cell(s['remoteBufferedTcp']!)} | ${ratio('remoteBufferedTcp', 'localBuffered')} | ${cell(s['engineLocal']!)} | ` +
       `${cell(s['remoteMemory']!)} | ${ratio('remoteMemory', 'localBuffered')} |`,
   );
 }
 if (direct) {
   console.log('\nDirect I/O (O_DIRECT, the disk):\n');
-  console.log('| block | local direct fs.read | remote file read (direct) | remote / local |');
-  console.log('|---|---|---|---|');
+  console.log('| block | local direct fs.read | remote, same-host | same-host / local | remote over TCP | TCP / local |');
+  console.log('|---|---|---|---|---|---|');
   for (const { block, s } of rows) {
-    const ratio = (a: string, b: string): string => (s[a]!.length && s[b]!.length ? fmt(median(s[a]!) / median(s[b]!)) : 'n/a');
-    console.log(`| ${label(block)} | ${cell(s['localDirect']!)} | ${cell(s['remoteDirect']!)} | ${ratio('remoteDirect', 'localDirect')} |`);
+    const ratio = ratioOf(s);
+    console.log(
+      `| ${label(block)} | ${cell(s['localDirect']!)} | ${cell(s['remoteDirect']!)} | ${ratio('remoteDirect', 'localDirect')} | ` +
+        `${cell(s['remoteDirectTcp']!)} | ${ratio('remoteDirectTcp', 'localDirect')} |`,
+    );
   }
 }
 console.log(
   `\nGB/s (decimal), medians of ${rounds} rounds of ${duration} s with (min-max); ${fileSize >> 20} MiB files in ${values.dir}; ` +
-    `batch ${batch}; local reads keep ${inflight} in flight; UV_THREADPOOL_SIZE=${process.env['UV_THREADPOOL_SIZE'] ?? '4 (default)'}; node ${process.version}.`,
+    `batch ${batch}, ${pipeline} batch(es) in flight per engine measurement; local reads keep ${inflight} in flight; UV_THREADPOOL_SIZE=${process.env['UV_THREADPOOL_SIZE'] ?? '4 (default)'}; node ${process.version}; ` +
+    `load average (1/5/15 min) ${loadBefore} before, ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} after, ${os.cpus().length} CPUs.`,
 );

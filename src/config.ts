@@ -4,8 +4,10 @@
  * never a silent default.
  */
 import { teError, ErrorCode } from './errors.js';
+import { secretBytes } from './codec/auth.js';
+import { DEFAULT_LIMITS, type ListenerLimits } from './limits.js';
 
-export interface EngineConfig {
+export interface EngineConfig extends ListenerLimits {
   /** MC_TRANSFER_TIMEOUT: seconds without progress before a transfer ends in TIMEOUT. */
   transferTimeoutMs: number;
   /** MC_HANDSHAKE_CONNECT_TIMEOUT: seconds to connect to a peer's RPC port. */
@@ -29,6 +31,19 @@ export interface EngineConfig {
    * an I/O chunk size with no wire meaning, so it is not reused here.)
    */
   splitSize: number;
+  /**
+   * MC_RETRY_CNT: times a task's failed slices are resent (connection lost,
+   * refused or timed out), with backoff; 0: never. Mooncake's default (9) is
+   * for RDMA work requests; over TCP each retry is a fresh connection and
+   * TCP already retransmits packets, so fewer rounds are worth waiting for.
+   */
+  retryCount: number;
+  /** TE_PEER_PAUSE_MS (ours): how long a peer that failed to connect 3 times in a row is left alone (0: never). */
+  peerPauseMs: number;
+  /** TE_AUTH_SECRET (ours): the shared secret both ports require; undefined: no authentication (Mooncake-compatible). */
+  authSecret: Buffer | undefined;
+  /** TE_MAX_DESCRIPTOR_SIZE (ours): largest segment descriptor accepted from a peer or a metadata store, in bytes. */
+  maxDescriptorSize: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -76,5 +91,16 @@ export function loadConfig(env: Env = process.env): EngineConfig {
     legacyRpcPortBinding: boolVar(env, 'MC_LEGACY_RPC_PORT_BINDING'),
     lanesPerPeer: intVar(env, ['MC_TCP_LANES_PER_PEER', 'MC_TCP_MAX_CONNECTIONS_PER_PEER'], 2, 1, 16),
     splitSize: intVar(env, ['TE_TCP_SPLIT_SIZE'], 1 << 20, 4096, 1 << 30),
+    retryCount: intVar(env, ['MC_RETRY_CNT'], 5, 0, 100),
+    peerPauseMs: intVar(env, ['TE_PEER_PAUSE_MS'], 1000, 0, 3600_000),
+    authSecret: env['TE_AUTH_SECRET'] === undefined || env['TE_AUTH_SECRET'] === '' ? undefined : secretBytes(env['TE_AUTH_SECRET'], 'TE_AUTH_SECRET', ErrorCode.BAD_ENV),
+    maxDescriptorSize: intVar(env, ['TE_MAX_DESCRIPTOR_SIZE'], 64 << 20, 1024, 1 << 30),
+    maxDataConnectionsPerPeer: intVar(env, ['TE_MAX_DATA_CONNECTIONS_PER_PEER'], DEFAULT_LIMITS.maxDataConnectionsPerPeer, 1, 1 << 20),
+    maxRpcConnectionsPerPeer: intVar(env, ['TE_MAX_RPC_CONNECTIONS_PER_PEER'], DEFAULT_LIMITS.maxRpcConnectionsPerPeer, 1, 1 << 20),
+    maxRequestsInFlight: intVar(env, ['TE_MAX_REQUESTS_IN_FLIGHT'], DEFAULT_LIMITS.maxRequestsInFlight, 1, 1 << 20),
+    handshakeRate: intVar(env, ['TE_HANDSHAKE_RATE'], DEFAULT_LIMITS.handshakeRate, 1, 1 << 20),
+    handshakeBurst: intVar(env, ['TE_HANDSHAKE_BURST'], DEFAULT_LIMITS.handshakeBurst, 1, 1 << 20),
+    // Default: MC_TRANSFER_TIMEOUT, the time an initiator waits for progress before giving up itself.
+    stallTimeoutMs: intVar(env, ['TE_STALL_TIMEOUT_MS'], intVar(env, ['MC_TRANSFER_TIMEOUT'], 30, 1, 86400) * 1000, 10, 86400_000),
   };
 }

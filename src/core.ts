@@ -10,7 +10,10 @@ export {
   type SegmentHandle,
   type BatchID,
   type TransferCounters,
+  type RetryCounters,
+  type SecurityCounters,
 } from './engine.js';
+export { type RegionAccess } from './memory.js';
 export { TransferEngineError, ErrorCode, isTransferEngineError } from './errors.js';
 export { type EngineConfig, loadConfig } from './config.js';
 export { type SegmentDesc, type BufferDesc, encodeSegmentDesc, decodeSegmentDesc } from './codec/descriptor.js';

@@ -11,7 +11,8 @@ import { decodeSegmentDesc, encodeSegmentDesc, type SegmentDesc } from './codec/
 import { HandshakeType } from './codec/handshake.js';
 import { teError, ErrorCode, TransferEngineError } from './errors.js';
 import { exchange, HandshakeServer, type Notification } from './handshake.js';
-import { MemoryRegistry, fmtAddr, type Region } from './memory.js';
+import { MemoryRegistry, fmtAddr, type Region, type RegionAccess } from './memory.js';
+import { AUTH_SCHEME, secretBytes } from './codec/auth.js';
 import { joinHostPort, resolveIPv4, splitHostPort } from './net.js';
 import { parseMetadataConnString } from './metadata/connection.js';
 import { SegmentDirectory } from './metadata/directory.js';
@@ -20,10 +21,11 @@ import { openMetadataStore, storeOptionsFromEnv } from './metadata/store.js';
 import type { RpcMeta } from './metadata/values.js';
 import { allocateShmRegion, reapStaleShmFiles, shmNativeAvailable, type ShmRegion } from './shm/index.js';
 import { locateShmRegion, ShmTransport, type ShmPeerRegion } from './transport/shm.js';
-import { Slice, type SliceOwner } from './transport/slice.js';
+import { Slice, Failure, type SliceOwner } from './transport/slice.js';
 import { TcpClient, type PeerAddress } from './transport/tcp/client.js';
 import { TcpDataServer } from './transport/tcp/server.js';
 import { MAX_FILE_REQUEST } from './transport/tcp/file-serve.js';
+import { SameHostFiles } from './transport/file-same-host.js';
 import { loadFileConfig, parseTrid } from './file/config.js';
 import { checkFileId, checkFileRange, LocalFiles } from './file/local-files.js';
 import type { RegisteredFile, RegisterFileOptions } from './file/registry.js';
@@ -99,6 +101,13 @@ export interface EngineOptions {
   shm?: boolean;
   /** This host's identity for the same-host check (default TE_MACHINE_ID, else boot id + machine id). */
   machineId?: string;
+  /**
+   * Shared secret (at least 16 bytes; default TE_AUTH_SECRET): both ports then
+   * require our challenge-response authentication before any request, and this
+   * engine talks only to peers holding the same secret. Mooncake peers cannot
+   * connect to such an engine (README, Security).
+   */
+  authSecret?: string | Uint8Array;
 }
 
 /** The handle of the engine's own segment: requests to it are served by a local copy. */
@@ -117,10 +126,39 @@ interface RemoteSegment {
   /** Bumped each time a refetched descriptor moved the peer (stale-peer recovery). */
   generation: number;
   refreshing: Promise<boolean> | null;
+  /** When the last refetch ended (performance.now()); 0: never. */
+  refreshedAt: number;
 }
 
-/** Failures a fresh descriptor can cure: the peer restarted elsewhere, or re-registered its memory. */
-const RETRYABLE = new Set<string>([ErrorCode.PEER_UNREACHABLE, ErrorCode.ADDRESS_REJECTED]);
+/**
+ * Backoff before retry round k: uniform in [0, min(RETRY_CAP_MS, RETRY_BASE_MS * 2^k)),
+ * "full jitter", so tasks that failed together do not come back together.
+ * With MC_RETRY_CNT=5: at most 20+40+80+160+320 ms in all.
+ */
+const RETRY_BASE_MS = 20;
+const RETRY_CAP_MS = 1000;
+/** Rounds within this long of a refetch that found nothing new reuse its answer instead of asking again. */
+const REFRESH_MIN_INTERVAL_MS = 100;
+
+/** What the listeners refused (README, Security): cumulative, for monitoring and tests. */
+export interface SecurityCounters {
+  /** Connections (RPC, data, file ports) whose authentication failed. */
+  authRejected: number;
+  /** Connections closed at once because their address had too many open. */
+  connectionsRefused: number;
+  /** RPC connections closed at once because their address exceeded TE_HANDSHAKE_RATE. */
+  handshakesRateLimited: number;
+  /** Connections closed for making no progress mid-request for TE_STALL_TIMEOUT_MS. */
+  connectionsStalled: number;
+}
+
+/** Retries (README, Retries): cumulative, for monitoring and tests. */
+export interface RetryCounters {
+  /** Slices resent by retry rounds (MC_RETRY_CNT). */
+  retries: number;
+  /** Times a peer was paused after failing to connect repeatedly (TE_PEER_PAUSE_MS). */
+  peerPauses: number;
+}
 
 /** Cumulative counters, for monitoring (MC_TE_METRIC) and tests. */
 export interface TransferCounters {
@@ -130,35 +168,81 @@ export interface TransferCounters {
   tasksFailed: number;
 }
 
+/**
+ * One request. Its slices go out; those that fail in a way resending can cure
+ * are held (pinned) and, once no slice of the task is in flight, resent
+ * together in a retry round (TransferEngine.retryTask), up to MC_RETRY_CNT
+ * rounds. Resending is safe because both operations are idempotent: a WRITE
+ * puts the same bytes at the same address again (the source stays pinned and
+ * unchanged until the task ends), a READ copies the same range into the same
+ * place again. A task is COMPLETED only when every slice was acknowledged.
+ */
 class Task implements SliceOwner {
   status = TaskStatus.WAITING;
   transferred = 0;
   error: TransferEngineError | undefined;
   pending = 0;
 
-  /** Slices that failed in a way a refetched descriptor may cure; they keep their region pinned until retried. */
+  /** Slices to resend in the next round; they keep their region pinned until then. */
   retryable: Slice[] = [];
+  /** The first error of this round's failures: the task's error if it gives up. */
   retryError: TransferEngineError | undefined;
-  retried = false;
+  /** Every failure of this round was an address rejection: resend only if the refetched descriptor changed. */
+  onlyRejected = true;
+  /** Every failure of this round was a timeout (no progress for MC_TRANSFER_TIMEOUT). */
+  onlyTimeouts = true;
+  /** A slice of this round completed. */
+  progressed = false;
+  /** Retry rounds started. */
+  rounds = 0;
+  /** The segment's generation this task last sent with. */
+  generation: number;
+  /** The backoff before the next round. */
+  retryTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly batch: Batch,
     readonly write: boolean,
     private readonly counters: TransferCounters,
-    /** Refetch the peer's descriptor and resubmit `retryable` once; null: no retry (local copies). */
+    /** The peer's segment; null: a local copy, never retried. */
+    readonly seg: RemoteSegment | null = null,
+    /** Starts a retry round (the engine's, shared by all tasks); null: no retries. */
     private readonly onRetry: ((task: Task) => void) | null = null,
-  ) {}
+  ) {
+    this.generation = seg?.generation ?? 0;
+  }
 
   sliceDone(slice: Slice, error: TransferEngineError | null): void {
-    if (error && this.onRetry && !this.retried && RETRYABLE.has(error.code)) {
+    if (error === null) {
+      this.transferred += slice.length;
+      this.progressed = true;
+    } else if (this.onRetry !== null && slice.failure !== Failure.FATAL) {
+      // Retryable: lost, refused or timed-out connections, a paused peer, an address rejection.
+      // Not: protocol errors (a peer that speaks garbage), authentication, closed, the peer's file I/O.
       slice.region.pins++;
       this.retryable.push(slice);
       this.retryError ??= error;
-    } else if (error) this.error ??= error;
-    else this.transferred += slice.length;
+      if (slice.failure !== Failure.REJECTED) this.onlyRejected = false;
+      if (slice.failure !== Failure.TIMEOUT) this.onlyTimeouts = false;
+    } else this.error ??= error;
     if (--this.pending > 0) return;
-    if (this.retryable.length > 0 && !this.error) this.onRetry!(this);
+    // Timeouts alone are retried only if the task progressed meanwhile (the stall was one
+    // connection's): a task with no progress at all for MC_TRANSFER_TIMEOUT ends in TIMEOUT, as documented.
+    const stalled = this.onlyTimeouts && !this.progressed;
+    if (this.retryable.length > 0 && !this.error && !stalled) this.onRetry!(this);
     else this.giveUp();
+  }
+
+  /** Start the next round: the held slices (their pins pass to the new slices), with the round's state reset. */
+  takeRetryable(): Slice[] {
+    const slices = this.retryable;
+    this.retryable = [];
+    this.retryError = undefined;
+    this.onlyRejected = true;
+    this.onlyTimeouts = true;
+    this.progressed = false;
+    this.pending = slices.length;
+    return slices;
   }
 
   /** Finish without (more) retries: unpin held slices, report the first error. */
@@ -241,6 +325,17 @@ export class TransferEngine {
   /** Shared memory this engine allocated, by address: freed on unregister and close. */
   private readonly ownedShm = new Map<number, ShmRegion>();
   private shmCopies = 0;
+  /** Tasks between retry rounds (backoff, or refetching the descriptor): close() ends them. */
+  private readonly retrying = new Set<Task>();
+  /** Slices resent by retry rounds. */
+  private retries = 0;
+  /** Peer pauses counted by TCP clients already replaced (uninstallTransport). */
+  private pastPeerPauses = 0;
+  /** Same-host peers' files, read and written here directly (null: TE_FILE_SAME_HOST=0). */
+  private sameHostFiles: SameHostFiles | null = null;
+  /** Requests to peers' files served directly / sent over TCP although the peer is on this host. */
+  private fileSameHost = 0;
+  private fileSameHostFallbacks = 0;
 
   constructor(private readonly options: EngineOptions = {}) {}
 
@@ -268,6 +363,7 @@ export class TransferEngine {
     }
     const env = this.options.env ?? process.env;
     this.config = { ...loadConfig(env), ...this.options.config };
+    if (this.options.authSecret !== undefined) this.config.authSecret = secretBytes(this.options.authSecret, 'authSecret', ErrorCode.INVALID_ARGUMENT);
     const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
     const target = parseMetadataConnString(metadata);
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
@@ -291,12 +387,14 @@ export class TransferEngine {
       this.handshake = new HandshakeServer(
         { metadata: () => this.descriptorJson(), notify: (n) => this.notifications.push(n) },
         this.config.handshakeMaxLength,
+        { authSecret: this.config.authSecret, limits: this.config },
       );
       const boundRpc = await this.handshake.listen(listenHost, port, minPort, maxPort);
       // Central modes keep the name as given (it is the key); P2P names are the dialable host:rpcPort.
       this.name = central ? serverName : joinHostPort(connectHost, boundRpc);
       this.files = new LocalFiles(fileConfig);
-      this.dataServer = new TcpDataServer(this.registry, this.files.context);
+      if (fileConfig.sameHost) this.sameHostFiles = new SameHostFiles(this.shm.machineId);
+      this.dataServer = new TcpDataServer(this.registry, this.files.context, this.dataServerOptions());
       await this.dataServer.listen(listenHost, 0, minPort, maxPort);
       this.tcpClient = this.newTcpClient();
       if (target.type !== 'p2p') {
@@ -315,11 +413,17 @@ export class TransferEngine {
     }
   }
 
+  private dataServerOptions(): { authSecret: Buffer | undefined; limits: EngineConfig } {
+    return { authSecret: this.config.authSecret, limits: this.config };
+  }
+
   private newTcpClient(): TcpClient {
     return new TcpClient({
+      authSecret: this.config.authSecret,
       lanesPerPeer: this.config.lanesPerPeer,
       timeoutMs: this.config.transferTimeoutMs,
       connectTimeoutMs: Math.min(this.config.transferTimeoutMs, this.config.handshakeConnectTimeoutMs),
+      peerPauseMs: this.config.peerPauseMs,
     });
   }
 
@@ -351,11 +455,12 @@ export class TransferEngine {
   /**
    * Register memory; returns its address in this engine's segment.
    * @param location 'cpu:0', '*', ... (GPU locations are not supported on this host)
-   * @param remoteAccessible when false, peers cannot read or write it
+   * @param access what peers may do: 'readwrite' (default, as Mooncake), 'read', or 'none';
+   *   Mooncake's remote_accessible boolean is accepted too (true: 'readwrite', false: 'none')
    */
-  registerLocalMemory(mem: Uint8Array | ArrayBuffer, location = '*', remoteAccessible = true): number {
+  registerLocalMemory(mem: Uint8Array | ArrayBuffer, location = '*', access: RegionAccess | boolean = true): number {
     this.ready();
-    const addr = this.registry.register(mem, { location, remoteAccessible }).addr;
+    const addr = this.registry.register(mem, { location, access }).addr;
     this.directory?.descriptorChanged(); // central modes re-publish the descriptor, as Mooncake does
     return addr;
   }
@@ -365,14 +470,14 @@ export class TransferEngine {
    * With the `shm` option the memory lives in /dev/shm and same-host peers
    * copy into and out of it directly. Give it back with unregisterLocalMemory.
    */
-  allocateLocalMemory(size: number, location = '*', remoteAccessible = true): number {
+  allocateLocalMemory(size: number, location = '*', access: RegionAccess | boolean = true): number {
     this.ready();
     if (!Number.isSafeInteger(size) || size <= 0) throw teError(ErrorCode.INVALID_ARGUMENT, `size ${String(size)} must be a positive integer`);
     let addr: number;
     if (this.options.shm) {
       const region = allocateShmRegion(size);
       try {
-        addr = this.registry.register(region.bytes, { location, remoteAccessible, shmName: region.name }).addr;
+        addr = this.registry.register(region.bytes, { location, access, shmName: region.name }).addr;
       } catch (e) {
         region.free();
         throw e;
@@ -385,19 +490,19 @@ export class TransferEngine {
       } catch (e) {
         throw teError(ErrorCode.INVALID_ARGUMENT, `cannot allocate ${size} bytes: ${(e as Error).message}`, e);
       }
-      addr = this.registry.register(mem, { location, remoteAccessible }).addr;
+      addr = this.registry.register(mem, { location, access }).addr;
     }
     this.directory?.descriptorChanged();
     return addr;
   }
 
   /** Register several regions; all or none (a failure unregisters the ones already done). */
-  registerLocalMemoryBatch(mems: Array<Uint8Array | ArrayBuffer>, location = '*', remoteAccessible = true): number[] {
+  registerLocalMemoryBatch(mems: Array<Uint8Array | ArrayBuffer>, location = '*', access: RegionAccess | boolean = true): number[] {
     this.ready();
     if (!Array.isArray(mems)) throw teError(ErrorCode.INVALID_ARGUMENT, 'expected an array of buffers');
     const done: number[] = [];
     try {
-      for (const m of mems) done.push(this.registry.register(m, { location, remoteAccessible }).addr);
+      for (const m of mems) done.push(this.registry.register(m, { location, access }).addr);
     } catch (e) {
       for (const a of done) this.registry.unregister(a);
       throw e;
@@ -497,8 +602,15 @@ export class TransferEngine {
       buffers: this.registry
         .list()
         .filter((r) => r.remoteAccessible)
-        .map((r) => ({ name: this.name, addr: BigInt(r.addr), length: BigInt(r.length), ...(r.shmName ? { shmName: r.shmName } : {}) })),
+        .map((r) => ({
+          name: this.name,
+          addr: BigInt(r.addr),
+          length: BigInt(r.length),
+          ...(r.shmName ? { shmName: r.shmName } : {}),
+          ...(r.remoteWritable ? {} : { access: 'read' as const }),
+        })),
       ...(this.shm?.machineId ? { machineId: this.shm.machineId } : {}),
+      ...(this.config.authSecret ? { auth: AUTH_SCHEME } : {}),
       ...(this.files && this.files.registry.size > 0 ? { fileBuffers: this.files.describe() } : {}),
       ...(this.fileServer ? { fileEndpoint: this.fileEndpoint() } : {}),
     };
@@ -524,7 +636,7 @@ export class TransferEngine {
     const again = this.segmentsByName.get(name);
     if (again !== undefined) return again; // a concurrent openSegment won
     const handle = this.nextSegment++;
-    this.segments.set(handle, { name, desc, peer, generation: 0, refreshing: null });
+    this.segments.set(handle, { name, desc, peer, generation: 0, refreshing: null, refreshedAt: 0 });
     this.segmentsByName.set(name, handle);
     return handle;
   }
@@ -553,6 +665,13 @@ export class TransferEngine {
       );
     }
     if (desc.tcpDataPort <= 0) throw teError(ErrorCode.MALFORMED, `segment "${name}" publishes no TCP data port`);
+    // With a secret we talk only to peers that authenticate; without one, a peer that requires it cannot be used.
+    if (desc.auth !== undefined && !this.config.authSecret) {
+      throw teError(ErrorCode.AUTH_REQUIRED, `segment "${name}" requires authentication (${desc.auth}): give this engine the same shared secret (authSecret option or TE_AUTH_SECRET)`);
+    }
+    if (desc.auth === undefined && this.config.authSecret) {
+      throw teError(ErrorCode.AUTH_FAILED, `segment "${name}" does not authenticate, and this engine (with a shared secret) talks only to peers that do`);
+    }
     return { desc, peer: { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.config.forceTcpV1 } };
   }
 
@@ -560,10 +679,13 @@ export class TransferEngine {
    * Refetch a segment's descriptor after a failure. Resolves true when the
    * peer moved or changed its memory since `generation` (the cache is updated,
    * retrying can help), false when it looks the same or cannot be fetched.
-   * Concurrent failures share one refetch.
+   * Concurrent failures share one refetch, and rounds shortly after a refetch
+   * that found nothing new reuse its answer (a dead peer is not asked again
+   * by every task).
    */
   private refreshSegment(seg: RemoteSegment, generation: number): Promise<boolean> {
     if (seg.generation !== generation) return Promise.resolve(true); // already refreshed since this task started
+    if (!seg.refreshing && seg.refreshedAt !== 0 && performance.now() - seg.refreshedAt < REFRESH_MIN_INTERVAL_MS) return Promise.resolve(false);
     seg.refreshing ??= (async (): Promise<boolean> => {
       try {
         const fresh = await this.lookupSegment(seg.name);
@@ -579,29 +701,76 @@ export class TransferEngine {
         return false;
       } finally {
         seg.refreshing = null;
+        seg.refreshedAt = performance.now();
       }
     })();
     return seg.refreshing;
   }
 
-  /** A task's slices failed on a stale peer: refetch its descriptor once, then resubmit them or give up. */
-  private retryTask(task: Task, seg: RemoteSegment, generation: number): void {
-    void this.refreshSegment(seg, generation).then((moved) => {
-      task.retried = true;
-      const client = this.tcpClient;
-      if (!moved || this.state !== 'ready' || !client) {
-        task.giveUp();
-        return;
-      }
-      const slices = task.retryable;
-      task.retryable = [];
-      task.pending = slices.length;
-      const localAddress = this.options.sourceAddress?.(slices[0]!.region.location);
-      const base = slices[0]!.fileId === undefined ? seg.peer : this.filePeer(seg);
-      const peer = localAddress === undefined ? base : { ...base, localAddress };
-      // Each held slice's pin passes to its replacement.
-      for (const s of slices) client.submit(peer, new Slice(task, s.write, s.remoteAddr, s.local, s.region, s.fileId));
-    });
+  /** Shared by all tasks: no closure per task. */
+  private readonly retryHook = (task: Task): void => this.retryTask(task);
+
+  /**
+   * A task's round ended with retryable failures: after a backoff (none for
+   * pure address rejections, which only a changed descriptor can cure),
+   * refetch the descriptor, then resend. The refetch comes every round, not
+   * only after refused connects: a dead peer behind a proxy or load balancer
+   * looks like connections accepted and reset, and refetches are shared and
+   * reused (refreshSegment). Gives up after MC_RETRY_CNT rounds. The client
+   * bounds the connections behind this (per-peer connect budget, pause after
+   * repeated connect failures).
+   */
+  private retryTask(task: Task): void {
+    if (task.rounds >= this.config.retryCount || this.state !== 'ready') {
+      task.giveUp();
+      return;
+    }
+    const round = task.rounds++;
+    this.retrying.add(task);
+    if (task.onlyRejected) {
+      void this.resend(task);
+      return;
+    }
+    const delay = Math.random() * Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** round);
+    task.retryTimer = setTimeout(() => {
+      task.retryTimer = null;
+      void this.resend(task);
+    }, delay);
+  }
+
+  private async resend(task: Task): Promise<void> {
+    const seg = task.seg!;
+    const moved = await this.refreshSegment(seg, task.generation);
+    if (!this.retrying.delete(task)) return; // ended by close()
+    if (moved) task.generation = seg.generation;
+    else if (task.onlyRejected) {
+      task.giveUp(); // rejected by a peer that has not changed: resending would be rejected again
+      return;
+    }
+    const client = this.tcpClient;
+    if (this.state !== 'ready' || !client) {
+      task.giveUp();
+      return;
+    }
+    const slices = task.takeRetryable();
+    this.retries += slices.length;
+    const localAddress = this.options.sourceAddress?.(slices[0]!.region.location);
+    const base = slices[0]!.fileId === undefined ? seg.peer : this.filePeer(seg);
+    const peer = localAddress === undefined ? base : { ...base, localAddress };
+    // Each held slice's pin passes to its replacement.
+    for (const s of slices) client.submit(peer, new Slice(task, s.write, s.remoteAddr, s.local, s.region, s.fileId));
+  }
+
+  /** End tasks waiting between retry rounds (close()). */
+  private abandonRetries(err: TransferEngineError): void {
+    const tasks = [...this.retrying];
+    this.retrying.clear();
+    for (const t of tasks) {
+      if (t.retryTimer) clearTimeout(t.retryTimer);
+      t.retryTimer = null;
+      t.error ??= err;
+      t.giveUp();
+    }
   }
 
   /** Where a segment's RPC port is. P2P: the name itself is `host:port` (12001 when it has no port); central: its rpc_meta. */
@@ -638,6 +807,7 @@ export class TransferEngine {
       timeoutMs: this.config.handshakeConnectTimeoutMs + 10_000,
       maxFrame: this.config.handshakeMaxLength,
       signal: this.closing.signal,
+      authSecret: this.config.authSecret,
     });
   }
 
@@ -655,6 +825,7 @@ export class TransferEngine {
         timeoutMs: 3000,
         maxFrame: this.config.handshakeMaxLength,
         signal: this.closing.signal,
+        authSecret: this.config.authSecret,
       });
     } catch {
       return false;
@@ -669,8 +840,10 @@ export class TransferEngine {
 
   /** The host published in rpc_meta when no connectable name is given (Mooncake's rule, then loopback). */
   private publishedHost(nameHost: string): string {
-    if (this.config.bindAddress) return this.config.bindAddress;
-    if (this.options.listenHost) return this.options.listenHost;
+    // A wildcard listen address (0.0.0.0, ::) is where we listen, not an address peers can dial.
+    const wildcard = (a: string | undefined): boolean => a === '0.0.0.0' || a === '::';
+    if (this.config.bindAddress && !wildcard(this.config.bindAddress)) return this.config.bindAddress;
+    if (this.options.listenHost && !wildcard(this.options.listenHost)) return this.options.listenHost;
     if (this.config.legacyRpcPortBinding || net.isIP(nameHost) !== 0) return nameHost;
     for (const addrs of Object.values(os.networkInterfaces())) {
       for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
@@ -683,7 +856,7 @@ export class TransferEngine {
     if (reply.trim() === 'null') {
       throw teError(ErrorCode.INVALID_SEGMENT, `"${name}" serves no P2P metadata (is it in a central metadata mode?)`);
     }
-    return decodeSegmentDesc(reply);
+    return decodeSegmentDesc(reply, { maxLength: this.config.maxDescriptorSize });
   }
 
   closeSegment(handle: SegmentHandle): void {
@@ -795,6 +968,12 @@ export class TransferEngine {
       );
     }
     checkFileRange(what, fileId, target, local.length, desc.size, desc.align);
+    if (this.sameHostFiles?.sameHost(seg.desc.machineId)) {
+      // A peer on this host: its file is read and written here (src/transport/file-same-host.ts), or over TCP if that is refused.
+      const file = this.sameHostFiles.resolve(seg.name, desc);
+      if (file) return { write, local, region, target, remote: seg, targetBytes: null, file };
+      return { write, local, region, target, remote: seg, targetBytes: null, fileId, sameHostFallback: true };
+    }
     return { write, local, region, target, remote: seg, targetBytes: null, fileId };
   }
 
@@ -820,8 +999,7 @@ export class TransferEngine {
 
   private start(batch: Batch, p: Plan): void {
     const seg = p.remote;
-    const generation = seg?.generation ?? 0;
-    const task = new Task(batch, p.write, this.counters, seg ? (t) => this.retryTask(t, seg, generation) : null);
+    const task = seg ? new Task(batch, p.write, this.counters, seg, this.retryHook) : new Task(batch, p.write, this.counters);
     batch.tasks.push(task);
     batch.unfinished++;
     if (p.targetBytes) {
@@ -831,8 +1009,10 @@ export class TransferEngine {
       task.finish();
       return;
     }
+    if (p.sameHostFallback) this.fileSameHostFallbacks++;
     if (p.file) {
-      // A local file: the I/O pool reads or writes it; the memory stays pinned until then.
+      if (p.remote) this.fileSameHost++;
+      // A local file (or a same-host peer's): the I/O pool reads or writes it; the memory stays pinned until then.
       const region = p.region;
       region.pins++;
       this.files!.transfer(p.file, p.write, Number(p.target), p.local, (err) => {
@@ -932,7 +1112,7 @@ export class TransferEngine {
         if (this.fileServer.host === at.host && this.fileServer.port === at.port) return;
         throw teError(ErrorCode.INVALID_ARGUMENT, `the file transport already listens at ${joinHostPort(this.fileServer.host, this.fileServer.port)}; uninstall it first`);
       }
-      const server = new TcpDataServer(this.registry, this.files!.context);
+      const server = new TcpDataServer(this.registry, this.files!.context, this.dataServerOptions());
       await server.listen(at.host, at.port, at.port, at.port);
       this.fileServer = { server, ...at };
       this.directory?.descriptorChanged(); // file_data_port
@@ -941,7 +1121,7 @@ export class TransferEngine {
     if (args !== undefined) throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" takes no argument`);
     if (proto === 'tcp') {
       if (this.dataServer) return;
-      const server = new TcpDataServer(this.registry, this.files!.context);
+      const server = new TcpDataServer(this.registry, this.files!.context, this.dataServerOptions());
       await server.listen(this.listenAddress, 0, this.config.minPort, this.config.maxPort);
       this.dataServer = server;
       this.tcpClient = this.newTcpClient();
@@ -969,6 +1149,7 @@ export class TransferEngine {
     const client = this.tcpClient;
     this.dataServer = null;
     this.tcpClient = null;
+    this.pastPeerPauses += client?.peerPauses ?? 0;
     client?.close();
     await server?.close();
     this.directory?.descriptorChanged();
@@ -1021,7 +1202,10 @@ export class TransferEngine {
   }
 
   /** Counters for tests and monitoring: connections, requests served, bytes and tasks by outcome. */
-  stats(): TransferCounters & { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number; shmCopies: number } {
+  stats(): TransferCounters & { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number; shmCopies: number; fileSameHost: number; fileSameHostFallbacks: number } & SecurityCounters & RetryCounters {
+    const d = this.dataServer?.stats;
+    const h = this.handshake?.stats;
+    const f = this.fileServer?.server.stats;
     return {
       ...this.counters,
       dataConnections: this.dataServer?.connectionCount ?? 0,
@@ -1029,6 +1213,14 @@ export class TransferEngine {
       requestsServed: this.dataServer?.stats.requests ?? 0,
       requestsRejected: this.dataServer?.stats.rejected ?? 0,
       shmCopies: this.shmCopies,
+      retries: this.retries,
+      peerPauses: this.pastPeerPauses + (this.tcpClient?.peerPauses ?? 0),
+      fileSameHost: this.fileSameHost,
+      fileSameHostFallbacks: this.fileSameHostFallbacks,
+      authRejected: (d?.authRejected ?? 0) + (h?.authRejected ?? 0) + (f?.authRejected ?? 0),
+      connectionsRefused: (d?.refused ?? 0) + (h?.refused ?? 0) + (f?.refused ?? 0),
+      handshakesRateLimited: h?.rateLimited ?? 0,
+      connectionsStalled: (d?.stalled ?? 0) + (h?.stalled ?? 0) + (f?.stalled ?? 0),
     };
   }
 
@@ -1037,6 +1229,7 @@ export class TransferEngine {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.closing.abort();
+    this.abandonRetries(teError(ErrorCode.CLOSED, 'the engine was closed while the transfer waited to be retried'));
     // Unpublish first, so peers stop finding us before the ports go (bounded by the store's timeouts).
     const dir = this.directory;
     this.directory = null;
@@ -1070,6 +1263,8 @@ export class TransferEngine {
     this.handshake = null;
     this.fileServer = null;
     await Promise.all(servers);
+    this.sameHostFiles?.close();
+    this.sameHostFiles = null;
     this.files?.close(); // descriptors close once the operations in the OS return
     this.files = null;
     this.shm?.close();
@@ -1090,6 +1285,8 @@ interface Plan {
   file?: RegisteredFile;
   /** A remote file target: the peer's file id (`target` is the offset in it). */
   fileId?: number;
+  /** The peer is on this host but its file goes over TCP (same-host access refused). */
+  sameHostFallback?: boolean;
 }
 
 /** File request addresses, one per descriptor object (a refetched descriptor gets a new one). */
@@ -1100,7 +1297,9 @@ const shmRegionCache = new WeakMap<SegmentDesc, ShmPeerRegion[]>();
 function shmRegionsOf(desc: SegmentDesc): ShmPeerRegion[] {
   let regions = shmRegionCache.get(desc);
   if (!regions) {
-    regions = desc.buffers.flatMap((b) => (b.shmName ? [{ shmName: b.shmName, size: b.length, addr: b.addr }] : []));
+    regions = desc.buffers.flatMap((b) =>
+      b.shmName ? [{ shmName: b.shmName, size: b.length, addr: b.addr, ...(b.access === 'read' ? { readOnly: true } : {}) }] : [],
+    );
     shmRegionCache.set(desc, regions);
   }
   return regions;

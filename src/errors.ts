@@ -48,6 +48,10 @@ export const ErrorCode = {
   METADATA_REJECTED: 'TE_METADATA_REJECTED',
   /** Reading or writing a registered file failed (EIO, ENOSPC, the file shrank under us, ...). */
   IO_ERROR: 'TE_IO_ERROR',
+  /** The peer requires our shared-secret authentication and this engine has no secret. */
+  AUTH_REQUIRED: 'TE_AUTH_REQUIRED',
+  /** Authentication failed: the secrets differ, or the peer does not authenticate while we require it. */
+  AUTH_FAILED: 'TE_AUTH_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -6,6 +6,8 @@
  * same exchange.
  */
 import net from 'node:net';
+import { AuthClientSide, AuthServerSide, authRequiredError } from './auth.js';
+import { AuthKind, REJECT_FRAME, RESPONSE_SIZE, authKindAt } from './codec/auth.js';
 import {
   HandshakeType,
   HandshakeFrameDecoder,
@@ -14,10 +16,13 @@ import {
 } from './codec/handshake.js';
 import { parseJson, isJsonObject } from './codec/json.js';
 import { teError, ErrorCode, TransferEngineError } from './errors.js';
+import { ConnectionsPerAddress, RatePerAddress, DEFAULT_LIMITS, type ListenerLimits } from './limits.js';
 import { closeServer, listenInRange } from './net.js';
 
 /** Per-connection read deadline on the server (Mooncake uses SO_RCVTIMEO 5 s). */
 const SERVER_READ_TIMEOUT_MS = 5000;
+/** After an authentication rejection, how long to wait for the client to close before dropping it. */
+const REJECT_GRACE_MS = 2000;
 
 export interface Notification {
   name: string;
@@ -30,15 +35,45 @@ export interface HandshakeHandlers {
   notify(n: Notification): void;
 }
 
+export interface HandshakeServerOptions {
+  /** Require our shared-secret authentication (src/auth.ts) before reading a frame. */
+  authSecret?: Uint8Array | undefined;
+  limits?: Pick<ListenerLimits, 'maxRpcConnectionsPerPeer' | 'handshakeRate' | 'handshakeBurst' | 'stallTimeoutMs'>;
+}
+
+export interface HandshakeServerStats {
+  /** Connections accepted (within the limits). */
+  connections: number;
+  /** Connections closed at once: the address had too many open. */
+  refused: number;
+  /** Connections closed at once: the address opened them faster than TE_HANDSHAKE_RATE. */
+  rateLimited: number;
+  /** Connections whose authentication failed. */
+  authRejected: number;
+  /** Connections closed for sending too slowly (idle 5 s mid-exchange, or no complete frame within the stall timeout). */
+  stalled: number;
+}
+
 export class HandshakeServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private readonly perAddress: ConnectionsPerAddress;
+  private readonly rate: RatePerAddress;
+  private readonly authSecret: Uint8Array | undefined;
+  private readonly stallMs: number;
+  readonly stats: HandshakeServerStats = { connections: 0, refused: 0, rateLimited: 0, authRejected: 0, stalled: 0 };
   port = 0;
 
   constructor(
     private readonly handlers: HandshakeHandlers,
     private readonly maxFrame: number,
+    options: HandshakeServerOptions = {},
   ) {
+    const limits = options.limits ?? DEFAULT_LIMITS;
+    this.perAddress = new ConnectionsPerAddress(limits.maxRpcConnectionsPerPeer);
+    this.rate = new RatePerAddress(limits.handshakeRate, limits.handshakeBurst);
+    this.stallMs = limits.stallTimeoutMs;
+    this.authSecret = options.authSecret;
     this.server = net.createServer((s) => this.serve(s));
     this.server.on('error', () => {
       /* reported by listen() */
@@ -51,29 +86,82 @@ export class HandshakeServer {
   }
 
   private serve(sock: net.Socket): void {
+    sock.on('error', () => sock.destroy());
+    const from = sock.remoteAddress ?? '';
+    // Checked before anything is read or sent: an abusive address costs an accept and a close.
+    if (!this.rate.take(from)) {
+      this.stats.rateLimited++;
+      sock.destroy();
+      return;
+    }
+    if (!this.perAddress.tryAdd(from)) {
+      this.stats.refused++;
+      sock.destroy();
+      return;
+    }
+    this.stats.connections++;
     this.sockets.add(sock);
     sock.setNoDelay(true);
-    sock.setTimeout(SERVER_READ_TIMEOUT_MS, () => sock.destroy());
-    sock.on('close', () => this.sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
-    const decoder = new HandshakeFrameDecoder(this.maxFrame);
-    sock.on('data', (chunk: Buffer) => {
+    let replied = false;
+    const stalled = (): void => {
+      if (!replied) this.stats.stalled++; // after the reply, only waiting for the client's close
+      sock.destroy();
+    };
+    // Idle for 5 s at any point, or no complete frame (and authentication) within the stall timeout: closed.
+    sock.setTimeout(Math.min(SERVER_READ_TIMEOUT_MS, this.stallMs), stalled);
+    const deadline = setTimeout(stalled, this.stallMs);
+    deadline.unref();
+    sock.on('close', () => {
+      clearTimeout(deadline);
+      this.sockets.delete(sock);
+      this.perAddress.remove(from);
+    });
+    let auth = this.authSecret ? new AuthServerSide(this.authSecret) : null;
+    let authBytes: Buffer | null = null;
+    if (auth) sock.write(auth.challenge());
+    const decoder = new HandshakeFrameDecoder(this.maxFrame, { trailing: 'ignore' });
+    const onData = (data: Buffer): void => {
+      let chunk = data;
+      if (auth) {
+        authBytes = authBytes ? Buffer.concat([authBytes, chunk]) : chunk;
+        // A client that starts with anything but our answer (a Mooncake frame, say) is refused at its first 8 bytes.
+        const early = authBytes.length >= 8 && authKindAt(authBytes) !== AuthKind.RESPONSE;
+        if (!early && authBytes.length < RESPONSE_SIZE) return;
+        const accept = early ? null : auth.verify(authBytes);
+        if (!accept) {
+          this.stats.authRejected++;
+          replied = true;
+          sock.off('data', onData);
+          clearTimeout(deadline);
+          sock.end(REJECT_FRAME);
+          setTimeout(() => sock.destroy(), REJECT_GRACE_MS).unref();
+          return;
+        }
+        auth = null;
+        sock.write(accept);
+        chunk = authBytes.subarray(RESPONSE_SIZE);
+        authBytes = null;
+        if (chunk.length === 0) return;
+      }
       let frame: HandshakeFrame | null;
       try {
         frame = decoder.push(chunk);
       } catch {
-        sock.destroy(); // bad length or trailing bytes: nothing sensible to answer
+        sock.destroy(); // bad length: nothing sensible to answer
         return;
       }
       if (!frame) return;
-      sock.removeAllListeners('data');
+      sock.off('data', onData);
+      clearTimeout(deadline);
       const reply = this.dispatch(frame);
       if (reply === null) {
         sock.destroy(); // Mooncake closes without a reply when the JSON does not parse
         return;
       }
+      replied = true;
       sock.end(encodeHandshakeFrame(frame.type, reply));
-    });
+    };
+    sock.on('data', onData);
   }
 
   /** The reply JSON for a frame, or null to close without replying. */
@@ -122,6 +210,12 @@ export interface ExchangeOptions {
   maxFrame: number;
   /** Aborting ends the exchange at once with TE_CLOSED (the engine is closing). */
   signal?: AbortSignal;
+  /**
+   * Our shared secret: the peer must authenticate (within connectTimeoutMs of
+   * the connect) before the frame is sent; a peer that does not is TE_AUTH_FAILED.
+   * Without it, a peer that asks for authentication is TE_AUTH_REQUIRED.
+   */
+  authSecret?: Uint8Array | undefined;
 }
 
 /**
@@ -133,6 +227,12 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
     const label = `${host}:${port}`;
     let settled = false;
     const decoder = new HandshakeFrameDecoder(opts.maxFrame);
+    const auth = opts.authSecret ? new AuthClientSide(opts.authSecret, label) : null;
+    /** Bytes of the authentication exchange not consumed yet; null once authenticated (or without a secret). */
+    let authBytes: Buffer | null = auth ? Buffer.alloc(0) : null;
+    let authTimer: NodeJS.Timeout | undefined;
+    /** Without a secret: the reply's first bytes, until 8 have come (a challenge there means the peer wants a secret). */
+    let prefix: Buffer | null = auth ? null : Buffer.alloc(0);
     const sock = net.connect({ host, port, noDelay: true, ...(net.isIP(host) === 0 ? { family: 4 } : {}) });
     const onAbort = (): void => finish(teError(ErrorCode.CLOSED, `handshake with ${label} abandoned: the engine is closing`));
     const finish = (err: TransferEngineError | null, value?: string): void => {
@@ -140,6 +240,7 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
       settled = true;
       clearTimeout(connectTimer);
       clearTimeout(totalTimer);
+      clearTimeout(authTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       sock.destroy();
       if (err) reject(err);
@@ -157,12 +258,53 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
     else opts.signal?.addEventListener('abort', onAbort);
     sock.once('connect', () => {
       clearTimeout(connectTimer);
-      sock.write(encodeHandshakeFrame(type, json));
+      if (auth) authTimer = setTimeout(() => finish(auth.notAuthenticating()), opts.connectTimeoutMs);
+      else sock.write(encodeHandshakeFrame(type, json));
     });
     sock.on('error', (e: NodeJS.ErrnoException) =>
       finish(teError(ErrorCode.PEER_UNREACHABLE, `handshake with ${label} failed: ${e.code ?? e.message}`, e)),
     );
-    sock.on('data', (chunk: Buffer) => {
+    sock.on('data', (data: Buffer) => {
+      let chunk = data;
+      if (auth && authBytes) {
+        const buf: Buffer = authBytes.length ? Buffer.concat([authBytes, chunk]) : chunk;
+        let off = 0;
+        let done = false;
+        try {
+          for (;;) {
+            const st = auth.step(buf, off, buf.length);
+            if (st.kind === 'more') break;
+            off += st.consumed;
+            if (st.kind === 'reply') {
+              sock.write(st.reply);
+              continue;
+            }
+            done = true;
+            break;
+          }
+        } catch (e) {
+          finish(e as TransferEngineError);
+          return;
+        }
+        if (!done) {
+          authBytes = buf.subarray(off);
+          return;
+        }
+        authBytes = null;
+        clearTimeout(authTimer);
+        sock.write(encodeHandshakeFrame(type, json)); // only now: the peer proved it holds the secret
+        chunk = buf.subarray(off);
+        if (chunk.length === 0) return;
+      } else if (prefix) {
+        prefix = Buffer.concat([prefix, chunk.subarray(0, 8 - prefix.length)]);
+        if (prefix.length >= 8) {
+          if (authKindAt(prefix) === AuthKind.CHALLENGE) {
+            finish(authRequiredError(label));
+            return;
+          }
+          prefix = null;
+        }
+      }
       let frame: HandshakeFrame | null;
       try {
         frame = decoder.push(chunk);
@@ -177,6 +319,12 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
       }
       finish(null, frame.json);
     });
-    sock.on('end', () => finish(teError(ErrorCode.PEER_UNREACHABLE, `${label} closed the handshake without a complete reply`)));
+    sock.on('end', () =>
+      finish(
+        auth && authBytes
+          ? auth.notAuthenticating()
+          : teError(ErrorCode.PEER_UNREACHABLE, `${label} closed the handshake without a complete reply`),
+      ),
+    );
   });
 }

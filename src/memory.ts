@@ -13,10 +13,33 @@ export const PAGE_SIZE = 4096;
 /** First address handed out (2^44): far from 0, far below 2^53. */
 export const ADDRESS_BASE = 0x1000_0000_0000;
 
+/**
+ * What peers may do with a region: nothing ('none': not published, every
+ * request refused), READ it ('read'), or READ and WRITE it ('readwrite', the
+ * default, as with Mooncake). Local transfers are not restricted.
+ */
+export type RegionAccess = 'none' | 'read' | 'readwrite';
+
+const ACCESS_MODES: ReadonlySet<string> = new Set(['none', 'read', 'readwrite']);
+
+/**
+ * An access mode from Mooncake's `remote_accessible` boolean (true:
+ * 'readwrite', false: 'none') or a mode itself; anything else is
+ * TE_INVALID_ARGUMENT.
+ */
+export function toRegionAccess(v: unknown): RegionAccess {
+  if (v === true) return 'readwrite';
+  if (v === false) return 'none';
+  if (typeof v === 'string' && ACCESS_MODES.has(v)) return v as RegionAccess;
+  throw teError(ErrorCode.INVALID_ARGUMENT, `access must be true, false, 'none', 'read' or 'readwrite', not ${JSON.stringify(v) ?? String(v)}`);
+}
+
 export interface RegisterOptions {
   /** Device the memory lives on: 'cpu:0', '*', ... (kept and published; GPU locations are refused). */
   location?: string;
-  /** When false, peers' requests into this region are rejected. Default true. */
+  /** What peers may do; default 'readwrite'. A boolean is Mooncake's remote_accessible (false: 'none'). */
+  access?: RegionAccess | boolean;
+  /** Mooncake's name: false is access 'none'. Ignored when `access` is given. */
   remoteAccessible?: boolean;
   /** The /dev/shm file backing the memory, published so same-host peers can copy directly. */
   shmName?: string;
@@ -25,13 +48,24 @@ export interface RegisterOptions {
 export class Region {
   /** Transfers (local or remote) currently using this region. */
   pins = 0;
+  /** Peers may READ it (the data server checks these two per request). */
+  readonly remoteReadable: boolean;
+  /** Peers may WRITE it. */
+  readonly remoteWritable: boolean;
   constructor(
     readonly addr: number,
     readonly bytes: Uint8Array,
     readonly location: string,
-    readonly remoteAccessible: boolean,
+    readonly access: RegionAccess,
     readonly shmName: string | undefined,
-  ) {}
+  ) {
+    this.remoteReadable = access !== 'none';
+    this.remoteWritable = access === 'readwrite';
+  }
+  /** Published to peers at all (Mooncake's remote_accessible). */
+  get remoteAccessible(): boolean {
+    return this.remoteReadable;
+  }
   get length(): number {
     return this.bytes.length;
   }
@@ -70,13 +104,15 @@ export class MemoryRegistry {
     if (GPU_LOCATION.test(location)) {
       throw teError(ErrorCode.NOT_SUPPORTED, `location "${location}" is GPU memory, which is not supported on this host`);
     }
-    const remoteAccessible = options.remoteAccessible ?? true;
-    if (typeof remoteAccessible !== 'boolean') throw teError(ErrorCode.INVALID_ARGUMENT, 'remoteAccessible must be a boolean');
+    if (options.access === undefined && options.remoteAccessible !== undefined && typeof options.remoteAccessible !== 'boolean') {
+      throw teError(ErrorCode.INVALID_ARGUMENT, 'remoteAccessible must be a boolean');
+    }
+    const access = toRegionAccess(options.access ?? options.remoteAccessible ?? 'readwrite');
     const addr = this.next;
     const end = addr + bytes.length;
     if (!Number.isSafeInteger(end + 2 * PAGE_SIZE)) throw teError(ErrorCode.INVALID_ARGUMENT, 'address space exhausted');
     this.next = Math.ceil(end / PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE; // guard page
-    const region = new Region(addr, bytes, location, remoteAccessible, options.shmName);
+    const region = new Region(addr, bytes, location, access, options.shmName);
     this.regions.push(region);
     return region;
   }

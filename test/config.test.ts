@@ -25,6 +25,16 @@ const DEFAULTS: EngineConfig = {
   legacyRpcPortBinding: false,
   lanesPerPeer: 2,
   splitSize: 1 << 20,
+  retryCount: 5,
+  peerPauseMs: 1000,
+  authSecret: undefined,
+  maxDescriptorSize: 64 << 20,
+  maxDataConnectionsPerPeer: 1024,
+  maxRpcConnectionsPerPeer: 256,
+  maxRequestsInFlight: 4096,
+  handshakeRate: 1000,
+  handshakeBurst: 2000,
+  stallTimeoutMs: 30_000,
 };
 
 interface IntVar {
@@ -46,7 +56,28 @@ const INT_VARS: IntVar[] = [
   { name: 'MC_MAX_RPC_PORT', field: 'maxPort', min: 1024, max: 65535, scale: 1, extra: { MC_MIN_RPC_PORT: '1024' } },
   { name: 'MC_TCP_LANES_PER_PEER', field: 'lanesPerPeer', min: 1, max: 16, scale: 1 },
   { name: 'TE_TCP_SPLIT_SIZE', field: 'splitSize', min: 4096, max: 1 << 30, scale: 1 },
+  { name: 'MC_RETRY_CNT', field: 'retryCount', min: 0, max: 100, scale: 1 },
+  { name: 'TE_PEER_PAUSE_MS', field: 'peerPauseMs', min: 0, max: 3600_000, scale: 1 },
+  { name: 'TE_MAX_DESCRIPTOR_SIZE', field: 'maxDescriptorSize', min: 1024, max: 1 << 30, scale: 1 },
+  { name: 'TE_MAX_DATA_CONNECTIONS_PER_PEER', field: 'maxDataConnectionsPerPeer', min: 1, max: 1 << 20, scale: 1 },
+  { name: 'TE_MAX_RPC_CONNECTIONS_PER_PEER', field: 'maxRpcConnectionsPerPeer', min: 1, max: 1 << 20, scale: 1 },
+  { name: 'TE_MAX_REQUESTS_IN_FLIGHT', field: 'maxRequestsInFlight', min: 1, max: 1 << 20, scale: 1 },
+  { name: 'TE_HANDSHAKE_RATE', field: 'handshakeRate', min: 1, max: 1 << 20, scale: 1 },
+  { name: 'TE_HANDSHAKE_BURST', field: 'handshakeBurst', min: 1, max: 1 << 20, scale: 1 },
+  { name: 'TE_STALL_TIMEOUT_MS', field: 'stallTimeoutMs', min: 10, max: 86400_000, scale: 1 },
 ];
+
+describe('TE_AUTH_SECRET', () => {
+  test('a secret of 16 bytes or more is kept as bytes; a shorter one is TE_BAD_ENV', () => {
+    assert.deepEqual(loadConfig({ TE_AUTH_SECRET: 'sixteen bytes!!!' }).authSecret, Buffer.from('sixteen bytes!!!'));
+    assert.throws(() => loadConfig({ TE_AUTH_SECRET: 'too short' }), badEnv('TE_AUTH_SECRET'));
+  });
+
+  test('the stall timeout follows MC_TRANSFER_TIMEOUT unless TE_STALL_TIMEOUT_MS is set', () => {
+    assert.equal(loadConfig({ MC_TRANSFER_TIMEOUT: '7' }).stallTimeoutMs, 7000);
+    assert.equal(loadConfig({ MC_TRANSFER_TIMEOUT: '7', TE_STALL_TIMEOUT_MS: '250' }).stallTimeoutMs, 250);
+  });
+});
 
 describe('loadConfig defaults', () => {
   test('an empty environment gives the defaults', () => {

@@ -18,9 +18,9 @@ import { patternBuffer } from './pattern.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
-function cli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -64,11 +64,13 @@ test('loopback: read then write two files, Mooncake\'s summary line and the JSON
   const read = await cli(['bench', '--mode=loopback', `--files=${f0} ${f1}`, '--duration=1', '--batch_size=16', '--block_size=65536']);
   assert.equal(read.code, 0, read.stderr);
   assert.match(read.stdout, /Test completed: duration \d+\.\d\d, batch count [1-9]\d*, throughput \d+\.\d\d GB\/s/);
+  assert.match(read.stdout, /path: same-host file access/, 'the target runs on this host');
   const before = fs.readFileSync(f0);
-  const write = await cli(['bench', '--mode=loopback', `--files=${f0}`, '--duration=1', '--batch_size=8', '--block_size=4K', '--operation=write', '--json', '--report_unit=MiB']);
+  const write = await cli(['bench', '--mode=loopback', `--files=${f0}`, '--duration=1', '--batch_size=8', '--block_size=4K', '--operation=write', '--json', '--report_unit=MiB'], { TE_FILE_SAME_HOST: '0' });
   assert.equal(write.code, 0, write.stderr);
   const j = lastJson(write.stdout);
   assert.equal(j['operation'], 'write');
+  assert.equal(j['path'], 'tcp', 'TE_FILE_SAME_HOST=0');
   assert.equal(j['failures'], 0);
   assert.equal(j['unit'], 'MiB');
   assert.ok((j['bytes'] as number) > 0 && (j['batches'] as number) > 0);
@@ -92,9 +94,10 @@ test('target with its own listener (trid), initiator by --segment_id; the target
     assert.equal(ready['event'], 'target_ready');
     assert.deepEqual((ready['files'] as Array<{ path: string; size: number }>).map((f) => [f.path, f.size]), [[f1, 4 << 20]]);
     assert.match(String(ready['initiator_command']), /--file_mode --segment_id=127\.0\.0\.1:\d+/);
-    const init = await cli(['bench', '--file_mode', `--segment_id=${String(ready['segment'])}`, '--duration=1', '--batch_size=8', '--threads=2', '--json']);
+    const init = await cli(['bench', '--file_mode', `--segment_id=${String(ready['segment'])}`, '--duration=1', '--batch_size=8', '--threads=2', '--json'], { TE_FILE_SAME_HOST: '0' }); // through the trid listener
     assert.equal(init.code, 0, init.stderr);
     assert.equal(lastJson(init.stdout)['failures'], 0);
+    assert.equal(lastJson(init.stdout)['path'], 'tcp');
   } finally {
     const exited = new Promise<number | null>((r) => target.once('exit', (c) => r(c)));
     target.kill('SIGTERM');

@@ -162,7 +162,7 @@ describe('file request header', () => {
 });
 
 const FILES: FileBufferDesc[] = [
-  { id: 1, path: '/data/f0', size: 1 << 30, align: 0 },
+  { id: 1, path: '/data/f0', size: 1 << 30, align: 0, owner: { pid: 4242, fd: 17, dev: 2049n, ino: (1n << 64n) - 1n } },
   { id: 0xffff_ffff, path: '/dev/nvme0n1', size: Number.MAX_SAFE_INTEGER, align: 4096 },
 ];
 
@@ -176,7 +176,7 @@ describe('descriptor: file_buffers and the file endpoint', () => {
     const text = encodeSegmentDesc(desc);
     const raw = parseJson(text, { bigintIntegers: true }) as { [k: string]: JsonValue };
     assert.deepEqual(raw['file_buffers'], [
-      { id: 1n, path: '/data/f0', size: BigInt(1 << 30), align: 0n },
+      { id: 1n, path: '/data/f0', size: BigInt(1 << 30), align: 0n, pid: 4242n, fd: 17n, dev: 2049n, ino: (1n << 64n) - 1n },
       { id: 0xffff_ffffn, path: '/dev/nvme0n1', size: BigInt(Number.MAX_SAFE_INTEGER), align: 4096n },
     ]);
     assert.equal(raw['file_data_port'], 4420n);
@@ -195,6 +195,19 @@ describe('descriptor: file_buffers and the file endpoint', () => {
     const d = decodeSegmentDesc(text);
     assert.deepEqual(d.buffers, [{ name: 'n', addr: 4096n, length: 8n }]);
     assert.deepEqual(d.fileBuffers, [{ id: 3, path: '/x', size: 4096, align: 0 }], 'align defaults to 0 (Mooncake publishes 0)');
+  });
+
+  test('the owner handle (pid, fd, dev, ino) is a hint: missing or malformed, the entry stays and has none', () => {
+    const base = { id: 1n, path: '/x', size: 4096n };
+    const good = { pid: 7n, fd: 3n, dev: 2049n, ino: 12n };
+    assert.deepEqual(decodeFileBuffers([{ ...base, ...good }])[0]!.owner, { pid: 7, fd: 3, dev: 2049n, ino: 12n });
+    const bad: Array<{ [k: string]: JsonValue }> = [
+      { ...good, pid: 0n }, { ...good, pid: 1n << 31n }, { ...good, fd: -1n }, { ...good, fd: 1.5 }, { ...good, dev: 1n << 64n },
+      { ...good, ino: -1n }, { ...good, ino: '12' }, { pid: 7n, fd: 3n, dev: 2049n },
+    ];
+    for (const extra of bad) {
+      assert.deepEqual(decodeFileBuffers([{ ...base, ...extra }]), [{ id: 1, path: '/x', size: 4096, align: 0 }], JSON.stringify(extra, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x)));
+    }
   });
 
   test('bad file_buffers are MALFORMED, naming the entry', () => {
@@ -288,9 +301,10 @@ describe('nvmeof_generic trid and MC_NVMEOF_GENERIC_* settings', () => {
   });
 
   test('environment: defaults, accepted spellings, and BAD_ENV naming the variable', () => {
-    assert.deepEqual(loadFileConfig({}), { workers: 8, directIO: false });
-    assert.deepEqual(loadFileConfig({ MC_NVMEOF_GENERIC_NUM_WORKERS: ' 16 ', MC_NVMEOF_GENERIC_DIRECT_IO: 'on' }), { workers: 16, directIO: true });
-    assert.deepEqual(loadFileConfig({ MC_NVMEOF_GENERIC_DIRECT_IO: 'OFF' }), { workers: 8, directIO: false });
+    assert.deepEqual(loadFileConfig({}), { workers: 8, directIO: false, sameHost: true });
+    assert.deepEqual(loadFileConfig({ MC_NVMEOF_GENERIC_NUM_WORKERS: ' 16 ', MC_NVMEOF_GENERIC_DIRECT_IO: 'on' }), { workers: 16, directIO: true, sameHost: true });
+    assert.deepEqual(loadFileConfig({ MC_NVMEOF_GENERIC_DIRECT_IO: 'OFF', TE_FILE_SAME_HOST: '0' }), { workers: 8, directIO: false, sameHost: false });
+    assert.throws(() => loadFileConfig({ TE_FILE_SAME_HOST: 'sometimes' }), teCode(ErrorCode.BAD_ENV, /TE_FILE_SAME_HOST/));
     for (const v of ['0', '-1', '257', '1.5', 'eight', '0x10']) {
       assert.throws(() => loadFileConfig({ MC_NVMEOF_GENERIC_NUM_WORKERS: v }), teCode(ErrorCode.BAD_ENV, /MC_NVMEOF_GENERIC_NUM_WORKERS/), v);
     }

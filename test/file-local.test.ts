@@ -73,7 +73,12 @@ describe('registration', () => {
     const id = engine.registerLocalFile(rel, 8192);
     assert.ok(Number.isInteger(id) && id > 0);
     const desc = engine.getLocalSegmentDescriptor();
-    assert.deepEqual(desc.fileBuffers?.find((f) => f.id === id), { id, path: p, size: 8192, align: 0 });
+    const { owner, ...entry } = desc.fileBuffers!.find((f) => f.id === id)!;
+    assert.deepEqual(entry, { id, path: p, size: 8192, align: 0 });
+    // The handle same-host peers reopen it by (src/transport/file-same-host.ts): our descriptor of this inode.
+    const st = fs.statSync(p, { bigint: true });
+    assert.ok(owner && owner.pid === process.pid && owner.dev === st.dev && owner.ino === st.ino);
+    assert.equal(fs.fstatSync(owner.fd, { bigint: true }).ino, st.ino);
     assert.ok(engine.transports.includes('file'));
     engine.unregisterLocalFile(p);
     assert.equal(engine.getLocalSegmentDescriptor().fileBuffers?.find((f) => f.id === id), undefined);
@@ -283,7 +288,8 @@ describe('direct I/O', { skip: shmNativeAvailable() ? false : 'the native addon 
   test('aligned requests both ways, from unaligned (bounced) and aligned (direct) memory; align 4096 published', async () => {
     const p = sentinelFile(1 << 20);
     const id = engine.registerLocalFile(p, 1 << 20, { directIO: true });
-    assert.deepEqual(engine.getLocalSegmentDescriptor().fileBuffers?.find((f) => f.id === id), { id, path: p, size: 1 << 20, align: 4096 });
+    const { owner: _owner, ...entry } = engine.getLocalSegmentDescriptor().fileBuffers!.find((f) => f.id === id)!;
+    assert.deepEqual(entry, { id, path: p, size: 1 << 20, align: 4096 });
     const plain = patternBuffer(3 * 4096 + 1, 21);
     const plainAddr = engine.registerLocalMemory(plain);
     const aligned = allocateAligned(256 * 1024, 4096);

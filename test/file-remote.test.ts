@@ -36,6 +36,9 @@ function teCode(code: ErrorCode, msg?: RegExp): (e: unknown) => boolean {
   };
 }
 
+/** Every engine here is on one host: without this they would read and write each other's files directly (test/file-samehost.test.ts). */
+const TCP_ONLY = { TE_FILE_SAME_HOST: '0' };
+
 const SENTINEL = 0xa7;
 let dir = '';
 let counter = 0;
@@ -101,9 +104,9 @@ describe('a peer process and this engine, P2P', () => {
   let peer: PeerProcess;
 
   before(async () => {
-    engine = new TransferEngine({ env: {} });
+    engine = new TransferEngine({ env: TCP_ONLY });
     await engine.init('127.0.0.1');
-    peer = await spawnPeer();
+    peer = await spawnPeer(TCP_ONLY);
   });
 
   after(async () => {
@@ -125,6 +128,7 @@ describe('a peer process and this engine, P2P', () => {
     });
     assert.deepEqual(r.statuses, [{ status: TaskStatus.COMPLETED, transferred: 3 << 20, code: null }]);
     assert.equal(await peer.hash(mem, 3 << 20), sha256(content.subarray(1000, 1000 + (3 << 20))));
+    assert.ok(engine.stats().requestsServed >= 3, 'over TCP (TE_FILE_SAME_HOST=0), served by our data server');
     await peer.call('fill', { addr: mem, length: 1 << 20, seed: 33 });
     const w = await peer.call<{ statuses: Array<{ status: number }> }>('transfer', {
       segment: engine.segmentName,
@@ -153,7 +157,7 @@ describe('a peer process and this engine, P2P', () => {
     const peerMem = await peer.register(1 << 20, 41);
     const h = await engine.openSegment(peer.segmentName);
     const desc = engine.getSegmentDescriptor(h);
-    assert.deepEqual(desc.fileBuffers, [{ id, path: p, size: size - 4096, align: 0 }]);
+    assert.deepEqual(desc.fileBuffers?.map(({ owner: _o, ...f }) => f), [{ id, path: p, size: size - 4096, align: 0 }]);
     const src = patternBuffer(6 << 20, 42);
     const srcAddr = engine.registerLocalMemory(src);
     const dst = Buffer.alloc(6 << 20);
@@ -184,7 +188,7 @@ describe('a peer process and this engine, P2P', () => {
   });
 
   test('a segment that lists no files never gets a file request (a Mooncake peer would take it for a memory READ)', async () => {
-    const other = await spawnPeer();
+    const other = await spawnPeer(TCP_ONLY);
     try {
       const h = await engine.openSegment(other.segmentName);
       const mem = Buffer.alloc(16);
@@ -216,8 +220,8 @@ describe('a peer process and this engine, P2P', () => {
 
 describe('MC_TCP_PROTO=1 (unacknowledged memory writes)', () => {
   test('file requests still use status frames, on lanes of their own', async () => {
-    const owner = new TransferEngine({ env: {} });
-    const user = new TransferEngine({ env: { MC_TCP_PROTO: '1' } });
+    const owner = new TransferEngine({ env: TCP_ONLY });
+    const user = new TransferEngine({ env: { ...TCP_ONLY, MC_TCP_PROTO: '1' } });
     await owner.init('127.0.0.1');
     await user.init('127.0.0.1');
     try {
@@ -251,8 +255,8 @@ describe('MC_TCP_PROTO=1 (unacknowledged memory writes)', () => {
 
 describe('direct I/O across processes', { skip: shmNativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
   test('the peer publishes align 4096; aligned requests work, unaligned ones are refused before sending', async () => {
-    const peer = await spawnPeer({ MC_NVMEOF_GENERIC_DIRECT_IO: 'on' });
-    const engine = new TransferEngine({ env: {} });
+    const peer = await spawnPeer({ ...TCP_ONLY, MC_NVMEOF_GENERIC_DIRECT_IO: 'on' });
+    const engine = new TransferEngine({ env: TCP_ONLY });
     await engine.init('127.0.0.1');
     try {
       const p = sentinelFile(1 << 20);
@@ -289,7 +293,7 @@ describe('hostile and pipelined raw requests on the data port', () => {
   const SIZE = 65536;
 
   before(async () => {
-    engine = new TransferEngine({ env: {} });
+    engine = new TransferEngine({ env: TCP_ONLY });
     await engine.init('127.0.0.1');
     file = sentinelFile(SIZE + 4096); // bytes past the registered size must never change either
     sibling = path.join(path.dirname(file), 'secret.bin');
@@ -459,9 +463,9 @@ describe('hostile and pipelined raw requests on the data port', () => {
 
 describe('the nvmeof_generic / file transport', () => {
   test('a trid gives file requests a listener of their own, published as file_data_host/port; peers use it', async () => {
-    const engine = new TransferEngine({ env: {} });
+    const engine = new TransferEngine({ env: TCP_ONLY });
     await engine.init('127.0.0.1');
-    const peer = await spawnPeer();
+    const peer = await spawnPeer(TCP_ONLY);
     try {
       const port = await freePort();
       await assert.rejects(engine.installTransport('nvmeof_generic', 'trtype=rdma adrfam=ipv4 traddr=127.0.0.1 trsvcid=4420'), teCode(ErrorCode.NOT_SUPPORTED, /not NVMe|only trtype=tcp/));
@@ -484,7 +488,7 @@ describe('the nvmeof_generic / file transport', () => {
       assert.ok(fs.readFileSync(p).equals(patternBuffer(65536, 61)));
       assert.equal(engine.stats().requestsServed, 0, 'the request went to the file listener, not the data port');
       // A second engine cannot take the same port.
-      const other = new TransferEngine({ env: {} });
+      const other = new TransferEngine({ env: TCP_ONLY });
       await other.init('127.0.0.1');
       await assert.rejects(other.installTransport('nvmeof_generic', `trtype=tcp traddr=127.0.0.1 trsvcid=${port}`), teCode(ErrorCode.PORT_IN_USE));
       await other.close();
@@ -498,8 +502,8 @@ describe('the nvmeof_generic / file transport', () => {
 
   test('central metadata (HTTP store): file_buffers are published with the descriptor and seen by peers', async () => {
     const meta = await MetadataHttpServer.start({ host: '127.0.0.1', port: 0 });
-    const a = new TransferEngine({ metadataServer: meta.url, env: {} });
-    const b = new TransferEngine({ metadataServer: meta.url, env: {} });
+    const a = new TransferEngine({ metadataServer: meta.url, env: TCP_ONLY });
+    const b = new TransferEngine({ metadataServer: meta.url, env: TCP_ONLY });
     try {
       await a.init('file-owner', '127.0.0.1');
       await b.init('file-user', '127.0.0.1');
@@ -507,7 +511,7 @@ describe('the nvmeof_generic / file transport', () => {
       const id = a.registerLocalFile(p, 8192);
       await a.flushMetadata();
       const h = await b.openSegment('file-owner');
-      assert.deepEqual(b.getSegmentDescriptor(h).fileBuffers, [{ id, path: p, size: 8192, align: 0 }]);
+      assert.deepEqual(b.getSegmentDescriptor(h).fileBuffers?.map(({ owner: _o, ...f }) => f), [{ id, path: p, size: 8192, align: 0 }]);
       const mem = Buffer.alloc(8192);
       fillPattern(mem, 71);
       const addr = b.registerLocalMemory(mem);

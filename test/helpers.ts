@@ -34,8 +34,15 @@ export class PeerProcess {
   call<T = Record<string, unknown>>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
+      if (!this.child.connected) {
+        reject(new Error(`peer process is gone (call "${cmd}")`));
+        return;
+      }
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ id, cmd, ...args });
+      // The channel can close between the check and the send (the peer was just killed).
+      this.child.send({ id, cmd, ...args }, (err) => {
+        if (err && this.waiting.delete(id)) reject(err);
+      });
     });
   }
 
@@ -78,6 +85,28 @@ export async function spawnPeer(env: Record<string, string> = {}, init: Record<s
     await p.stop();
     throw e;
   });
+  p.segmentName = info.segmentName;
+  p.rpcPort = info.rpcPort;
+  p.dataPort = info.dataPort;
+  return p;
+}
+
+/**
+ * A peer process started but not initialized: `init()` it later (fault tests
+ * start a replacement before killing a target, so that it comes back at once).
+ */
+export async function forkPeer(env: Record<string, string> = {}): Promise<PeerProcess> {
+  const child = fork(PEER, [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`peer exited early with ${code}`)));
+  });
+  return new PeerProcess(child);
+}
+
+/** Initialize a peer from forkPeer (the arguments of spawnPeer's `init`). */
+export async function initPeer(p: PeerProcess, init: Record<string, unknown> = {}): Promise<PeerProcess> {
+  const info = await p.call<{ segmentName: string; rpcPort: number; dataPort: number }>('init', init);
   p.segmentName = info.segmentName;
   p.rpcPort = info.rpcPort;
   p.dataPort = info.dataPort;

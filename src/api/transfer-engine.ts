@@ -73,6 +73,8 @@ export interface TransferEngineOptions {
   log?: LogSink;
   /** Managed buffers in named shared memory, so engines on this host copy directly (the core's `shm` option). */
   shm?: boolean;
+  /** Shared secret both ports require (the core's `authSecret`; default TE_AUTH_SECRET). README, Security. */
+  authSecret?: string | Uint8Array;
 }
 
 type State = 'new' | 'initializing' | 'ready' | 'closed';
@@ -173,10 +175,12 @@ export class TransferEngine {
 
   /** Managed buffers in shared memory (the core's shm option). */
   private readonly shmMemory: boolean;
+  private readonly authSecret: string | Uint8Array | undefined;
 
   constructor(options: TransferEngineOptions = {}) {
     this.env = options.env ?? process.env;
     this.shmMemory = options.shm === true;
+    this.authSecret = options.authSecret;
     // The level applies from the start; a malformed value is reported by initialize().
     let level: LogLevelName = 'INFO';
     try {
@@ -285,6 +289,7 @@ export class TransferEngine {
         core = new CoreEngine({
           env: this.env,
           ...(this.shmMemory ? { shm: true } : {}),
+          ...(this.authSecret !== undefined ? { authSecret: this.authSecret } : {}),
           ...(metadata !== '' ? { metadataServer: metadata } : {}),
           ...(topology ? { sourceAddress: (location: string) => topology.sourceAddress(location) } : {}),
         });

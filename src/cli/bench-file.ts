@@ -219,6 +219,8 @@ interface Result {
   failures: number;
   interrupted: boolean;
   firstError: string | undefined;
+  /** Requests served by same-host access (the target is on this host) instead of over TCP; TE_FILE_SAME_HOST=0 forces TCP. */
+  sameHostRequests: number;
 }
 
 /** Seed 004's placement: thread t uses block slots t, t+threads, ... of a random file, at random. */
@@ -231,7 +233,7 @@ function pickBlock(files: FileBufferDesc[], o: Options, thread: number): { fileI
 async function runInitiator(o: Options, segment: string): Promise<Result> {
   const engine = new TransferEngine({ metadataServer: o.metadataServer });
   await engine.init(o.localName);
-  const res: Result = { segment, elapsedS: 0, bytes: 0, batches: 0, failures: 0, interrupted: false, firstError: undefined };
+  const res: Result = { segment, elapsedS: 0, bytes: 0, batches: 0, failures: 0, interrupted: false, firstError: undefined, sameHostRequests: 0 };
   let stopped = false;
   const stop = (): void => {
     stopped = true;
@@ -291,6 +293,7 @@ async function runInitiator(o: Options, segment: string): Promise<Result> {
     };
     await Promise.all(Array.from({ length: o.threads }, (_, t) => loop(t)));
     res.elapsedS = (performance.now() - t0) / 1000;
+    res.sameHostRequests = engine.stats().fileSameHost;
     return res;
   } finally {
     process.off('SIGINT', stop);
@@ -372,6 +375,7 @@ function report(o: Options, r: Result): number {
         unit: o.unit,
         failures: r.failures,
         interrupted: r.interrupted,
+        path: r.sameHostRequests > 0 ? 'same_host' : 'tcp',
         ...(r.firstError !== undefined ? { error: r.firstError } : {}),
       })}\n`,
     );
@@ -379,6 +383,7 @@ function report(o: Options, r: Result): number {
     // Mooncake's summary line, so log scrapers match.
     process.stdout.write(
       `Test ${r.interrupted ? 'interrupted' : 'completed'}: duration ${r.elapsedS.toFixed(2)}, batch count ${r.batches}, throughput ${rate.toFixed(o.precision)} ${o.unit}/s\n` +
+        `  path: ${r.sameHostRequests > 0 ? 'same-host file access (TE_FILE_SAME_HOST=0 for TCP)' : 'TCP'}\n` +
         (r.failures > 0 ? `  ${r.failures} request(s) failed; first error: ${r.firstError ?? 'unknown'}\n` : ''),
     );
   }

@@ -22,6 +22,12 @@ export interface BufferDesc {
    * (`shm_name`; Mooncake's decoder ignores unknown fields).
    */
   shmName?: string;
+  /**
+   * Ours: 'read' when peers may only READ this buffer (`access`; absent: read
+   * and write, as with Mooncake). Same-host peers then never write it through
+   * shared memory; the owner's data server refuses WRITEs anyway.
+   */
+  access?: 'read';
 }
 
 export interface SegmentDesc {
@@ -39,6 +45,20 @@ export interface SegmentDesc {
   fileBuffers?: FileBufferDesc[];
   /** Ours: where file requests go when not to tcp_data_port (`file_data_host` / `file_data_port`). */
   fileEndpoint?: FileEndpoint;
+  /**
+   * Ours: the authentication both ports require (`auth`, e.g. "hmac-sha256-v1",
+   * src/codec/auth.ts); absent: none. Mooncake's decoder ignores it, but cannot
+   * connect to such a segment.
+   */
+  auth?: string;
+}
+
+/** Default bound on a descriptor's text (TE_MAX_DESCRIPTOR_SIZE): ~500k buffers. */
+export const DEFAULT_MAX_DESCRIPTOR_SIZE = 64 << 20;
+
+export interface DecodeDescOptions {
+  /** Longer texts are TE_FRAME_TOO_LARGE, before they are parsed. */
+  maxLength?: number;
 }
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -59,8 +79,15 @@ export function encodeSegmentDesc(desc: SegmentDesc): string {
     tcp_data_port: desc.tcpDataPort,
     tcp_proto_version: desc.tcpProtoVersion,
     timestamp: desc.timestamp ?? mooncakeTimestamp(),
-    buffers: desc.buffers.map((b) => ({ name: b.name, addr: b.addr, length: b.length, ...(b.shmName ? { shm_name: b.shmName } : {}) })),
+    buffers: desc.buffers.map((b) => ({
+      name: b.name,
+      addr: b.addr,
+      length: b.length,
+      ...(b.shmName ? { shm_name: b.shmName } : {}),
+      ...(b.access ? { access: b.access } : {}),
+    })),
     ...(desc.machineId ? { machine_id: desc.machineId } : {}),
+    ...(desc.auth ? { auth: desc.auth } : {}),
   };
   const files = encodeFileBuffers(desc.fileBuffers);
   if (files !== undefined) obj['file_buffers'] = files;
@@ -80,7 +107,7 @@ function asU64(v: JsonValue | undefined, what: string): bigint {
 function asInt(v: JsonValue | undefined, what: string, dflt: number): number {
   if (v === undefined || v === null) return dflt;
   if (typeof v === 'bigint' && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
-  if (typeof v === 'number' && Number.isInteger(v)) return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v; // 2e53 is an integer, but not one we can hold exactly
   throw teError(ErrorCode.MALFORMED, `${what} must be an integer`);
 }
 
@@ -89,7 +116,11 @@ function asInt(v: JsonValue | undefined, what: string, dflt: number): number {
  * rejects the segment; for tcp, a buffer with an empty name, addr 0 or length 0
  * rejects the whole segment.
  */
-export function decodeSegmentDesc(text: string): SegmentDesc {
+export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {}): SegmentDesc {
+  const max = options.maxLength ?? DEFAULT_MAX_DESCRIPTOR_SIZE;
+  if (typeof text === 'string' && text.length > max) {
+    throw teError(ErrorCode.FRAME_TOO_LARGE, `segment descriptor of ${text.length} characters exceeds the ${max}-byte limit (TE_MAX_DESCRIPTOR_SIZE)`);
+  }
   let v: JsonValue;
   try {
     v = parseJson(text, { bigintIntegers: true });
@@ -122,10 +153,14 @@ export function decodeSegmentDesc(text: string): SegmentDesc {
     if (addr + length - 1n > U64_MAX) throw teError(ErrorCode.MALFORMED, `buffers[${i}] overflows the address space`);
     // Our own optional field: a wrong type is ignored, never a reason to reject the segment.
     const shmName = b['shm_name'];
-    buffers.push(typeof shmName === 'string' && shmName.length > 0 ? { name: bname, addr, length, shmName } : { name: bname, addr, length });
+    const desc: BufferDesc = typeof shmName === 'string' && shmName.length > 0 ? { name: bname, addr, length, shmName } : { name: bname, addr, length };
+    // Anything but our 'read' leaves the Mooncake meaning (read and write); the owner enforces its own rule anyway.
+    if (b['access'] === 'read') desc.access = 'read';
+    buffers.push(desc);
   }
   const ts = v['timestamp'];
   const machineId = v['machine_id'];
+  const auth = v['auth'];
   const fileBuffers = decodeFileBuffers(v['file_buffers']);
   const fileEndpoint = decodeFileEndpoint(v['file_data_host'], v['file_data_port']);
   return {
@@ -138,5 +173,6 @@ export function decodeSegmentDesc(text: string): SegmentDesc {
     ...(typeof machineId === 'string' && machineId.length > 0 ? { machineId } : {}),
     ...(fileBuffers.length > 0 ? { fileBuffers } : {}),
     ...(fileEndpoint ? { fileEndpoint } : {}),
+    ...(typeof auth === 'string' && auth.length > 0 ? { auth } : {}),
   };
 }

@@ -7,6 +7,8 @@
  *
  * Strict, like `buffers`: a malformed entry rejects the descriptor with a
  * MALFORMED error naming it, rather than leaving a file silently missing.
+ * Except the owner's handle (`pid`, `fd`, `dev`, `ino`, ours, for same-host
+ * peers): a hint whose absence or bad shape only means "use TCP".
  */
 import { teError, ErrorCode } from '../errors.js';
 import type { JsonValue } from './json.js';
@@ -21,6 +23,20 @@ export interface FileBufferDesc {
   size: number;
   /** Offsets and lengths must be multiples of this (direct I/O); 0 means no requirement (Mooncake's value). */
   align: number;
+  /** Ours: where the owner holds the file open, for peers on the same host (src/transport/file-same-host.ts). */
+  owner?: FileOwnerHandle;
+}
+
+/**
+ * The owner's open descriptor of a registered file: a same-host peer reopens
+ * `/proc/<pid>/fd/<fd>` and accepts it only if it is this inode (`dev`,
+ * `ino`, as stat reports them) and the owner holds it open for reading and writing.
+ */
+export interface FileOwnerHandle {
+  pid: number;
+  fd: number;
+  dev: bigint;
+  ino: bigint;
 }
 
 export const MAX_FILE_ALIGN = 1 << 30;
@@ -35,7 +51,24 @@ function intField(v: JsonValue | undefined, what: string, min: number, max: numb
 /** `file_buffers` as JSON, or undefined when there are none (memory-only descriptors stay as they were). */
 export function encodeFileBuffers(files: readonly FileBufferDesc[] | undefined): JsonValue | undefined {
   if (!files || files.length === 0) return undefined;
-  return files.map((f) => ({ id: f.id, path: f.path, size: f.size, align: f.align }));
+  return files.map((f) => ({
+    id: f.id,
+    path: f.path,
+    size: f.size,
+    align: f.align,
+    ...(f.owner ? { pid: f.owner.pid, fd: f.owner.fd, dev: f.owner.dev, ino: f.owner.ino } : {}),
+  }));
+}
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** The owner handle of an entry, or undefined when any of its fields is missing or malformed (never an error). */
+function decodeOwner(f: { [k: string]: JsonValue }): FileOwnerHandle | undefined {
+  const { pid, fd, dev, ino } = f;
+  const small = (v: JsonValue | undefined, min: bigint): v is bigint => typeof v === 'bigint' && v >= min && v <= 0x7fff_ffffn;
+  const u64 = (v: JsonValue | undefined): v is bigint => typeof v === 'bigint' && v >= 0n && v <= U64_MAX;
+  if (!small(pid, 1n) || !small(fd, 0n) || !u64(dev) || !u64(ino)) return undefined;
+  return { pid: Number(pid), fd: Number(fd), dev, ino };
 }
 
 /** Decode `file_buffers` (absent: none). Ids must be unique u32s, sizes positive and below 2^53, align 0 or a power of two. */
@@ -53,7 +86,8 @@ export function decodeFileBuffers(v: JsonValue | undefined): FileBufferDesc[] {
     const size = intField(f['size'], `file_buffers[${i}].size`, 1, Number.MAX_SAFE_INTEGER);
     const align = f['align'] === undefined ? 0 : intField(f['align'], `file_buffers[${i}].align`, 0, MAX_FILE_ALIGN);
     if (align !== 0 && (align & (align - 1)) !== 0) throw teError(ErrorCode.MALFORMED, `file_buffers[${i}].align ${align} is not a power of two`);
-    return { id, path, size, align };
+    const owner = decodeOwner(f);
+    return owner ? { id, path, size, align, owner } : { id, path, size, align };
   });
 }
 

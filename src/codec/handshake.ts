@@ -37,6 +37,15 @@ export function encodeHandshakeFrame(type: HandshakeType, json: string): Buffer 
   return out;
 }
 
+export interface HandshakeDecoderOptions {
+  /**
+   * 'error' (default): bytes after the frame are MALFORMED. 'ignore': they are
+   * dropped, as Mooncake's server does (it reads exactly one frame, replies,
+   * and reads nothing more but the close).
+   */
+  trailing?: 'error' | 'ignore';
+}
+
 /**
  * Incremental decoder: feed chunks, get at most one frame (one exchange per
  * connection). Throws a typed error as soon as the length prefix is invalid,
@@ -46,11 +55,23 @@ export class HandshakeFrameDecoder {
   private chunks: Buffer[] = [];
   private have = 0;
   private need = -1;
+  /** The frame was returned: later bytes are trailing (dropped or an error), never a second frame. */
+  private done = false;
+  private readonly ignoreTrailing: boolean;
 
-  constructor(private readonly maxLength = DEFAULT_MAX_FRAME) {}
+  constructor(
+    private readonly maxLength = DEFAULT_MAX_FRAME,
+    options: HandshakeDecoderOptions = {},
+  ) {
+    this.ignoreTrailing = options.trailing === 'ignore';
+  }
 
-  /** Returns the frame once complete, otherwise null. Bytes past the frame are an error. */
+  /** Returns the frame once complete, otherwise null. Bytes past the frame are an error unless ignored. */
   push(chunk: Buffer): HandshakeFrame | null {
+    if (this.done) {
+      if (chunk.length > 0 && !this.ignoreTrailing) throw teError(ErrorCode.MALFORMED, 'unexpected bytes after the handshake frame');
+      return null;
+    }
     this.chunks.push(chunk);
     this.have += chunk.length;
     if (this.need < 0) {
@@ -64,9 +85,11 @@ export class HandshakeFrameDecoder {
       this.need = 8 + Number(len);
     }
     if (this.have < this.need) return null;
-    if (this.have > this.need) throw teError(ErrorCode.MALFORMED, 'unexpected bytes after the handshake frame');
+    if (this.have > this.need && !this.ignoreTrailing) throw teError(ErrorCode.MALFORMED, 'unexpected bytes after the handshake frame');
     const all = this.flatten();
-    return decodeHandshakeBody(all.subarray(8));
+    this.done = true;
+    this.chunks = [];
+    return decodeHandshakeBody(all.subarray(8, this.need));
   }
 
   private flatten(): Buffer {

@@ -1,9 +1,9 @@
 /**
  * Lossless JSON for descriptors. Mooncake writes 64-bit addresses as exact
  * integer digits (jsoncpp), and Node 20's JSON.parse rounds anything above
- * 2^53. This parser returns integers outside the safe range as bigint, keeps
- * every other number a number, and bounds nesting depth so hostile input
- * cannot exhaust the stack.
+ * 2^53. This parser returns integers outside the safe range as bigint (up to
+ * 20 digits: every 64-bit value), keeps every other number a number, and
+ * bounds nesting depth so hostile input cannot exhaust the stack.
  */
 export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue };
 
@@ -14,9 +14,14 @@ export class JsonSyntaxError extends SyntaxError {
 }
 
 const MAX_DEPTH = 64;
+/** Digits of the longest 64-bit integer (u64 max, 18446744073709551615). */
+const MAX_INTEGER_DIGITS = 20;
 
 export interface ParseJsonOptions {
-  /** Return every integer literal as bigint, so callers can tell `1000` from `1e3` or `1000.0`. */
+  /**
+   * Return every integer literal of up to 20 digits as bigint, so callers can tell `1000` from `1e3`
+   * or `1000.0`. Longer ones, in either mode, are numbers (no 64-bit value has more digits).
+   */
   bigintIntegers?: boolean;
 }
 
@@ -95,7 +100,10 @@ export function parseJson(text: string, options: ParseJsonOptions = {}): JsonVal
     }
     const raw = text.slice(start, i);
     const num = Number(raw);
-    if (integral && (bigintIntegers || !Number.isSafeInteger(num))) return BigInt(raw);
+    // Beyond 20 digits no literal is a 64-bit integer: a double, as jsoncpp makes it. BigInt() of a
+    // megabyte of digits would block the event loop for seconds (its cost grows faster than the length).
+    const digits = raw.length - (raw.charCodeAt(0) === 0x2d ? 1 : 0);
+    if (integral && (bigintIntegers || !Number.isSafeInteger(num)) && digits <= MAX_INTEGER_DIGITS) return BigInt(raw);
     return num;
   };
 

@@ -11,6 +11,20 @@ export interface FileConfig {
   workers: number;
   /** MC_NVMEOF_GENERIC_DIRECT_IO: open registered files with O_DIRECT by default (default off). */
   directIO: boolean;
+  /**
+   * TE_FILE_SAME_HOST (ours, default on): read and write the files of a peer
+   * on this host directly (src/transport/file-same-host.ts); off forces TCP.
+   */
+  sameHost: boolean;
+}
+
+function parseBool(env: Env, name: string, dflt: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return dflt;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not a boolean (1/0, true/false, yes/no, on/off)`);
 }
 
 export const MAX_FILE_WORKERS = 256;
@@ -27,16 +41,9 @@ export function loadFileConfig(env: Env): FileConfig {
     }
     workers = v;
   }
-  const rawDirect = env['MC_NVMEOF_GENERIC_DIRECT_IO'];
-  let directIO = false;
-  if (rawDirect !== undefined && rawDirect.trim() !== '') {
-    const v = rawDirect.trim().toLowerCase();
-    if (['1', 'true', 'yes', 'on'].includes(v)) directIO = true;
-    else if (!['0', 'false', 'no', 'off'].includes(v)) {
-      throw teError(ErrorCode.BAD_ENV, `MC_NVMEOF_GENERIC_DIRECT_IO="${rawDirect}" is not a boolean (1/0, true/false, yes/no, on/off)`);
-    }
-  }
-  return { workers, directIO };
+  const directIO = parseBool(env, 'MC_NVMEOF_GENERIC_DIRECT_IO', false);
+  const sameHost = parseBool(env, 'TE_FILE_SAME_HOST', true);
+  return { workers, directIO, sameHost };
 }
 
 /** Where the nvmeof_generic transport listens: traddr and trsvcid of its transport id. */

@@ -106,8 +106,8 @@ export class FileIO {
 
   private start(op: Op): void {
     const file = op.file;
-    if (file.released) {
-      this.settle(op, teError(ErrorCode.CLOSED, `file "${file.path}" (id ${file.id}) was released before the operation started`));
+    if (!file.usable()) {
+      this.settle(op, file.releasedError());
       return;
     }
     let bounce: Staging | null = null;

@@ -60,9 +60,15 @@ export class LocalFiles {
     return this.registry.byId(id);
   }
 
-  /** The descriptor's file_buffers. */
+  /** The descriptor's file_buffers, with the handle same-host peers reopen the file by. */
   describe(): FileBufferDesc[] {
-    return this.registry.list().map((f) => ({ id: f.id, path: f.path, size: f.size, align: f.align }));
+    return this.registry.list().map((f) => ({
+      id: f.id,
+      path: f.path,
+      size: f.size,
+      align: f.align,
+      owner: { pid: process.pid, fd: f.fd, dev: f.dev, ino: f.ino },
+    }));
   }
 
   /** A local transfer between registered memory and a file: pins both until the I/O returns. */

@@ -32,6 +32,8 @@ export class RegisteredFile {
   /** Operations handed to the OS; the descriptor is closed only once this is 0 after release. */
   inflight = 0;
   released = false;
+  /** Why operations not yet started when the file was released fail (default: CLOSED). */
+  private releaseReason: TransferEngineError | null = null;
   private fdClosed = false;
 
   constructor(
@@ -46,12 +48,28 @@ export class RegisteredFile {
     readonly directIO: boolean,
     readonly blockDevice: boolean,
     readonly fd: number,
-    readonly dev: number,
-    readonly ino: number,
+    /** stat's st_dev and st_ino, exact (u64). */
+    readonly dev: bigint,
+    readonly ino: bigint,
   ) {}
 
+  /**
+   * Whether an operation may start now (the I/O pool asks before each one).
+   * A peer's file (src/transport/file-same-host.ts) also checks that its
+   * owner still has it registered, and releases itself when not.
+   */
+  usable(): boolean {
+    return !this.released;
+  }
+
+  /** The error of an operation that found the file released. */
+  releasedError(): TransferEngineError {
+    return this.releaseReason ?? teError(ErrorCode.CLOSED, `file "${this.path}" (id ${this.id}) was released before the operation started`);
+  }
+
   /** Stop using the descriptor; it is closed now, or when the last operation handed to the OS returns. */
-  release(): void {
+  release(reason?: TransferEngineError): void {
+    if (!this.released && reason) this.releaseReason = reason;
     this.released = true;
     this.maybeClose();
   }
@@ -120,6 +138,13 @@ export class FileRegistry {
   private nextId = 1;
   private readonly byIdMap = new Map<number, RegisteredFile>();
   private closed = false;
+  /**
+   * Every (fd, dev, ino) a registration has used. Same-host peers know a file
+   * by the owner's descriptor number and inode; never handing out the same
+   * triple twice means a peer's stale descriptor can never match a later
+   * registration of the same file (which may have another size).
+   */
+  private readonly usedHandles = new Set<string>();
 
   constructor(private readonly defaultDirectIO: boolean) {}
 
@@ -136,9 +161,9 @@ export class FileRegistry {
     const directIO = options.directIO ?? this.defaultDirectIO;
     const abs = path.resolve(filePath);
     // stat before open: opening a FIFO would block, and a device must not be opened for writing without the opt-in.
-    let st: fs.Stats;
+    let st: fs.BigIntStats;
     try {
-      st = fs.statSync(abs);
+      st = fs.statSync(abs, { bigint: true });
     } catch (e) {
       throw osError(e, `cannot register "${abs}"`);
     }
@@ -162,20 +187,29 @@ export class FileRegistry {
     for (const f of this.byIdMap.values()) {
       if (f.dev === st.dev && f.ino === st.ino) throw teError(ErrorCode.INVALID_ARGUMENT, `"${abs}" is already registered (file id ${f.id}, as "${f.path}")`);
     }
+    const flags = fs.constants.O_RDWR | (directIO ? fs.constants.O_DIRECT : 0);
     let fd: number;
+    // A descriptor number this inode had before: open again (holding the old number) to get a fresh one.
+    const spare: number[] = [];
     try {
-      fd = fs.openSync(abs, fs.constants.O_RDWR | (directIO ? fs.constants.O_DIRECT : 0));
+      fd = fs.openSync(abs, flags);
+      while (this.usedHandles.has(`${fd}:${st.dev}:${st.ino}`) && spare.length < 64) {
+        spare.push(fd);
+        fd = fs.openSync(abs, flags);
+      }
     } catch (e) {
+      for (const s of spare) fs.closeSync(s);
       if ((e as NodeJS.ErrnoException).code === 'EINVAL' && directIO) {
         throw teError(ErrorCode.NOT_SUPPORTED, `the file system of "${abs}" does not support direct I/O (O_DIRECT)`, e);
       }
       throw osError(e, `cannot open "${abs}" for reading and writing`);
     }
+    for (const s of spare) fs.closeSync(s);
     try {
-      const fst = fs.fstatSync(fd);
+      const fst = fs.fstatSync(fd, { bigint: true });
       // The path may have been swapped between stat and open.
       if (fst.dev !== st.dev || fst.ino !== st.ino) throw teError(ErrorCode.INVALID_ARGUMENT, `"${abs}" changed while it was being registered`);
-      const actual = blockDevice ? blockDeviceSize(fst.rdev) : fst.size;
+      const actual = blockDevice ? blockDeviceSize(Number(fst.rdev)) : Number(fst.size);
       if (size > actual) {
         if (options.grow !== true) {
           throw teError(
@@ -188,6 +222,7 @@ export class FileRegistry {
       const realPath = fs.realpathSync(abs);
       const file = new RegisteredFile(this.nextId++, abs, realPath, size, directIO ? DIRECT_IO_ALIGN : 0, directIO, blockDevice, fd, fst.dev, fst.ino);
       this.byIdMap.set(file.id, file);
+      this.usedHandles.add(`${fd}:${fst.dev}:${fst.ino}`);
       return file;
     } catch (e) {
       fs.closeSync(fd);
@@ -212,9 +247,9 @@ export class FileRegistry {
   private find(filePath: string): RegisteredFile | undefined {
     const abs = path.resolve(filePath);
     for (const f of this.byIdMap.values()) if (f.path === abs) return f;
-    let st: fs.Stats;
+    let st: fs.BigIntStats;
     try {
-      st = fs.statSync(abs);
+      st = fs.statSync(abs, { bigint: true });
     } catch {
       return undefined;
     }

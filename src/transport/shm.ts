@@ -34,6 +34,12 @@ export interface ShmPeerRegion {
   size: number | bigint;
   /** The region's address in the peer's address space. */
   addr: number | bigint;
+  /**
+   * The owner lets peers only READ it (descriptor `access: "read"`): writes are
+   * refused here (ADDRESS_REJECTED, as its data server would) and the file is
+   * mapped read-only, so no write can reach it through this transport.
+   */
+  readOnly?: boolean;
 }
 
 export interface ShmTransportOptions {
@@ -49,6 +55,7 @@ interface Entry {
   handle: NativeHandle;
   size: number;
   addr: bigint;
+  writable: boolean;
 }
 
 function toSafe(v: unknown, what: string): number {
@@ -124,7 +131,7 @@ export class ShmTransport {
    *  MALFORMED                bad name, size or addr in the descriptor, or the
    *                           file's size disagrees with it;
    *  INVALID_ARGUMENT         bad offset or view (our caller's bug);
-   *  ADDRESS_REJECTED         the range is outside the region;
+   *  ADDRESS_REJECTED         the range is outside the region, or a write to a read-only one;
    *  PEER_UNREACHABLE         the file is missing, removed or truncated.
    */
   copy(peerMachineId: string | undefined, region: ShmPeerRegion, offset: number, localView: Uint8Array, write: boolean): void {
@@ -149,8 +156,10 @@ export class ShmTransport {
     if (offset + length > size) {
       throw teError(ErrorCode.ADDRESS_REJECTED, `range [${offset}, +${length}) is outside the ${size}-byte shm region ${name}`);
     }
+    const writable = region.readOnly !== true;
+    if (write && !writable) throw teError(ErrorCode.ADDRESS_REJECTED, `shm region ${name} is read-only for peers`);
 
-    const entry = this.mapping(this.native, name, size, addr);
+    const entry = this.mapping(this.native, name, size, addr, writable);
     try {
       this.native.peerCopy(entry.handle, offset, localView, write, this.copyFlags);
     } catch (e) {
@@ -190,12 +199,12 @@ export class ShmTransport {
     this.closed = true;
   }
 
-  private mapping(native: ShmNative, name: string, size: number, addr: bigint): Entry {
+  private mapping(native: ShmNative, name: string, size: number, addr: bigint, writable: boolean): Entry {
     const hit = this.cache.get(name);
     if (hit) {
       this.cache.delete(name);
-      // Same name, different layout: the descriptor changed; map afresh.
-      if (hit.size === size && hit.addr === addr) {
+      // Same name, different layout or access: the descriptor changed; map afresh.
+      if (hit.size === size && hit.addr === addr && hit.writable === writable) {
         this.cache.set(name, hit);
         return hit;
       }
@@ -203,11 +212,11 @@ export class ShmTransport {
     }
     let handle: NativeHandle;
     try {
-      handle = native.openPeer(`${SHM_DIR}/${name}`, size, true);
+      handle = native.openPeer(`${SHM_DIR}/${name}`, size, writable);
     } catch (e) {
       throw fromNative(e, `cannot map peer shm region ${name}`, ErrorCode.PEER_UNREACHABLE);
     }
-    const entry: Entry = { handle, size, addr };
+    const entry: Entry = { handle, size, addr, writable };
     this.cache.set(name, entry);
     if (this.cache.size > this.maxMappings) {
       const oldest = this.cache.keys().next().value as string;

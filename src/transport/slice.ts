@@ -6,8 +6,30 @@
 import type { TransferEngineError } from '../errors.js';
 import type { Region } from '../memory.js';
 
+/**
+ * Why a slice failed, as the transport saw it: the engine's retry policy
+ * (src/engine.ts, Task) decides from this whether resending can help.
+ */
+export const Failure = {
+  /** Settled without error. */
+  NONE: 0,
+  /** No connection could be made (refused, unreachable, connect timeout): the peer may have moved. */
+  CONNECT: 1,
+  /** The connection broke with the request in flight (reset, closed, write error). */
+  LOST: 2,
+  /** No progress for the transfer timeout (on a lane, or waiting for one). */
+  TIMEOUT: 3,
+  /** Not tried: the peer is paused after failing to connect several times in a row. */
+  PAUSED: 4,
+  /** The peer refused the range (outside its registered memory or files). */
+  REJECTED: 5,
+  /** Resending cannot help: protocol error, engine closed, the peer's file I/O failed. */
+  FATAL: 6,
+} as const;
+export type Failure = (typeof Failure)[keyof typeof Failure];
+
 export interface SliceOwner {
-  /** Called exactly once per slice. `error` null means every byte was acknowledged. */
+  /** Called exactly once per slice. `error` null means every byte was acknowledged; `slice.failure` says why not. */
   sliceDone(slice: Slice, error: TransferEngineError | null): void;
 }
 
@@ -16,8 +38,11 @@ export class Slice {
   received = 0;
   /** v2: the status frame for this slice has been read. */
   statusSeen = false;
+  /** v2 WRITE: the lane's count of payload writes once this one's payload is handed to the socket (client.ts). */
+  bodySeq = 0;
   queuedAt = 0;
   settled = false;
+  failure: Failure = Failure.NONE;
 
   constructor(
     readonly owner: SliceOwner,
@@ -36,9 +61,11 @@ export class Slice {
     return this.local.length;
   }
 
-  settle(error: TransferEngineError | null): void {
+  /** End the slice: `error` null when every byte was acknowledged; else why (FATAL unless told). */
+  settle(error: TransferEngineError | null, failure: Failure = Failure.FATAL): void {
     if (this.settled) return;
     this.settled = true;
+    if (error) this.failure = failure;
     this.region.pins--;
     this.owner.sliceDone(this, error);
   }

@@ -27,8 +27,10 @@ import {
   STATUS_FILE_IO_ERROR,
 } from '../../codec/wire.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
+import { AuthClientSide, authRequiredError } from '../../auth.js';
+import { AuthKind, authKindAt } from '../../codec/auth.js';
 import { fmtAddr } from '../../memory.js';
-import { Slice, type SliceOwner } from '../slice.js';
+import { Slice, Failure, type SliceOwner } from '../slice.js';
 
 const SCRATCH_SIZE = 256 * 1024;
 const DIRECT_MIN = 32 * 1024;
@@ -36,10 +38,12 @@ const DIRECT_MIN = 32 * 1024;
  * Bytes a lane may have outstanding before new slices wait or go elsewhere.
  * Small on purpose: a socket holding more than the kernel's TCP small-queue
  * limit (about 1 MiB) is paced and throttled by the kernel, which on loopback
- * cost 1.4-2.7x in throughput (BENCHMARKS.md); a few requests per lane keep
- * both ends busy. (Links with much longer round trips want more lanes.)
+ * cost 1.3-2.3x in throughput (BENCHMARKS.md). Two wire requests of WIRE_MAX
+ * per lane, not one, so the sender always has the next one queued: with one,
+ * READs fell into a slow pacing mode in most runs. (Links with much longer
+ * round trips want more lanes.)
  */
-const LANE_WINDOW_BYTES = 256 * 1024;
+const LANE_WINDOW_BYTES = 512 * 1024;
 const LANE_WINDOW_SLICES = 1024;
 /**
  * The window of lanes carrying our file requests (PeerAddress.files): the
@@ -59,6 +63,14 @@ const WIRE_MAX = 256 * 1024;
  */
 const COALESCE_MAX = 16 * 1024;
 const STAGE_SIZE = 256 * 1024;
+/** Connect failures in a row (with no lane connected) after which a peer is paused (TcpClientOptions.peerPauseMs). */
+const PAUSE_AFTER = 3;
+/**
+ * New connections per peer per second, after a burst of two per lane: lanes
+ * are persistent, so this only bites when connections keep dying, and then
+ * keeps retries from turning into a connection storm against the peer.
+ */
+const CONNECTS_PER_SEC = 10;
 
 interface Stage {
   buf: Buffer;
@@ -69,10 +81,21 @@ interface Stage {
 }
 
 export interface TcpClientOptions {
+  /**
+   * Our shared secret: every lane authenticates (src/auth.ts) before its first
+   * request, and a peer that does not is TE_AUTH_FAILED.
+   */
+  authSecret?: Uint8Array | undefined;
   lanesPerPeer: number;
   /** No progress for this long ends the lane's slices in TIMEOUT. */
   timeoutMs: number;
   connectTimeoutMs: number;
+  /**
+   * After PAUSE_AFTER connect failures in a row, a peer is paused this long:
+   * slices to it fail at once (Failure.PAUSED) instead of connecting again;
+   * then one connection probes it. 0: never paused.
+   */
+  peerPauseMs: number;
 }
 
 export interface PeerAddress {
@@ -113,6 +136,10 @@ export class TcpClient {
       this.lastAddr = addr;
       this.lastPeer = peer;
     }
+    if (peer.pausedUntil !== 0 && peer.paused(performance.now())) {
+      slice.settle(peer.pausedError(), Failure.PAUSED);
+      return;
+    }
     this.ensureSweep();
     if (slice.length <= WIRE_MAX || addr.files) {
       peer.enqueue(slice);
@@ -126,6 +153,9 @@ export class TcpClient {
       peer.enqueue(new Slice(parts, slice.write, slice.remoteAddr + BigInt(off), local, slice.region, slice.fileId));
     }
   }
+
+  /** Times a peer was paused for failing to connect (stats). */
+  peerPauses = 0;
 
   /** Drop idle peers with no lanes and no queue. */
   forget(peer: Peer): void {
@@ -142,7 +172,9 @@ export class TcpClient {
 
   private sweep(): void {
     const now = performance.now();
-    for (const p of this.peers.values()) p.sweep(now);
+    // Peers without lanes are forgotten here, once their pause and connect history expire, not when
+    // their last lane dies: a fresh Peer would forget the failures and the connect budget.
+    for (const p of [...this.peers.values()]) if (p.sweep(now)) this.forget(p);
   }
 
   /** Connections currently open or opening, for tests and stats. */
@@ -166,15 +198,19 @@ export class TcpClient {
 /** The wire requests a large slice was cut into: the slice settles when the last one does (with the first error). */
 class SliceParts implements SliceOwner {
   private error: TransferEngineError | null = null;
+  private failure: Failure = Failure.NONE;
 
   constructor(
     private readonly slice: Slice,
     private pending: number,
   ) {}
 
-  sliceDone(_part: Slice, error: TransferEngineError | null): void {
-    if (error) this.error ??= error;
-    if (--this.pending === 0) this.slice.settle(this.error);
+  sliceDone(part: Slice, error: TransferEngineError | null): void {
+    if (error && !this.error) {
+      this.error = error;
+      this.failure = part.failure;
+    }
+    if (--this.pending === 0) this.slice.settle(this.error, this.failure);
   }
 }
 
@@ -193,6 +229,61 @@ class Peer {
   }
 
   private pumpScheduled = false;
+  /** Connect failures in a row while no lane was connected. */
+  private connectFailures = 0;
+  /** While now < pausedUntil (and no lane is connected) slices fail at once; 0: not paused. */
+  pausedUntil = 0;
+  /** Connect budget (CONNECTS_PER_SEC, burst of two per lane). */
+  private connectTokens = Infinity; // clamped to the burst at first use
+  private tokensAt = performance.now();
+  /** A pump waiting for connect budget (only when no lane exists). */
+  private budgetTimer: NodeJS.Timeout | null = null;
+
+  paused(now: number): boolean {
+    if (now >= this.pausedUntil) {
+      this.pausedUntil = 0; // over: the next connect is the probe
+      return false;
+    }
+    for (const l of this.lanes) if (l.connected) return false;
+    return true;
+  }
+
+  pausedError(): TransferEngineError {
+    return teError(
+      ErrorCode.PEER_UNREACHABLE,
+      `${this.label} is paused for ${this.client.options.peerPauseMs} ms after ${this.connectFailures} failed connects in a row`,
+    );
+  }
+
+  /** A lane connected: the peer is healthy again. */
+  connectSucceeded(): void {
+    this.connectFailures = 0;
+    this.pausedUntil = 0;
+  }
+
+  /**
+   * May a new lane be opened now? Within the connect budget, and one probe at
+   * a time after repeated failures. Without a lane, a pump is scheduled for
+   * when the budget allows one (slices wait in the queue, bounded by its timeout).
+   */
+  private mayConnect(): boolean {
+    if (this.connectFailures >= PAUSE_AFTER && this.lanes.length > 0) return false;
+    const now = performance.now();
+    const burst = 2 * this.client.options.lanesPerPeer;
+    this.connectTokens = Math.min(burst, this.connectTokens + ((now - this.tokensAt) * CONNECTS_PER_SEC) / 1000);
+    this.tokensAt = now;
+    if (this.connectTokens >= 1) {
+      this.connectTokens--;
+      return true;
+    }
+    if (this.lanes.length === 0 && !this.budgetTimer) {
+      this.budgetTimer = setTimeout(() => {
+        this.budgetTimer = null;
+        this.pump();
+      }, Math.ceil(((1 - this.connectTokens) * 1000) / CONNECTS_PER_SEC));
+    }
+    return false;
+  }
 
   enqueue(slice: Slice): void {
     slice.queuedAt = performance.now();
@@ -225,11 +316,15 @@ class Peer {
         if (!best || l.outstanding < best.outstanding) best = l;
       }
       // Prefer opening another lane over stacking onto a busy one.
-      if ((!best || best.outstanding > 0) && this.lanes.length < opts.lanesPerPeer) {
-        best = new Lane(this);
-        this.lanes.push(best);
+      if ((!best || best.outstanding > 0) && this.lanes.length < opts.lanesPerPeer && this.mayConnect()) {
+        const lane = new Lane(this);
+        this.lanes.push(lane);
+        // A lane still authenticating takes slices once it is through (it pumps then).
+        if (!lane.hasRoom()) continue;
+        best = lane;
       }
       if (!best) break;
+      if (this.connectFailures !== 0 && best.connected) this.connectSucceeded();
       if (!best.corked) {
         best.cork();
         corked.push(best);
@@ -249,45 +344,73 @@ class Peer {
   }
 
   laneGone(lane: Lane, requeue: Slice[]): void {
+    if (lane.connected) this.connectSucceeded(); // it did connect: failures are no longer "in a row"
     const i = this.lanes.indexOf(lane);
     if (i >= 0) this.lanes.splice(i, 1);
     if (requeue.length) this.requeueFront(requeue);
     if (this.qHead < this.queue.length) this.pump();
-    else if (this.lanes.length === 0) this.client.forget(this);
   }
 
   /**
    * A connect failed. If no lane is connected the address is dead: fail the
-   * queue and the sibling lanes still connecting there, rather than retry in a loop.
+   * queue and the sibling lanes still connecting there, rather than retry in a
+   * loop (the engine retries with backoff); after PAUSE_AFTER of these in a
+   * row, pause the peer.
    */
   connectFailed(err: TransferEngineError): void {
     if (this.lanes.some((l) => l.connected)) return;
-    this.failQueue(err);
-    for (const l of [...this.lanes]) l.destroy(err, false);
+    const pauseMs = this.client.options.peerPauseMs;
+    if (++this.connectFailures >= PAUSE_AFTER && pauseMs > 0) {
+      this.pausedUntil = performance.now() + pauseMs;
+      this.client.peerPauses++;
+    }
+    const failure = failureOf(err, true);
+    this.failQueue(err, failure);
+    for (const l of [...this.lanes]) l.destroy(err, false, failure);
   }
 
-  failQueue(err: TransferEngineError): void {
+  failQueue(err: TransferEngineError, failure: Failure): void {
     const q = this.queue;
     const h = this.qHead;
     this.queue = [];
     this.qHead = 0;
-    for (let i = h; i < q.length; i++) q[i]!.settle(err);
+    for (let i = h; i < q.length; i++) q[i]!.settle(err, failure);
   }
 
-  sweep(now: number): void {
+  /** Time out lanes and queued slices; returns true when this peer can be forgotten (idle, no recent history). */
+  sweep(now: number): boolean {
     const timeout = this.client.options.timeoutMs;
     for (const l of [...this.lanes]) l.sweep(now, timeout);
-    // The queue is FIFO, so only its head can be the oldest.
+    // Queued slices time out when none of the peer's lanes moves anything (a slow link with a long
+    // queue is progress, not a timeout). The queue is FIFO, so only its head can be the oldest.
+    if (this.qHead < this.queue.length && this.lanes.some((l) => l.progressing(now, timeout))) return false;
     while (this.qHead < this.queue.length && now - this.queue[this.qHead]!.queuedAt > timeout) {
       const s = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as unknown as Slice;
-      s.settle(teError(ErrorCode.TIMEOUT, `transfer to ${this.label} waited more than ${timeout} ms for a connection`));
+      s.settle(teError(ErrorCode.TIMEOUT, `transfer to ${this.label} waited more than ${timeout} ms for a connection`), Failure.TIMEOUT);
     }
+    if (this.lanes.length > 0 || this.qHead < this.queue.length || this.budgetTimer) return false;
+    if (now < this.pausedUntil) return false; // keep the failure count for the probe after the pause
+    return now - this.tokensAt > 2000; // and the connect budget while it matters
   }
 
   fail(err: TransferEngineError): void {
-    this.failQueue(err);
-    for (const l of [...this.lanes]) l.destroy(err, false);
+    if (this.budgetTimer) clearTimeout(this.budgetTimer);
+    this.budgetTimer = null;
+    this.failQueue(err, Failure.FATAL);
+    for (const l of [...this.lanes]) l.destroy(err, false, Failure.FATAL);
+  }
+}
+
+/** How a lane's failure counts for the retry policy (src/transport/slice.ts). */
+function failureOf(err: TransferEngineError, connectFailure: boolean): Failure {
+  switch (err.code) {
+    case ErrorCode.PEER_UNREACHABLE:
+      return connectFailure ? Failure.CONNECT : Failure.LOST;
+    case ErrorCode.TIMEOUT:
+      return connectFailure ? Failure.CONNECT : Failure.TIMEOUT;
+    default:
+      return Failure.FATAL; // protocol errors, authentication, closed
   }
 }
 
@@ -318,6 +441,23 @@ class Lane {
   private staged = 0;
   /** Staging buffers the stream is done with, reused (fresh ones would page-fault on every fill). */
   private spareStages: Buffer[] = [];
+  /**
+   * v2 WRITE payloads: writes handed to the stream with a callback (staged
+   * flushes and zero-copy payloads), and callbacks run. Node runs a stream's
+   * write callbacks in order, so counts are enough to know whose payload is out.
+   */
+  private bodiesQueued = 0;
+  private bodiesDone = 0;
+  /**
+   * WRITEs whose OK was read before Node reported their payload written. A
+   * legitimate OK can be read before the write callback runs (both are events
+   * of the same loop turn); such a WRITE completes when its callback runs.
+   */
+  private awaitBody: Slice[] = [];
+  /** The head of awaitBody at the last sweep (see sweep). */
+  private awaitMark: Slice | null = null;
+  /** One callback for all payload writes of this lane (no closure per request). */
+  private readonly bodyWritten = (err?: Error | null): void => this.onBodyWritten(err);
 
   private readonly window: number;
 
@@ -339,12 +479,20 @@ class Lane {
       },
     } as net.NetConnectOpts;
     this.sock = net.connect(opts);
+    const secret = peer.client.options.authSecret;
+    if (secret) this.auth = new AuthClientSide(secret, peer.label);
+    // With a secret, the lane counts as connected once authenticated, within the same deadline.
     this.connectTimer = setTimeout(() => {
-      const err = teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${peer.label} timed out after ${peer.client.options.connectTimeoutMs} ms`);
+      const err =
+        this.auth && this.tcpConnected
+          ? this.auth.notAuthenticating()
+          : teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${peer.label} timed out after ${peer.client.options.connectTimeoutMs} ms`);
       this.destroy(err, true);
     }, peer.client.options.connectTimeoutMs);
     this.connectTimer.unref();
     this.sock.once('connect', () => {
+      this.tcpConnected = true;
+      if (this.auth) return;
       clearTimeout(this.connectTimer);
       this.connected = true;
       this.lastProgress = performance.now();
@@ -358,12 +506,41 @@ class Lane {
       this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${what} ${peer.label} failed: ${e.code ?? e.message}`, e), !this.connected);
     });
     this.sock.on('close', () => {
-      this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${peer.label} closed the connection with transfers in flight`), false);
+      if (this.auth) this.destroy(this.auth.notAuthenticating(), true);
+      else this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${peer.label} closed the connection with transfers in flight`), false);
     });
   }
 
+  /** Our authentication, until the peer has passed it (null: no secret, or done). */
+  private auth: AuthClientSide | null = null;
+  private tcpConnected = false;
+
+  /** Run the authentication on the bytes read so far; requests go out only once it is done. */
+  private authenticate(): void {
+    const auth = this.auth!;
+    try {
+      for (;;) {
+        const st = auth.step(this.scratch, this.rStart, this.rEnd);
+        if (st.kind === 'more') return;
+        this.rStart += st.consumed;
+        if (st.kind === 'reply') {
+          this.sock.write(st.reply);
+          continue;
+        }
+        this.auth = null;
+        clearTimeout(this.connectTimer);
+        this.connected = true;
+        this.lastProgress = performance.now();
+        this.freed = true; // pump: the queue may now use this lane
+        return;
+      }
+    } catch (e) {
+      this.destroy(e as TransferEngineError, true);
+    }
+  }
+
   hasRoom(): boolean {
-    return !this.dead && !this.blocked && this.outstanding < this.window && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
+    return this.auth === null && !this.dead && !this.blocked && this.outstanding < this.window && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
   }
 
   corked = false;
@@ -386,8 +563,10 @@ class Lane {
     const bytes = st.buf.subarray(this.stageStart, this.staged);
     this.stageStart = this.staged; // the stream owns these bytes now; later requests go after them
     st.writing++;
-    const ok = this.sock.write(bytes, () => {
+    this.bodiesQueued++;
+    const ok = this.sock.write(bytes, (err) => {
       if (--st.writing === 0 && st.retired && this.spareStages.length < 2) this.spareStages.push(st.buf);
+      this.onBodyWritten(err);
     });
     if (!ok) this.blocked = true;
   }
@@ -419,6 +598,7 @@ class Lane {
       if (this.iHead === this.inflight.length) this.lastProgress = performance.now();
       this.outstanding += slice.length;
       this.inflight.push(slice);
+      if (body > 0) slice.bodySeq = this.bodiesQueued + 1; // the next flush carries it
       if (!this.corked) this.flushStage();
       return;
     }
@@ -433,7 +613,8 @@ class Lane {
     if (slice.write) {
       if (v2) {
         this.inflight.push(slice);
-        ok = this.sock.write(slice.local);
+        slice.bodySeq = ++this.bodiesQueued;
+        ok = this.sock.write(slice.local, this.bodyWritten);
       } else {
         // v1 has no acknowledgement: done once the payload is handed to the kernel.
         this.v1Writes++;
@@ -441,7 +622,7 @@ class Lane {
           this.v1Writes--;
           this.outstanding -= slice.length;
           this.lastProgress = performance.now();
-          slice.settle(err ? teError(ErrorCode.PEER_UNREACHABLE, `write to ${this.peer.label} failed: ${err.message}`, err) : null);
+          slice.settle(err ? teError(ErrorCode.PEER_UNREACHABLE, `write to ${this.peer.label} failed: ${err.message}`, err) : null, Failure.LOST);
         });
       }
     } else {
@@ -487,7 +668,8 @@ class Lane {
       if (head.received === head.length) this.complete(head);
     } else {
       this.rEnd += n;
-      this.parse();
+      if (this.auth === null) this.parse();
+      else this.authenticate();
     }
     if (this.freed && !this.dead) {
       this.freed = false;
@@ -502,7 +684,11 @@ class Lane {
       const avail = this.rEnd - this.rStart;
       if (avail === 0) return;
       if (this.iHead === this.inflight.length) {
-        this.destroy(teError(ErrorCode.PROTOCOL_ERROR, `${this.peer.label} sent ${avail} byte(s) nobody asked for`), false);
+        const err =
+          authKindAt(this.scratch, this.rStart) === AuthKind.CHALLENGE
+            ? authRequiredError(this.peer.label)
+            : teError(ErrorCode.PROTOCOL_ERROR, `${this.peer.label} sent ${avail} byte(s) nobody asked for`);
+        this.destroy(err, false);
         return;
       }
       const head = this.inflight[this.iHead]!;
@@ -512,7 +698,13 @@ class Lane {
         this.rStart += STATUS_SIZE;
         if (code === STATUS_OK) {
           head.statusSeen = true;
-          if (head.write) this.complete(head);
+          if (!head.write) continue;
+          // A WRITE is done when both its OK has come and its payload has left (see awaitBody).
+          if (head.bodySeq <= this.bodiesDone) this.complete(head);
+          else {
+            this.shift(head);
+            this.awaitBody.push(head);
+          }
           continue;
         }
         if (code === STATUS_ADDR_REJECTED) {
@@ -523,6 +715,7 @@ class Lane {
               ErrorCode.ADDRESS_REJECTED,
               `${this.peer.label} rejected ${head.write ? 'WRITE' : 'READ'} of ${head.length} bytes at ${fmtAddr(head.remoteAddr)} (outside its registered memory)`,
             ),
+            Failure.REJECTED,
           );
           continue;
         }
@@ -535,8 +728,13 @@ class Lane {
             code === STATUS_FILE_REJECTED
               ? teError(ErrorCode.ADDRESS_REJECTED, `${this.peer.label} rejected the file ${what} (unknown file id, outside the file's size, or misaligned for direct I/O)`)
               : teError(ErrorCode.IO_ERROR, `${this.peer.label} failed the file ${what}: its read or write of the file failed`),
+            code === STATUS_FILE_REJECTED ? Failure.REJECTED : Failure.FATAL,
           );
           continue;
+        }
+        if (authKindAt(this.scratch, this.rStart - STATUS_SIZE) === AuthKind.CHALLENGE) {
+          this.destroy(authRequiredError(this.peer.label), true); // a peer with a secret: we have none
+          return;
         }
         const why = code === -1 ? 'a bad status frame (not a v2 peer, or out of step)' : `unknown status ${code}`;
         this.destroy(teError(ErrorCode.PROTOCOL_ERROR, `${this.peer.label} sent ${why}`), false);
@@ -569,23 +767,65 @@ class Lane {
     slice.settle(null);
   }
 
+  /** A payload write (staged flush or zero-copy) finished: complete the WRITEs whose OK was waiting for it. */
+  private onBodyWritten(err: Error | null | undefined): void {
+    if (this.dead) return;
+    this.bodiesDone++;
+    if (err) return; // the socket's 'error' ends the lane, and the waiting WRITEs with it
+    const q = this.awaitBody;
+    if (q.length === 0 || q[0]!.bodySeq > this.bodiesDone) return;
+    let n = 1;
+    while (n < q.length && q[n]!.bodySeq <= this.bodiesDone) n++;
+    const done = q.splice(0, n);
+    for (const s of done) s.settle(null);
+  }
+
+  /** Connected and moving bytes within the timeout. */
+  progressing(now: number, timeout: number): boolean {
+    return this.connected && !this.dead && now - this.lastProgress <= timeout;
+  }
+
   sweep(now: number, timeout: number): void {
-    const busy = this.iHead < this.inflight.length || this.v1Writes > 0;
+    if (this.dead) return;
+    // An OK is read at most one loop turn before its payload's write callback runs (the kernel had
+    // taken the bytes, or the peer could not have them). A WRITE still waiting at two sweeps in a
+    // row was acknowledged before its payload could have arrived: the peer is not following the protocol.
+    const waiting = this.awaitBody.length > 0 ? this.awaitBody[0]! : null;
+    if (waiting && waiting === this.awaitMark) {
+      const err = teError(ErrorCode.PROTOCOL_ERROR, `${this.peer.label} acknowledged a WRITE of ${waiting.length} bytes at ${fmtAddr(waiting.remoteAddr)} before its payload could have arrived`);
+      this.destroy(err, false, Failure.FATAL);
+      return;
+    }
+    this.awaitMark = waiting;
+    const busy = this.iHead < this.inflight.length || this.v1Writes > 0 || waiting !== null;
     if (busy && now - this.lastProgress > timeout) {
       this.destroy(teError(ErrorCode.TIMEOUT, `no progress from ${this.peer.label} for ${timeout} ms`), false);
     }
   }
 
-  /** End the lane. Slices that never reached the server are resent elsewhere; the rest fail with `err`. */
-  destroy(err: TransferEngineError, connectFailure: boolean): void {
+  /**
+   * End the lane. Slices that never reached the server are resent elsewhere;
+   * the rest fail with `err`, as `failure` (by default derived from the error).
+   */
+  destroy(err: TransferEngineError, connectFailure: boolean, failure: Failure = failureOf(err, connectFailure)): void {
     if (this.dead) return;
     this.dead = true;
     clearTimeout(this.connectTimer);
-    this.sock.destroy();
+    // With requests unfinished, reset rather than close: a graceful close lets the kernel go on
+    // sending WRITE payloads still in the send queue, which would land after their slices were
+    // reported failed (or were resent and completed), over whatever the application wrote there
+    // since. RST discards the queue. An idle lane closes gracefully, and so does a v1 lane, whose
+    // writes were reported done once in the send queue.
+    const unfinished = this.peer.addr.v2 && (this.iHead < this.inflight.length || this.awaitBody.length > 0);
+    if (unfinished && this.connected && !this.sock.destroyed) this.sock.resetAndDestroy();
+    else this.sock.destroy();
     this.stage = null; // staged requests never left: they are in `inflight`, handled below
     this.stageStart = this.staged = 0;
     this.spareStages = [];
-    const pending = this.inflight.slice(this.iHead);
+    // WRITEs acknowledged but with their payload write unconfirmed are not done: they fail (or are resent) too.
+    const pending = this.awaitBody.length > 0 ? [...this.awaitBody, ...this.inflight.slice(this.iHead)] : this.inflight.slice(this.iHead);
+    this.awaitBody = [];
+    this.awaitMark = null;
     this.inflight = [];
     this.iHead = 0;
     this.outstanding = 0;
@@ -595,7 +835,7 @@ class Lane {
     const requeue: Slice[] = [];
     for (const s of pending) {
       if (resend) requeue.push(s);
-      else s.settle(err);
+      else s.settle(err, failure);
     }
     // v1 writes settle through their write callbacks, which Node calls with an error on destroy.
     if (connectFailure) this.peer.connectFailed(err);

@@ -7,7 +7,14 @@
  * acknowledge with one OK frame) or send the READ data (v2: OK frame first).
  * A rejected range gets the v2 rejection frame and the connection is closed,
  * as Mooncake does. Idle connections are never closed (pooled Mooncake
- * clients reuse them).
+ * clients reuse them); a connection in the middle of something (a partial
+ * header or body, responses the client does not read, unfinished
+ * authentication) that makes no progress for the stall timeout is.
+ *
+ * Limits (src/limits.ts): connections per peer address, responses queued per
+ * connection (beyond them the server stops reading that connection), and,
+ * with a shared secret, our authentication before the first request byte is
+ * looked at (src/auth.ts).
  *
  * Zero copy: Node 20 does not let a server-accepted socket read into caller
  * memory (`onread`), so each accepted handle is adopted by a new net.Socket
@@ -26,6 +33,9 @@ import {
 } from '../../codec/wire.js';
 import type { MemoryRegistry, Region } from '../../memory.js';
 import { closeServer, listenInRange } from '../../net.js';
+import { AuthServerSide } from '../../auth.js';
+import { AuthKind, REJECT_FRAME, RESPONSE_SIZE, authKindAt } from '../../codec/auth.js';
+import { ConnectionsPerAddress, DEFAULT_LIMITS, type ListenerLimits } from '../../limits.js';
 import { FileConnection, type FileOp, type FileServeContext } from './file-serve.js';
 
 /** Bytes read per syscall while parsing headers and small bodies. */
@@ -50,19 +60,44 @@ export interface DataServerStats {
   connections: number;
   requests: number;
   rejected: number;
+  /** Connections closed at once: their address had TE_MAX_DATA_CONNECTIONS_PER_PEER open. */
+  refused: number;
+  /** Connections whose authentication failed (nothing of theirs was served). */
+  authRejected: number;
+  /** Connections closed for making no progress mid-request for the stall timeout. */
+  stalled: number;
+  /** Most responses any connection had queued at once (bounded by TE_MAX_REQUESTS_IN_FLIGHT). */
+  peakQueued: number;
+}
+
+export interface DataServerOptions {
+  /** Require our shared-secret authentication before the first request. */
+  authSecret?: Uint8Array | undefined;
+  limits?: Pick<ListenerLimits, 'maxDataConnectionsPerPeer' | 'maxRequestsInFlight' | 'stallTimeoutMs'>;
 }
 
 export class TcpDataServer {
   private readonly server: net.Server;
   private readonly conns = new Set<ServerConnection>();
-  readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0 };
+  readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0, refused: 0, authRejected: 0, stalled: 0, peakQueued: 0 };
   port = 0;
+  readonly authSecret: Uint8Array | undefined;
+  readonly maxInFlight: number;
+  readonly stallMs: number;
+  private readonly perAddress: ConnectionsPerAddress;
+  private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly registry: MemoryRegistry,
     /** Registered files, for our file requests; null: every file request is rejected. */
     readonly files: FileServeContext | null = null,
+    options: DataServerOptions = {},
   ) {
+    const limits = options.limits ?? DEFAULT_LIMITS;
+    this.authSecret = options.authSecret;
+    this.maxInFlight = limits.maxRequestsInFlight;
+    this.stallMs = limits.stallTimeoutMs;
+    this.perAddress = new ConnectionsPerAddress(limits.maxDataConnectionsPerPeer);
     this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.adopt(s as AdoptableSocket));
     this.server.on('error', () => {
       /* listen errors are reported by listen(); later errors leave existing connections alone */
@@ -79,17 +114,49 @@ export class TcpDataServer {
   }
 
   private adopt(accepted: AdoptableSocket): void {
+    const from = accepted.remoteAddress ?? '';
+    if (!this.perAddress.tryAdd(from)) {
+      this.stats.refused++;
+      accepted.destroy(); // before a byte is read
+      return;
+    }
     const handle = accepted._handle;
     accepted._handle = null; // the original Socket object lets go of the handle...
     accepted.destroy(); // ...and is released, so server.close() does not wait for it
-    if (!handle) return;
+    if (!handle) {
+      this.perAddress.remove(from);
+      return;
+    }
     const conn = new ServerConnection(this, handle);
     this.conns.add(conn);
     this.stats.connections++;
-    conn.sock.once('close', () => this.conns.delete(conn));
+    conn.sock.once('close', () => {
+      this.conns.delete(conn);
+      this.perAddress.remove(from);
+    });
+    this.sweepTimer ??= setInterval(() => this.sweep(), Math.max(10, Math.min(1000, this.stallMs / 4))).unref();
+  }
+
+  /** Close connections stuck mid-request (their pins are released by the teardown). */
+  private sweep(): void {
+    if (this.conns.size === 0) {
+      clearInterval(this.sweepTimer!);
+      this.sweepTimer = null;
+      return;
+    }
+    const now = performance.now();
+    for (const c of this.conns) {
+      if (c.stalled(now, this.stallMs)) {
+        this.stats.stalled++;
+        c.abort();
+        this.conns.delete(c);
+      }
+    }
   }
 
   async close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     const done = closeServer(this.server);
     for (const c of this.conns) c.sock.destroy();
     this.conns.clear();
@@ -102,6 +169,8 @@ interface QueuedRead {
   region: Region;
   start: number;
   end: number;
+  /** Its pin was released (the kernel took the data, or the connection was torn down). */
+  released?: boolean;
 }
 
 class ServerConnection {
@@ -135,6 +204,22 @@ class ServerConnection {
   private heldWrite: RequestHeader | null = null;
   private stopped = false;
   private dead = false;
+  /** Status frames handed to the socket and not yet taken by the kernel. */
+  private acksUnsent = 0;
+  /** Too many responses queued (TE_MAX_REQUESTS_IN_FLIGHT): read nothing more until half have left. */
+  private full = false;
+  /** Bytes came in or responses went out since the last sweep. */
+  private progressed = false;
+  private lastProgress = performance.now();
+  /** Output bytes not yet taken by the kernel, at the last sweep. */
+  private lastOut = 0;
+  /** Our authentication, until the client has passed it (null: none required, or done). */
+  private auth: AuthServerSide | null = null;
+  private readonly ackSent = (): void => {
+    this.acksUnsent--;
+    this.progressed = true;
+    this.unfull();
+  };
 
   constructor(
     private readonly owner: TcpDataServer,
@@ -152,18 +237,67 @@ class ServerConnection {
     } as unknown as net.SocketConstructorOpts;
     this.sock = new net.Socket(sockOptions) as AdoptableSocket;
     this.sock.setNoDelay(true);
-    this.sock.on('error', () => this.teardown());
-    this.sock.on('close', () => this.teardown());
+    this.sock.on('error', () => this.gone());
+    this.sock.on('close', () => this.gone());
     this.sock.on('drain', () => {
+      this.progressed = true;
       if (!this.paused) return;
       this.paused = false;
       this.resume();
     });
+    if (owner.authSecret) {
+      this.auth = new AuthServerSide(owner.authSecret);
+      this.sock.write(this.auth.challenge());
+    }
     this.sock.resume();
   }
 
   private get blocked(): boolean {
-    return this.paused || this.heldWrite !== null || this.dead || this.heldHeader !== null || this.fileStopped;
+    return this.paused || this.full || this.heldWrite !== null || this.dead || this.heldHeader !== null || this.fileStopped;
+  }
+
+  /** Stuck mid-request for `stallMs`: the sweep closes it. Idle connections (between requests) are never stuck. */
+  stalled(now: number, stallMs: number): boolean {
+    // Output moving counts too: one large READ answer is a single write whose callback comes only at its end,
+    // but libuv's queue shrinks as a slow reader takes it.
+    const out = this.sock.writableLength + ((this.sock._handle as { writeQueueSize?: number } | null)?.writeQueueSize ?? 0);
+    if (out !== this.lastOut) {
+      this.lastOut = out;
+      this.progressed = true;
+    }
+    if (this.progressed) {
+      this.progressed = false;
+      this.lastProgress = now;
+      return false;
+    }
+    const busy =
+      this.auth !== null ||
+      this.rEnd > this.rStart ||
+      this.body !== null ||
+      this.queuedReads.length > 0 ||
+      this.acksUnsent > 0 ||
+      this.heldWrite !== null ||
+      this.heldHeader !== null ||
+      this.paused ||
+      (this.files?.pending ?? false);
+    if (!busy) {
+      this.lastProgress = now;
+      return false;
+    }
+    return now - this.lastProgress >= stallMs;
+  }
+
+  /** Count a queued response; at the limit, stop taking requests. */
+  private queued(): void {
+    const n = this.queuedReads.length + this.acksUnsent;
+    if (n > this.owner.stats.peakQueued) this.owner.stats.peakQueued = n;
+    if (n >= this.owner.maxInFlight) this.full = true;
+  }
+
+  private unfull(): void {
+    if (!this.full || this.queuedReads.length + this.acksUnsent > this.owner.maxInFlight >> 1) return;
+    this.full = false;
+    this.resume();
   }
 
   /** Serve what is buffered, then read again if reading was stopped. */
@@ -201,6 +335,7 @@ class ServerConnection {
   /** Returning false stops reading until resume(). */
   private onRead(n: number, buf: Uint8Array): boolean {
     if (this.dead) return false;
+    this.progressed = true;
     if (buf === this.directView) {
       this.bodyOff += n;
       if (this.bodyOff === this.body!.length) this.finishWrite();
@@ -212,6 +347,7 @@ class ServerConnection {
     } else {
       this.rEnd += n;
     }
+    if (this.auth !== null && !this.authenticate()) return !this.dead;
     const more = this.process();
     if (!more) this.stopped = true;
     return more;
@@ -254,7 +390,8 @@ class ServerConnection {
   private serve(h: RequestHeader): void {
     this.owner.stats.requests++;
     const range = h.size > 0 ? this.owner.registry.resolve(h.addr, h.size) : null;
-    if (!range || !range.region.remoteAccessible) {
+    // A region closed to peers, or a WRITE into a read-only one, is refused exactly like an unknown range.
+    if (!range || !(h.write ? range.region.remoteWritable : range.region.remoteReadable)) {
       this.reject(h);
       return;
     }
@@ -277,6 +414,7 @@ class ServerConnection {
     if (h.v2) this.sock.write(STATUS_OK_FRAME);
     const q: QueuedRead = { region, start: range.offset, end: range.offset + h.size };
     this.queuedReads.push(q);
+    this.queued();
     // Written straight from the region; the pin holds until the kernel has the bytes.
     if (!this.sock.write(view, () => this.readSent(q))) this.paused = true;
   }
@@ -287,9 +425,13 @@ class ServerConnection {
   }
 
   private readSent(q: QueuedRead): void {
+    if (q.released) return; // torn down before the kernel took it
+    q.released = true;
     q.region.pins--;
+    this.progressed = true;
     const i = this.queuedReads.indexOf(q);
     if (i >= 0) this.queuedReads.splice(i, 1);
+    this.unfull();
     const h = this.heldWrite;
     if (!h || this.dead) return;
     this.heldWrite = null;
@@ -309,7 +451,33 @@ class ServerConnection {
     this.bodyRegion!.pins--;
     this.bodyRegion = null;
     this.body = null;
-    if (this.bodyV2 && !this.sock.write(STATUS_OK_FRAME)) this.paused = true;
+    if (!this.bodyV2) return;
+    this.acksUnsent++;
+    this.queued();
+    if (!this.sock.write(STATUS_OK_FRAME, this.ackSent)) this.paused = true;
+  }
+
+  /**
+   * Our authentication: nothing the client sent is looked at as a request
+   * before its answer to our challenge checks out. Returns true once passed
+   * (the rest of the scratch is then served), false while waiting or refused.
+   */
+  private authenticate(): boolean {
+    const avail = this.rEnd - this.rStart;
+    // Anything but our answer (a Mooncake request header, say) is refused at its first 8 bytes.
+    const early = avail >= 8 && authKindAt(this.scratch, this.rStart) !== AuthKind.RESPONSE;
+    if (!early && avail < RESPONSE_SIZE) return false;
+    const accept = early ? null : this.auth!.verify(this.scratch.subarray(this.rStart, this.rStart + RESPONSE_SIZE));
+    if (!accept) {
+      this.owner.stats.authRejected++;
+      this.rStart = this.rEnd;
+      this.closeWith(REJECT_FRAME);
+      return false;
+    }
+    this.auth = null;
+    this.rStart += RESPONSE_SIZE;
+    this.sock.write(accept);
+    return true;
   }
 
   // ------------------------------------------------------- file requests (ours)
@@ -348,7 +516,10 @@ class ServerConnection {
         fail: (frame) => this.closeWith(frame),
         cork: () => this.sock.cork(),
         uncork: () => this.sock.uncork(),
-        progress: () => this.fileProgress(),
+        progress: () => {
+          this.progressed = true;
+          this.fileProgress();
+        },
       });
     }
     if (!file) {
@@ -396,7 +567,10 @@ class ServerConnection {
       // The client closes once it reads the frame; do not wait forever for it.
       setTimeout(() => this.sock.destroy(), REJECT_GRACE_MS).unref();
     } else {
-      this.sock.destroy(); // v1 has no rejection frame: Mooncake closes silently
+      // v1 has no rejection frame: close, but after the responses to earlier requests (Mooncake
+      // finishes each response before it reads the next header, so those always reach the client).
+      this.sock.end();
+      setTimeout(() => this.sock.destroy(), REJECT_GRACE_MS).unref();
     }
     this.teardown();
   }
@@ -412,5 +586,23 @@ class ServerConnection {
       this.bodyRegion = null;
       this.body = null;
     }
+  }
+
+  /** The socket is gone: nothing reads the queued READs' regions any more, whether or not Node calls their write callbacks. */
+  private gone(): void {
+    this.teardown();
+    for (const q of this.queuedReads) {
+      if (q.released) continue;
+      q.released = true;
+      q.region.pins--;
+    }
+    this.queuedReads.length = 0;
+  }
+
+  /** Close at once and release everything held (the stall sweep): pins go now, not at the 'close' event. */
+  abort(): void {
+    // A reset, not a FIN queued behind unsent data: the kernel drops the data at once, and the peer learns.
+    this.sock.resetAndDestroy();
+    this.gone();
   }
 }
