@@ -1,8 +1,8 @@
 /**
  * Stale descriptors in P2P mode: a peer killed and restarted on the same RPC
  * port (so the same segment name) but a new data port is found again by the
- * refetch-once rule; a peer that is simply gone still fails promptly, with one
- * refetch and no retry storm. (The central-store variants are in
+ * retry rounds, which refetch the descriptor (MC_RETRY_CNT); a peer that is
+ * simply gone still fails promptly, with bounded attempts and no retry storm. (The central-store variants are in
  * metadata-http and metadata-etcd.)
  */
 import { describe, it, after } from 'node:test';
