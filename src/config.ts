@@ -3,6 +3,7 @@
  * once at init: a malformed value is one clear error naming the variable,
  * never a silent default.
  */
+import { readFileSync, statSync } from 'node:fs';
 import { teError, ErrorCode } from './errors.js';
 import { secretBytes } from './codec/auth.js';
 import { DEFAULT_LIMITS, type ListenerLimits } from './limits.js';
@@ -40,7 +41,7 @@ export interface EngineConfig extends ListenerLimits {
   retryCount: number;
   /** TE_PEER_PAUSE_MS (ours): how long a peer that failed to connect 3 times in a row is left alone (0: never). */
   peerPauseMs: number;
-  /** TE_AUTH_SECRET (ours): the shared secret both ports require; undefined: no authentication (Mooncake-compatible). */
+  /** TE_AUTH_SECRET or TE_AUTH_SECRET_FILE (ours): the shared secret both ports require; undefined: no authentication (Mooncake-compatible). */
   authSecret: Buffer | undefined;
   /** TE_MAX_DESCRIPTOR_SIZE (ours): largest segment descriptor accepted from a peer or a metadata store, in bytes. */
   maxDescriptorSize: number;
@@ -71,6 +72,36 @@ function boolVar(env: Env, name: string): boolean {
   throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not a boolean (1/0, true/false, yes/no, on/off)`);
 }
 
+/**
+ * TE_AUTH_SECRET, or TE_AUTH_SECRET_FILE naming a file that holds it (one trailing newline dropped),
+ * which keeps the secret out of the environment (`/proc/<pid>/environ`, child processes, `ps e`).
+ * Like ssh with private keys, a file that group or others can access is refused.
+ */
+function authSecretVar(env: Env): Buffer | undefined {
+  const inline = env['TE_AUTH_SECRET'];
+  const file = env['TE_AUTH_SECRET_FILE'];
+  const hasInline = inline !== undefined && inline !== '';
+  const hasFile = file !== undefined && file !== '';
+  if (hasInline && hasFile) throw teError(ErrorCode.BAD_ENV, 'TE_AUTH_SECRET and TE_AUTH_SECRET_FILE are both set: give one');
+  if (hasInline) return secretBytes(inline, 'TE_AUTH_SECRET', ErrorCode.BAD_ENV);
+  if (!hasFile) return undefined;
+  let bytes: Buffer;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) throw new Error('not a regular file');
+    if ((st.mode & 0o077) !== 0) {
+      throw new Error(`group or others have access to it (mode ${(st.mode & 0o777).toString(8).padStart(3, '0')}); chmod 600 it`);
+    }
+    bytes = readFileSync(file);
+  } catch (e) {
+    throw teError(ErrorCode.BAD_ENV, `TE_AUTH_SECRET_FILE="${file}": ${e instanceof Error ? e.message : String(e)}`, e);
+  }
+  let end = bytes.length;
+  if (end > 0 && bytes[end - 1] === 0x0a) end--;
+  if (end > 0 && bytes[end - 1] === 0x0d) end--;
+  return secretBytes(bytes.subarray(0, end), 'the secret in TE_AUTH_SECRET_FILE', ErrorCode.BAD_ENV);
+}
+
 export function loadConfig(env: Env = process.env): EngineConfig {
   const minPort = intVar(env, ['MC_MIN_RPC_PORT', 'MC_MIN_PRC_PORT'], 15000, 1024, 65535);
   const maxPort = intVar(env, ['MC_MAX_RPC_PORT', 'MC_MAX_PRC_PORT'], 17000, 1024, 65535);
@@ -93,7 +124,7 @@ export function loadConfig(env: Env = process.env): EngineConfig {
     splitSize: intVar(env, ['TE_TCP_SPLIT_SIZE'], 1 << 20, 4096, 1 << 30),
     retryCount: intVar(env, ['MC_RETRY_CNT'], 5, 0, 100),
     peerPauseMs: intVar(env, ['TE_PEER_PAUSE_MS'], 1000, 0, 3600_000),
-    authSecret: env['TE_AUTH_SECRET'] === undefined || env['TE_AUTH_SECRET'] === '' ? undefined : secretBytes(env['TE_AUTH_SECRET'], 'TE_AUTH_SECRET', ErrorCode.BAD_ENV),
+    authSecret: authSecretVar(env),
     maxDescriptorSize: intVar(env, ['TE_MAX_DESCRIPTOR_SIZE'], 64 << 20, 1024, 1 << 30),
     maxDataConnectionsPerPeer: intVar(env, ['TE_MAX_DATA_CONNECTIONS_PER_PEER'], DEFAULT_LIMITS.maxDataConnectionsPerPeer, 1, 1 << 20),
     maxRpcConnectionsPerPeer: intVar(env, ['TE_MAX_RPC_CONNECTIONS_PER_PEER'], DEFAULT_LIMITS.maxRpcConnectionsPerPeer, 1, 1 << 20),

@@ -399,7 +399,7 @@ export class TransferEngine {
       this.tcpClient = this.newTcpClient();
       if (target.type !== 'p2p') {
         const store = await openMetadataStore(target, storeOptions);
-        this.directory = new SegmentDirectory(store, metadataKeys(env), (meta, name) => this.answersAs(meta, name));
+        this.directory = new SegmentDirectory(store, metadataKeys(env), (meta, name) => this.answersAs(meta, name), this.config.maxDescriptorSize);
         await this.directory.publish(this.name, { ipOrHostName: connectHost, rpcPort: boundRpc }, () => this.buildDescriptor());
       }
       this.state = 'ready';
@@ -951,6 +951,8 @@ export class TransferEngine {
     if (r.targetId === LOCAL_SEGMENT) {
       const file = this.files!.byId(fileId);
       if (!file) throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: no local file is registered with id ${fileId}`);
+      // Local transfers ignore 'none' (as for memory), but a 'read' file is open read-only.
+      if (write && file.access === 'read') throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: file id ${fileId} is registered read-only`);
       checkFileRange(what, fileId, target, local.length, file.size, file.align);
       return { write, local, region, target, remote: null, targetBytes: null, file };
     }
@@ -967,6 +969,7 @@ export class TransferEngine {
           'its descriptor is cached at openSegment, so reopen the segment to see files registered since',
       );
     }
+    if (write && desc.access === 'read') throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: file id ${fileId} of segment "${seg.name}" is read-only`);
     checkFileRange(what, fileId, target, local.length, desc.size, desc.align);
     if (this.sameHostFiles?.sameHost(seg.desc.machineId)) {
       // A peer on this host: its file is read and written here (src/transport/file-same-host.ts), or over TCP if that is refused.

@@ -1,5 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { loadConfig, type EngineConfig } from '../src/config.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
 
@@ -71,6 +74,27 @@ describe('TE_AUTH_SECRET', () => {
   test('a secret of 16 bytes or more is kept as bytes; a shorter one is TE_BAD_ENV', () => {
     assert.deepEqual(loadConfig({ TE_AUTH_SECRET: 'sixteen bytes!!!' }).authSecret, Buffer.from('sixteen bytes!!!'));
     assert.throws(() => loadConfig({ TE_AUTH_SECRET: 'too short' }), badEnv('TE_AUTH_SECRET'));
+  });
+
+  test('TE_AUTH_SECRET_FILE: read from a private file, one trailing newline dropped; bad files are TE_BAD_ENV', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'te-secret-'));
+    try {
+      const file = path.join(dir, 'secret');
+      writeFileSync(file, 'sixteen bytes!!!\n', { mode: 0o600 });
+      assert.deepEqual(loadConfig({ TE_AUTH_SECRET_FILE: file }).authSecret, Buffer.from('sixteen bytes!!!'));
+      writeFileSync(file, 'sixteen bytes!!!\r\n');
+      assert.deepEqual(loadConfig({ TE_AUTH_SECRET_FILE: file }).authSecret, Buffer.from('sixteen bytes!!!'));
+      assert.throws(() => loadConfig({ TE_AUTH_SECRET_FILE: file, TE_AUTH_SECRET: 'sixteen bytes!!!' }), badEnv('TE_AUTH_SECRET_FILE'));
+      assert.throws(() => loadConfig({ TE_AUTH_SECRET_FILE: path.join(dir, 'missing') }), badEnv('TE_AUTH_SECRET_FILE'));
+      assert.throws(() => loadConfig({ TE_AUTH_SECRET_FILE: dir }), badEnv('TE_AUTH_SECRET_FILE'));
+      writeFileSync(file, 'short\n');
+      assert.throws(() => loadConfig({ TE_AUTH_SECRET_FILE: file }), badEnv('TE_AUTH_SECRET_FILE'));
+      writeFileSync(file, 'sixteen bytes!!!\n');
+      chmodSync(file, 0o640);
+      assert.throws(() => loadConfig({ TE_AUTH_SECRET_FILE: file }), (e: unknown) => badEnv('TE_AUTH_SECRET_FILE')(e) && /chmod 600/.test((e as Error).message));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('the stall timeout follows MC_TRANSFER_TIMEOUT unless TE_STALL_TIMEOUT_MS is set', () => {

@@ -13,6 +13,17 @@ export class Rng {
   constructor(seed: number) {
     this.s = seed >>> 0 || 1;
   }
+  /**
+   * The generator of input `index` under `seed`, independent of every other input's: parallel workers
+   * take inputs in whatever order the event loop gives them, and input #i is still replayable alone.
+   */
+  static forInput(seed: number, index: number): Rng {
+    // splitmix32-style mixing, so neighbouring indices start far apart.
+    let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b)) >>> 0;
+    h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
+    h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
+    return new Rng((h ^ (h >>> 16)) >>> 0);
+  }
   u32(): number {
     let x = this.s;
     x ^= x << 13;

@@ -828,17 +828,17 @@ async function fuzzHandshakeServer(t: TestContext, seed: number, n: number, secr
   const limits = { ...DEFAULT_LIMITS, handshakeRate: 1 << 20, handshakeBurst: 1 << 20 };
   const server = new HandshakeServer({ metadata: () => DESCRIPTOR, notify: (x) => notes.push(x) }, MAX_FRAME, { limits, ...(secret ? { authSecret: secret } : {}) });
   const port = await server.listen('127.0.0.1', 0, 20000, 30000);
-  const rng = new Rng(seed);
   const counts: Record<string, number> = {};
   const wantNotes: Notification[] = [];
   try {
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < n) {
-        next++;
+        const index = next++;
+        const rng = Rng.forInput(seed, index);
         const bytes = handshakeInput(rng);
         const { want, trailing } = predictHandshake(bytes);
-        const input = (): string => `${show(bytes.subarray(0, 200))} (${bytes.length} bytes)`;
+        const input = (): string => `seed ${seed} input #${index}: ${show(bytes.subarray(0, 200))} (${bytes.length} bytes)`;
         let accept: Buffer = Buffer.alloc(0);
         let refused = false;
         const answer = !secret
@@ -915,7 +915,7 @@ describe('fuzz: live handshake server', () => {
 
 describe('fuzz: handshake replies read by our client', () => {
   test('exchange() against a server answering random and mutated frames: the reply, or a typed error, never a hang', { timeout: LIVE_TIMEOUT_MS }, async (t) => {
-    const rng = new Rng(SEED ^ 0xc11e);
+    const seed = SEED ^ 0xc11e;
     const counts: Record<string, number> = {};
     const N = 2000;
     let next = 0;
@@ -937,11 +937,12 @@ describe('fuzz: handshake replies read by our client', () => {
       const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
       try {
         while (next < N) {
-          next++;
+          const index = next++;
+          const rng = Rng.forInput(seed, index);
           reply = rng.chance(0.05) ? Buffer.concat([encodeChallenge(rng.bytes(NONCE_SIZE)), rng.bytes(rng.int(8))]) : handshakeInput(rng);
           split = rng.chance(0.3) ? rng.int(reply.length + 1) : 0;
           const type = rng.pick([HandshakeType.CONNECTION, HandshakeType.METADATA, HandshakeType.NOTIFY, HandshakeType.PROBE]);
-          const input = (): string => `type ${type}, reply ${show(reply.subarray(0, 200))} (${reply.length} bytes)`;
+          const input = (): string => `seed ${seed} input #${index}: type ${type}, reply ${show(reply.subarray(0, 200))} (${reply.length} bytes)`;
           // The model, for a reply to a request of `type`.
           let want: { json: string } | { code: string; orJson?: string };
           const len = reply.length >= 8 ? reply.readBigUInt64LE(0) : 0n;

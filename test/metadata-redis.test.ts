@@ -76,6 +76,30 @@ describe('redis metadata without a password', { skip: redis.skip }, () => {
     await transferRoundTrip(server.connString, {}, 'r-target', raw);
   });
 
+  it('a live namesake is refused (Redis would let the last writer win); a crashed one is replaced', async () => {
+    const live = await spawnPeer({}, { host: 'r-dup', connectable: '127.0.0.1', metadataServer: server.connString });
+    try {
+      const before = { rpc: await raw.get('mooncake/rpc_meta/r-dup'), ram: await raw.get('mooncake/ram/r-dup') };
+      assert.ok(before.rpc && before.ram, 'the live peer published both keys');
+      const clash = new TransferEngine({ metadataServer: server.connString });
+      await assert.rejects(clash.init('r-dup', '127.0.0.1'), (e: unknown) => te('TE_METADATA_REJECTED')(e) && /in use/.test(String(e)));
+      await clash.close();
+      assert.deepEqual({ rpc: await raw.get('mooncake/rpc_meta/r-dup'), ram: await raw.get('mooncake/ram/r-dup') }, before, 'the live peer keeps its keys');
+      live.kill(); // SIGKILL: its keys stay behind
+      await live.stop(); // waits for the exit
+      assert.equal(await raw.get('mooncake/rpc_meta/r-dup'), before.rpc);
+      const heir = new TransferEngine({ metadataServer: server.connString });
+      try {
+        await heir.init('r-dup', '127.0.0.1');
+        assert.equal(await raw.get('mooncake/rpc_meta/r-dup'), `{"ip_or_host_name":"127.0.0.1","rpc_port":${heir.rpcPort}}\n`);
+      } finally {
+        await heir.close();
+      }
+    } finally {
+      await live.stop();
+    }
+  });
+
   it('MC_REDIS_DB_INDEX selects the database; a malformed one is TE_BAD_ENV', async () => {
     const db3 = rawClient(server, 3);
     await db3.connect();

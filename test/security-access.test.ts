@@ -4,13 +4,18 @@
  * range, never a partial write), 'readwrite' (the default, Mooncake's). The
  * same holds for same-host peers that copy through shared memory: read-only
  * regions are published as such and never written through the shm path.
+ * Registered files take the same modes: 'read' files are opened read-only,
+ * 'none' files are not published, over TCP and for same-host peers alike.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { TransferEngine, TransferOpcode, TaskStatus, ErrorCode, TransferEngineError } from '../src/core.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { TransferEngine, TransferOpcode, TaskStatus, ErrorCode, TransferEngineError, LOCAL_SEGMENT } from '../src/core.js';
 import { MemoryRegistry } from '../src/memory.js';
-import { STATUS_OK_FRAME, STATUS_REJECTED_FRAME } from '../src/codec/wire.js';
+import { STATUS_OK_FRAME, STATUS_REJECTED_FRAME, STATUS_FILE_REJECTED_FRAME, encodeFileHeader } from '../src/codec/wire.js';
 import { decodeSegmentDesc, encodeSegmentDesc } from '../src/codec/descriptor.js';
 import { shmNativeAvailable } from '../src/shm/index.js';
 import { ShmTransport } from '../src/transport/shm.js';
@@ -168,5 +173,122 @@ describe('region access modes (same-host shared memory)', { skip: !shmNativeAvai
       await initiator.close();
       await target.close();
     }
+  });
+});
+
+describe('file access modes', () => {
+  const FSIZE = 64 * 1024;
+  const dir = mkdtempSync(path.join(tmpdir(), 'te-file-access-'));
+  const target = new TransferEngine({ env: {} });
+  const tcpPeer = new TransferEngine({ env: { TE_FILE_SAME_HOST: '0' } });
+  const samePeer = new TransferEngine({ env: {} });
+  const content = { rw: patternBuffer(FSIZE, 21), ro: patternBuffer(FSIZE, 22), hidden: patternBuffer(FSIZE, 23) };
+  const ids = { rw: 0, ro: 0, hidden: 0 };
+  const file = (k: keyof typeof ids): string => path.join(dir, k);
+  const onDisk = (k: keyof typeof ids): string => sha(readFileSync(file(k)));
+
+  before(async () => {
+    for (const e of [target, tcpPeer, samePeer]) await e.init('127.0.0.1');
+    for (const k of ['rw', 'ro', 'hidden'] as const) writeFileSync(file(k), content[k]);
+    ids.rw = target.registerLocalFile(file('rw'), FSIZE);
+    ids.ro = target.registerLocalFile(file('ro'), FSIZE, { access: 'read' });
+    ids.hidden = target.registerLocalFile(file('hidden'), FSIZE, { access: 'none' });
+  });
+
+  after(async () => {
+    for (const e of [samePeer, tcpPeer, target]) await e.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("registration: a bad access is TE_INVALID_ARGUMENT; a read-only file cannot grow", () => {
+    const extra = path.join(dir, 'extra');
+    writeFileSync(extra, Buffer.alloc(4096));
+    assert.throws(() => target.registerLocalFile(extra, 4096, { access: 'write' as never }), (e: unknown) => e instanceof TransferEngineError && e.code === ErrorCode.INVALID_ARGUMENT);
+    assert.throws(() => target.registerLocalFile(extra, 8192, { access: 'read', grow: true }), (e: unknown) => e instanceof TransferEngineError && e.code === ErrorCode.INVALID_ARGUMENT && /read-only/.test(e.message));
+  });
+
+  it("the descriptor publishes 'read' files as such and leaves 'none' out", () => {
+    const files = target.getLocalSegmentDescriptor().fileBuffers ?? [];
+    assert.deepEqual(files.map((f) => [f.id, f.access]), [[ids.rw, undefined], [ids.ro, 'read']]);
+    const text = encodeSegmentDesc(target.getLocalSegmentDescriptor());
+    assert.equal(decodeSegmentDesc(text).fileBuffers?.[1]?.access, 'read', 'the codec carries it');
+  });
+
+  for (const [label, peer, sameHost] of [['over TCP', tcpPeer, false], ['same host, directly', samePeer, true]] as const) {
+    it(`${label}: a read-only file is read; a WRITE to it is refused at submission; nothing changes`, async () => {
+      const seg = await peer.openSegment(target.segmentName);
+      const local = peer.registerLocalMemory(Buffer.alloc(FSIZE));
+      const before = peer.stats().fileSameHost;
+      let b = peer.allocateBatchID(1);
+      peer.submitTransfer(b, [{ opcode: TransferOpcode.READ, source: local, targetId: seg, targetOffset: 0, length: FSIZE, fileId: ids.ro }]);
+      assert.equal((await peer.waitBatch(b))[0]!.status, TaskStatus.COMPLETED);
+      peer.freeBatchID(b);
+      assert.equal(sha(peer.localView(local, FSIZE)), sha(content.ro));
+      assert.equal(peer.stats().fileSameHost - before, sameHost ? 1 : 0, 'the path taken');
+      b = peer.allocateBatchID(1);
+      assert.throws(
+        () => peer.submitTransfer(b, [{ opcode: TransferOpcode.WRITE, source: local, targetId: seg, targetOffset: 0, length: 4096, fileId: ids.ro }]),
+        (e: unknown) => e instanceof TransferEngineError && e.code === ErrorCode.INVALID_ARGUMENT && /read-only/.test(e.message),
+      );
+      assert.throws(
+        () => peer.submitTransfer(b, [{ opcode: TransferOpcode.READ, source: local, targetId: seg, targetOffset: 0, length: 4096, fileId: ids.hidden }]),
+        (e: unknown) => e instanceof TransferEngineError && e.code === ErrorCode.INVALID_ARGUMENT,
+        "a 'none' file is not published",
+      );
+      peer.freeBatchID(b);
+      assert.equal(onDisk('ro'), sha(content.ro));
+      assert.equal(onDisk('hidden'), sha(content.hidden));
+    });
+  }
+
+  it('raw file requests: a WRITE to a read-only file and any request for a hidden one get the rejection frame, nothing applied', async () => {
+    const fileHeader = (size: number, offset: number, write: boolean, id: number): Buffer => {
+      const h = Buffer.alloc(24);
+      encodeFileHeader(h, 0, size, offset, write, id);
+      return h;
+    };
+    // A READ of the read-only file is served; then the refused WRITE with its body; then nothing more.
+    let c = await RawConn.open(target.dataPort);
+    c.write(fileHeader(16, 0, false, ids.ro));
+    c.write(Buffer.concat([fileHeader(4096, 0, true, ids.ro), Buffer.alloc(4096, 0x55)]));
+    c.write(fileHeader(16, 0, false, ids.ro));
+    assert.equal(await c.waitClosed(), true);
+    assert.deepEqual(c.bytes, Buffer.concat([STATUS_OK_FRAME, content.ro.subarray(0, 16), STATUS_FILE_REJECTED_FRAME]));
+    for (const write of [false, true]) {
+      c = await RawConn.open(target.dataPort);
+      c.write(fileHeader(16, 0, write, ids.hidden));
+      if (write) c.write(Buffer.alloc(16, 0x66));
+      assert.equal(await c.waitClosed(), true);
+      assert.deepEqual(c.bytes, STATUS_FILE_REJECTED_FRAME);
+    }
+    // The read-write file still takes writes.
+    c = await RawConn.open(target.dataPort);
+    c.write(Buffer.concat([fileHeader(16, 0, true, ids.rw), Buffer.alloc(16, 0x77)]));
+    assert.deepEqual(await c.waitBytes(8), STATUS_OK_FRAME);
+    c.destroy();
+    assert.equal(onDisk('ro'), sha(content.ro));
+    assert.equal(onDisk('hidden'), sha(content.hidden));
+    assert.deepEqual(readFileSync(file('rw')).subarray(0, 16), Buffer.alloc(16, 0x77));
+  });
+
+  it("the owner's own transfers: a 'none' file is usable locally, a 'read' one is read but never written", async () => {
+    const mem = target.registerLocalMemory(Buffer.alloc(FSIZE));
+    let b = target.allocateBatchID(2);
+    target.submitTransfer(b, [
+      { opcode: TransferOpcode.READ, source: mem, targetId: LOCAL_SEGMENT, targetOffset: 0, length: FSIZE, fileId: ids.hidden },
+      { opcode: TransferOpcode.WRITE, source: mem, targetId: LOCAL_SEGMENT, targetOffset: 0, length: FSIZE, fileId: ids.hidden },
+    ]);
+    assert.deepEqual((await target.waitBatch(b)).map((s) => s.status), [TaskStatus.COMPLETED, TaskStatus.COMPLETED]);
+    target.freeBatchID(b);
+    b = target.allocateBatchID(1);
+    assert.throws(
+      () => target.submitTransfer(b, [{ opcode: TransferOpcode.WRITE, source: mem, targetId: LOCAL_SEGMENT, targetOffset: 0, length: 4096, fileId: ids.ro }]),
+      (e: unknown) => e instanceof TransferEngineError && e.code === ErrorCode.INVALID_ARGUMENT && /read-only/.test(e.message),
+    );
+    target.submitTransfer(b, [{ opcode: TransferOpcode.READ, source: mem, targetId: LOCAL_SEGMENT, targetOffset: 0, length: FSIZE, fileId: ids.ro }]);
+    assert.equal((await target.waitBatch(b))[0]!.status, TaskStatus.COMPLETED);
+    target.freeBatchID(b);
+    assert.equal(sha(target.localView(mem, FSIZE)), sha(content.ro));
+    assert.equal(onDisk('ro'), sha(content.ro));
   });
 });

@@ -14,12 +14,14 @@ import { TransferEngine, ErrorCode, TransferEngineError, type EngineConfig } fro
 import { HandshakeType, encodeHandshakeFrame } from '../src/codec/handshake.js';
 import { decodeSegmentDesc, encodeSegmentDesc } from '../src/codec/descriptor.js';
 import { STATUS_OK_FRAME } from '../src/codec/wire.js';
+import { MetadataHttpServer } from '../src/metadata/http-server.js';
+import { encodeDescriptorValue } from '../src/metadata/values.js';
 import { CHALLENGE_SIZE } from '../src/codec/auth.js';
 import { patternBuffer } from './pattern.js';
 import { RawConn, header, READ, WRITE, V2, waitFor } from './security-helpers.js';
 
 const engines: TransferEngine[] = [];
-async function engine(config: Partial<EngineConfig>, extra: { authSecret?: string } = {}): Promise<TransferEngine> {
+async function engine(config: Partial<EngineConfig>, extra: { authSecret?: string; metadataServer?: string } = {}): Promise<TransferEngine> {
   const e = new TransferEngine({ env: {}, config, ...extra });
   await e.init('127.0.0.1');
   engines.push(e);
@@ -134,6 +136,30 @@ describe('sizes', () => {
       await assert.rejects(e.openSegment(`127.0.0.1:${port}`), teCode(ErrorCode.FRAME_TOO_LARGE));
     } finally {
       fake.close();
+    }
+  });
+
+  it('the same limit applies to a descriptor read from a metadata store', async () => {
+    const meta = await MetadataHttpServer.start({ host: '127.0.0.1', port: 0 });
+    try {
+      const stored = (name: string, n: number): string => encodeDescriptorValue({
+        name, protocol: 'tcp', tcpDataPort: 1, tcpProtoVersion: 2,
+        buffers: Array.from({ length: n }, (_, i) => ({ name, addr: BigInt(4096 * (i + 1)), length: 10n })),
+      }, false);
+      const put = async (key: string, value: string): Promise<void> => {
+        const r = await fetch(`${meta.url}?key=${encodeURIComponent(key)}`, { method: 'PUT', body: value });
+        assert.equal(r.status, 200);
+      };
+      for (const name of ['big', 'small']) await put(`mooncake/rpc_meta/${name}`, '{"ip_or_host_name":"127.0.0.1","rpc_port":1}');
+      await put('mooncake/ram/big', stored('big', 100));
+      await put('mooncake/ram/small', stored('small', 2));
+      const e = await engine({ maxDescriptorSize: 2048 }, { metadataServer: meta.url });
+      await assert.rejects(e.openSegment('big'), (err: unknown) =>
+        err instanceof TransferEngineError && err.code === ErrorCode.FRAME_TOO_LARGE && err.message.includes('mooncake/ram/big'));
+      // A descriptor within the limit still opens: the bound is the configured one, not a blanket refusal.
+      assert.equal(e.getSegmentDescriptor(await e.openSegment('small')).buffers.length, 2);
+    } finally {
+      await meta.close();
     }
   });
 });

@@ -23,6 +23,8 @@ export interface FileBufferDesc {
   size: number;
   /** Offsets and lengths must be multiples of this (direct I/O); 0 means no requirement (Mooncake's value). */
   align: number;
+  /** 'read' when peers may only READ the file (ours; absent: read and write, like a memory buffer's `access`). */
+  access?: 'read';
   /** Ours: where the owner holds the file open, for peers on the same host (src/transport/file-same-host.ts). */
   owner?: FileOwnerHandle;
 }
@@ -56,6 +58,7 @@ export function encodeFileBuffers(files: readonly FileBufferDesc[] | undefined):
     path: f.path,
     size: f.size,
     align: f.align,
+    ...(f.access ? { access: f.access } : {}),
     ...(f.owner ? { pid: f.owner.pid, fd: f.owner.fd, dev: f.owner.dev, ino: f.owner.ino } : {}),
   }));
 }
@@ -87,7 +90,8 @@ export function decodeFileBuffers(v: JsonValue | undefined): FileBufferDesc[] {
     const align = f['align'] === undefined ? 0 : intField(f['align'], `file_buffers[${i}].align`, 0, MAX_FILE_ALIGN);
     if (align !== 0 && (align & (align - 1)) !== 0) throw teError(ErrorCode.MALFORMED, `file_buffers[${i}].align ${align} is not a power of two`);
     const owner = decodeOwner(f);
-    return owner ? { id, path, size, align, owner } : { id, path, size, align };
+    // Any other value of `access` reads as read-write: the owner enforces its own setting in any case.
+    return { id, path, size, align, ...(f['access'] === 'read' ? { access: 'read' as const } : {}), ...(owner ? { owner } : {}) };
   });
 }
 

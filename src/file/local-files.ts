@@ -62,11 +62,13 @@ export class LocalFiles {
 
   /** The descriptor's file_buffers, with the handle same-host peers reopen the file by. */
   describe(): FileBufferDesc[] {
-    return this.registry.list().map((f) => ({
+    // 'none' files are not published (as 'none' memory), and the owner refuses every request for them.
+    return this.registry.list().filter((f) => f.access !== 'none').map((f) => ({
       id: f.id,
       path: f.path,
       size: f.size,
       align: f.align,
+      ...(f.access === 'read' ? { access: 'read' as const } : {}),
       owner: { pid: process.pid, fd: f.fd, dev: f.dev, ino: f.ino },
     }));
   }

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { shmNativeAvailable } from '../shm/native.js';
+import { toRegionAccess, type RegionAccess } from '../memory.js';
 
 /** Offsets and lengths of direct I/O must be multiples of this (covers 512 and 4096-byte sectors). */
 export const DIRECT_IO_ALIGN = 4096;
@@ -24,6 +25,12 @@ export interface RegisterFileOptions {
   allowBlockDevice?: boolean;
   /** A regular file shorter than `size` is extended (sparse) to `size` rather than refused. */
   grow?: boolean;
+  /**
+   * What peers may do: 'readwrite' (default), 'read', or 'none' (not published, every peer request
+   * refused); a boolean as for memory (false: 'none'). A 'read' file is opened read-only, so it may be
+   * a file this process can only read, and nobody, this engine included, writes it through the engine.
+   */
+  access?: RegionAccess | boolean;
 }
 
 export class RegisteredFile {
@@ -32,6 +39,8 @@ export class RegisteredFile {
   /** Operations handed to the OS; the descriptor is closed only once this is 0 after release. */
   inflight = 0;
   released = false;
+  /** What peers may do (registerLocalFile's `access`; a same-host peer's file: the descriptor's). */
+  access: RegionAccess = 'readwrite';
   /** Why operations not yet started when the file was released fail (default: CLOSED). */
   private releaseReason: TransferEngineError | null = null;
   private fdClosed = false;
@@ -159,6 +168,7 @@ export class FileRegistry {
       if (options[k] !== undefined && typeof options[k] !== 'boolean') throw teError(ErrorCode.INVALID_ARGUMENT, `options.${k} must be a boolean`);
     }
     const directIO = options.directIO ?? this.defaultDirectIO;
+    const access = toRegionAccess(options.access ?? 'readwrite');
     const abs = path.resolve(filePath);
     // stat before open: opening a FIFO would block, and a device must not be opened for writing without the opt-in.
     let st: fs.BigIntStats;
@@ -176,6 +186,7 @@ export class FileRegistry {
     }
     if (!blockDevice && !st.isFile()) throw teError(ErrorCode.INVALID_ARGUMENT, `"${abs}" is not a regular file or a block device`);
     if (blockDevice && options.grow === true) throw teError(ErrorCode.INVALID_ARGUMENT, `"${abs}" is a block device, which cannot grow`);
+    if (access === 'read' && options.grow === true) throw teError(ErrorCode.INVALID_ARGUMENT, `"${abs}" is registered read-only, so it cannot grow`);
     if (directIO) {
       if (size % DIRECT_IO_ALIGN !== 0) {
         throw teError(ErrorCode.INVALID_ARGUMENT, `with direct I/O the size must be a multiple of ${DIRECT_IO_ALIGN}; ${size} is not`);
@@ -187,7 +198,7 @@ export class FileRegistry {
     for (const f of this.byIdMap.values()) {
       if (f.dev === st.dev && f.ino === st.ino) throw teError(ErrorCode.INVALID_ARGUMENT, `"${abs}" is already registered (file id ${f.id}, as "${f.path}")`);
     }
-    const flags = fs.constants.O_RDWR | (directIO ? fs.constants.O_DIRECT : 0);
+    const flags = (access === 'read' ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (directIO ? fs.constants.O_DIRECT : 0);
     let fd: number;
     // A descriptor number this inode had before: open again (holding the old number) to get a fresh one.
     const spare: number[] = [];
@@ -202,7 +213,7 @@ export class FileRegistry {
       if ((e as NodeJS.ErrnoException).code === 'EINVAL' && directIO) {
         throw teError(ErrorCode.NOT_SUPPORTED, `the file system of "${abs}" does not support direct I/O (O_DIRECT)`, e);
       }
-      throw osError(e, `cannot open "${abs}" for reading and writing`);
+      throw osError(e, `cannot open "${abs}" for ${access === 'read' ? 'reading' : 'reading and writing'}`);
     }
     for (const s of spare) fs.closeSync(s);
     try {
@@ -221,6 +232,7 @@ export class FileRegistry {
       }
       const realPath = fs.realpathSync(abs);
       const file = new RegisteredFile(this.nextId++, abs, realPath, size, directIO ? DIRECT_IO_ALIGN : 0, directIO, blockDevice, fd, fst.dev, fst.ino);
+      file.access = access;
       this.byIdMap.set(file.id, file);
       this.usedHandles.add(`${fd}:${fst.dev}:${fst.ino}`);
       return file;

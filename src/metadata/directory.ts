@@ -50,6 +50,8 @@ export class SegmentDirectory {
     readonly store: MetadataStore,
     readonly keys: MetadataKeys,
     private readonly isLive: LivenessProbe,
+    /** TE_MAX_DESCRIPTOR_SIZE: a longer stored descriptor is refused before it is parsed. */
+    private readonly maxDescriptorSize?: number,
   ) {
     // A store that lost our keys (Redis restarted empty): write both again.
     store.onReconnect?.(() => {
@@ -89,30 +91,38 @@ export class SegmentDirectory {
   private async putRpcMeta(name: string, meta: RpcMeta): Promise<void> {
     const key = this.keys.rpcMeta(name);
     const value = encodeRpcMeta(meta, this.store.newlineValues);
+    // etcd and Redis overwrite: look first, or we would take a live engine's name from under it.
+    // (An identical value is our own address: whoever wrote it is gone, since we hold its port.)
+    const existing = await this.store.get(key);
+    if (existing !== null && existing !== value) await this.evictUnlessLive(existing, key, name);
     try {
       await this.store.put(key, value);
       return;
     } catch (e) {
       if (!(e instanceof TransferEngineError) || e.code !== ErrorCode.METADATA_REJECTED) throw e;
-      const existing = await this.store.get(key);
-      if (existing !== null) {
-        let old: RpcMeta | null = null;
-        try {
-          old = decodeRpcMeta(existing, key);
-        } catch {
-          old = null; // garbage: nobody can be reached through it
-        }
-        if (old && (await this.isLive(old, name))) {
-          throw teError(
-            ErrorCode.METADATA_REJECTED,
-            `segment name "${name}" is in use: ${key} at ${this.label} points to ${old.ipOrHostName}:${old.rpcPort}, which still answers`,
-            e,
-          );
-        }
-        await this.store.delete(key);
-      }
+      // HTTP stores refuse to overwrite rpc_meta: another engine wrote it since we looked.
+      const now = await this.store.get(key);
+      if (now !== null) await this.evictUnlessLive(now, key, name, e);
     }
     await this.store.put(key, value);
+  }
+
+  /** Delete a namesake's rpc_meta unless the engine it names still answers under `name` (then refuse). */
+  private async evictUnlessLive(text: string, key: string, name: string, cause?: unknown): Promise<void> {
+    let old: RpcMeta | null = null;
+    try {
+      old = decodeRpcMeta(text, key);
+    } catch {
+      old = null; // garbage: nobody can be reached through it
+    }
+    if (old && (await this.isLive(old, name))) {
+      throw teError(
+        ErrorCode.METADATA_REJECTED,
+        `segment name "${name}" is in use: ${key} at ${this.label} points to ${old.ipOrHostName}:${old.rpcPort}, which still answers`,
+        cause,
+      );
+    }
+    await this.store.delete(key);
   }
 
   /** Our descriptor changed (memory registered or unregistered, a transport installed): write it again. */
@@ -208,7 +218,7 @@ export class SegmentDirectory {
     const key = this.keys.segment(name);
     const text = await this.store.get(key);
     if (text === null) throw teError(ErrorCode.INVALID_SEGMENT, `no segment "${name}" is published at ${this.label} (key ${key})`);
-    const desc = decodeDescriptorValue(text, key);
+    const desc = decodeDescriptorValue(text, key, this.maxDescriptorSize);
     // Mooncake looks rpc_meta up by the descriptor's own name.
     return { desc, rpcMeta: await this.fetchRpcMeta(desc.name) };
   }

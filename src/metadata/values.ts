@@ -6,7 +6,7 @@
  */
 import { encodeSegmentDesc, decodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { parseJson, isJsonObject, type JsonValue } from '../codec/json.js';
-import { teError, ErrorCode } from '../errors.js';
+import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 
 /** Where the location of a segment's RPC port is published (central modes). */
 export interface RpcMeta {
@@ -33,11 +33,17 @@ export function encodeDescriptorValue(desc: SegmentDesc, newline: boolean): stri
   return newline ? `${text}\n` : text;
 }
 
-/** Decode a stored descriptor; `key` names the source in errors. Garbage or an unknown protocol: TE_MALFORMED. */
-export function decodeDescriptorValue(text: string, key: string): SegmentDesc {
+/**
+ * Decode a stored descriptor; `key` names the source in errors. Garbage or an unknown protocol:
+ * TE_MALFORMED; longer than `maxLength` (TE_MAX_DESCRIPTOR_SIZE): TE_FRAME_TOO_LARGE, before parsing.
+ */
+export function decodeDescriptorValue(text: string, key: string, maxLength?: number): SegmentDesc {
   try {
-    return decodeSegmentDesc(text);
+    return decodeSegmentDesc(text, { maxLength });
   } catch (e) {
+    if (e instanceof TransferEngineError && e.code === ErrorCode.FRAME_TOO_LARGE) {
+      throw teError(ErrorCode.FRAME_TOO_LARGE, `metadata key "${key}": ${e.message}`, e);
+    }
     const msg = e instanceof Error ? e.message : String(e);
     throw teError(ErrorCode.MALFORMED, `metadata key "${key}" does not hold a valid segment descriptor: ${msg}`, e);
   }

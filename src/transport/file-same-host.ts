@@ -12,6 +12,8 @@
  *  - the owner holds it open for reading and writing (/proc/<pid>/fdinfo/<fd>),
  *    so a peer can never make us write a file it could not write itself (a
  *    path alone could name any file we may write: /etc/passwd when we are root);
+ *    a file published read-only (`access: 'read'`) is opened read-only, is never
+ *    written, and needs the owner to hold it open for reading;
  *  - we may open it: /proc/<pid>/fd needs the owner's uid (or root), and the
  *    open checks the file's permissions against ours.
  * Anything else (another host's or namespace's pid, a closed descriptor, a
@@ -74,6 +76,7 @@ export class PeerFile extends RegisteredFile {
     blockDevice: boolean,
   ) {
     super(desc.id, desc.path, procFd(handle), desc.size, desc.align, desc.align > 0, blockDevice, fd, handle.dev, handle.ino);
+    if (desc.access === 'read') this.access = 'read';
   }
 
   /** Check now that the owner still holds the file; release it for good when not. */
@@ -111,21 +114,29 @@ function openOwned(segment: string, desc: FileBufferDesc, h: FileOwnerHandle): P
   if (st === undefined) return `${p} does not exist (another host, pid namespace, or the owner closed it)`;
   if (!st.isFile() && !st.isBlockDevice()) return `${p} is not a regular file or a block device`;
   if (st.dev !== h.dev || st.ino !== h.ino) return `${p} is another file than the descriptor names`;
+  // A read-only file (the engine never plans a WRITE to one) is opened read-only: we may then read a file
+  // that the owner, and we, may only read.
+  const readOnly = desc.access === 'read';
   let fd: number;
   try {
-    // O_RDWR does not block even if the number was swapped to a FIFO since the stat (Linux); fstat below catches a swap.
-    const { O_RDWR, O_NOCTTY, O_DIRECT } = fs.constants;
-    fd = fs.openSync(p, O_RDWR | O_NOCTTY | (directIO ? O_DIRECT : 0));
+    // O_RDWR does not block even if the number was swapped to a FIFO since the stat (Linux), nor does
+    // O_RDONLY|O_NONBLOCK; fstat below catches a swap. (O_NONBLOCK has no effect on regular files.)
+    const { O_RDWR, O_RDONLY, O_NONBLOCK, O_NOCTTY, O_DIRECT } = fs.constants;
+    fd = fs.openSync(p, (readOnly ? O_RDONLY | O_NONBLOCK : O_RDWR) | O_NOCTTY | (directIO ? O_DIRECT : 0));
   } catch (e) {
     return `cannot open ${p}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
   }
   try {
     const fst = fs.fstatSync(fd, { bigint: true });
     if (fst.dev !== h.dev || fst.ino !== h.ino) throw new Error(`${p} changed while it was opened`);
-    // Checked while we hold the file: the owner has this inode open for writing, so we write nothing it could not.
+    // Checked while we hold the file: the owner has this inode open for writing (for reading, if read-only),
+    // so we touch nothing it could not.
     const info = fs.readFileSync(`/proc/${h.pid}/fdinfo/${h.fd}`, 'utf8');
     const flags = /^flags:\s*([0-7]+)\s*$/m.exec(info);
-    if (!flags || (parseInt(flags[1]!, 8) & O_ACCMODE) !== fs.constants.O_RDWR) throw new Error(`the owner does not hold ${p} open for reading and writing`);
+    const mode = flags ? parseInt(flags[1]!, 8) & O_ACCMODE : -1;
+    if (readOnly ? mode !== fs.constants.O_RDONLY && mode !== fs.constants.O_RDWR : mode !== fs.constants.O_RDWR) {
+      throw new Error(`the owner does not hold ${p} open for ${readOnly ? 'reading' : 'reading and writing'}`);
+    }
     const ino = /^ino:\s*(\d+)\s*$/m.exec(info); // Linux >= 5.14
     if (ino && BigInt(ino[1]!) !== h.ino) throw new Error(`${p} changed while it was opened`);
     return new PeerFile(segment, desc, h, fd, fst.isBlockDevice());
@@ -187,7 +198,7 @@ export class SameHostFiles {
     const h = desc.owner;
     if (!h) return null;
     const key = `${segment}\0${desc.id}`;
-    const identity = `${h.pid}:${h.fd}:${h.dev}:${h.ino}:${desc.size}:${desc.align}`;
+    const identity = `${h.pid}:${h.fd}:${h.dev}:${h.ino}:${desc.size}:${desc.align}:${desc.access ?? 'readwrite'}`;
     let e = this.cache.get(key);
     if (e) this.cache.delete(key); // re-inserted below: most recent last
     if (e && e.identity !== identity) {

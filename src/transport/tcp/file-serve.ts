@@ -78,7 +78,9 @@ export type Admission =
 
 /** Why a request is refused, or null if it may be served. */
 export function checkFileRequest(h: FileRequestHeader, file: RegisteredFile | undefined): string | null {
-  if (!file) return `no file is registered with id ${h.fileId}`;
+  // A 'none' file answers exactly like an unknown id: a peer learns nothing about it.
+  if (!file || file.access === 'none') return `no file is registered with id ${h.fileId}`;
+  if (h.write && file.access === 'read') return `file id ${h.fileId} is registered read-only`;
   if (h.size === 0) return 'a file request must move at least one byte';
   if (h.size > MAX_FILE_REQUEST) return `${h.size} bytes is more than one file request may move (${MAX_FILE_REQUEST})`;
   // Values >= 2^53 decode inexactly; they are far above any size, so the comparison still refuses them.
