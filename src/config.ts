@@ -131,6 +131,7 @@ export function loadConfig(env: Env = process.env): EngineConfig {
     maxRequestsInFlight: intVar(env, ['TE_MAX_REQUESTS_IN_FLIGHT'], DEFAULT_LIMITS.maxRequestsInFlight, 1, 1 << 20),
     handshakeRate: intVar(env, ['TE_HANDSHAKE_RATE'], DEFAULT_LIMITS.handshakeRate, 1, 1 << 20),
     handshakeBurst: intVar(env, ['TE_HANDSHAKE_BURST'], DEFAULT_LIMITS.handshakeBurst, 1, 1 << 20),
+    keepAliveMs: intVar(env, ['TE_TCP_KEEPALIVE_MS'], DEFAULT_LIMITS.keepAliveMs, 0, 86400_000),
     // Default: MC_TRANSFER_TIMEOUT, the time an initiator waits for progress before giving up itself.
     stallTimeoutMs: intVar(env, ['TE_STALL_TIMEOUT_MS'], intVar(env, ['MC_TRANSFER_TIMEOUT'], 30, 1, 86400) * 1000, 10, 86400_000),
   };

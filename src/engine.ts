@@ -424,6 +424,7 @@ export class TransferEngine {
       timeoutMs: this.config.transferTimeoutMs,
       connectTimeoutMs: Math.min(this.config.transferTimeoutMs, this.config.handshakeConnectTimeoutMs),
       peerPauseMs: this.config.peerPauseMs,
+      keepAliveMs: this.config.keepAliveMs,
     });
   }
 

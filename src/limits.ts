@@ -78,6 +78,12 @@ export interface ListenerLimits {
   handshakeBurst: number;
   /** A connection in the middle of something that makes no progress for this long is closed (TE_STALL_TIMEOUT_MS). */
   stallTimeoutMs: number;
+  /**
+   * TCP keepalive on data connections after this long idle (TE_TCP_KEEPALIVE_MS; 0: off). An idle
+   * connection whose peer vanished (its reset lost while the link was down, its host gone) is otherwise
+   * held open for ever, and counts against the connections allowed per peer.
+   */
+  keepAliveMs: number;
 }
 
 /** The defaults (config.ts reads the variables over them): generous for any honest peer. */
@@ -88,4 +94,5 @@ export const DEFAULT_LIMITS: ListenerLimits = {
   handshakeRate: 1000,
   handshakeBurst: 2000,
   stallTimeoutMs: 30_000,
+  keepAliveMs: 15_000,
 };

@@ -38,6 +38,7 @@ const DEFAULTS: EngineConfig = {
   handshakeRate: 1000,
   handshakeBurst: 2000,
   stallTimeoutMs: 30_000,
+  keepAliveMs: 15_000,
 };
 
 interface IntVar {
@@ -68,6 +69,7 @@ const INT_VARS: IntVar[] = [
   { name: 'TE_HANDSHAKE_RATE', field: 'handshakeRate', min: 1, max: 1 << 20, scale: 1 },
   { name: 'TE_HANDSHAKE_BURST', field: 'handshakeBurst', min: 1, max: 1 << 20, scale: 1 },
   { name: 'TE_STALL_TIMEOUT_MS', field: 'stallTimeoutMs', min: 10, max: 86400_000, scale: 1 },
+  { name: 'TE_TCP_KEEPALIVE_MS', field: 'keepAliveMs', min: 0, max: 86400_000, scale: 1 },
 ];
 
 describe('TE_AUTH_SECRET', () => {

@@ -9,6 +9,8 @@
  *    back (no payload left in a kernel socket buffer to be sent later);
  *  - 5% packet loss each way for 60 s under continuous mixed reads/writes;
  *  - a 20 Mbit/s link (tbf) under load: slow progress must not be a timeout;
+ *  - an idle connection whose initiator reset it while the link was down
+ *    (the reset lost) is closed by the target's keepalive, not kept for ever;
  * and after each: no sockets, timers, shm files or memory left behind.
  * Needs root (CI runs as root); skipped loudly elsewhere, failed under CI=true.
  */
@@ -50,10 +52,13 @@ interface Setup {
   segment: string;
 }
 
-async function setUp(regionSize: number, initEnv: Record<string, string>): Promise<Setup> {
+/** The target probes idle connections after 2 s, so connections whose initiator vanished are closed within the leak checks' wait. */
+const TARGET_ENV = { TE_TCP_KEEPALIVE_MS: '2000' };
+
+async function setUp(regionSize: number, initEnv: Record<string, string>, targetEnv: Record<string, string> = TARGET_ENV): Promise<Setup> {
   const pair = NetnsPair.create();
   try {
-    const targetPeer = await pair.spawnPeer(pair.b, {}, { host: pair.addrB });
+    const targetPeer = await pair.spawnPeer(pair.b, targetEnv, { host: pair.addrB });
     const initPeer = await pair.spawnPeer(pair.a, { MC_TCP_LANES_PER_PEER: '2', ...initEnv }, { host: pair.addrA });
     const target = { peer: targetPeer, addr: await targetPeer.register(regionSize), size: regionSize };
     const init = { peer: initPeer, addr: await initPeer.register(regionSize), size: regionSize };
@@ -234,6 +239,43 @@ describe('faults between network namespaces', { skip: skip ?? false }, () => {
       assert.equal(v.wrong, 0, `${v.wrong} bytes of the range changed after the write was reported ${st.code} (first at +${v.first})`);
     }
     await tearDown(s, 'no late write');
+  });
+
+  it('an idle connection whose initiator reset it while the link was down is closed by keepalive, not kept for ever', { timeout: 60_000 }, async () => {
+    const REGION = 4 * MiB;
+    const s = await setUp(REGION, { MC_TRANSFER_TIMEOUT: '1', MC_HANDSHAKE_CONNECT_TIMEOUT: '1', MC_RETRY_CNT: '0', MC_TCP_LANES_PER_PEER: '1' });
+    setups.push(s);
+    const warm = await verifiedBatch(s.init, s.target, s.segment, [{ op: 'write', offset: 0, length: MiB, seed: nextSeed() }]);
+    assert.equal(warm[0]!.status, TaskStatus.COMPLETED);
+    assert.equal((await resources(s.target.peer)).stats.dataConnections, 1);
+    // Let every ACK land first: unacknowledged bytes would be retransmitted once the link is back, meet the
+    // initiator's reset and end the connection by themselves.
+    await eventually(5_000, async () => assert.ok(s.pair.sockets(s.pair.b).sendQueued === 0 && s.pair.sockets(s.pair.a).sendQueued === 0));
+    await sleep(500);
+    // The link goes down under an idle lane; a READ times out and the initiator resets the lane. The RST is
+    // lost with the link, so the target still believes in the connection: a ghost, idle, between requests.
+    s.pair.setLink(false);
+    let st: { status: number; code: string | null };
+    try {
+      ({ statuses: [st] } = await peerCall<{ statuses: [{ status: number; code: string | null }] }>(s.init.peer, 'transfer', {
+        segment: s.segment,
+        requests: [{ op: 'read', source: s.init.addr, target: String(s.target.addr), length: 4096 }],
+      }));
+      assert.notEqual(st.status, TaskStatus.COMPLETED);
+      await eventually(5_000, async () => assert.equal(s.pair.sockets(s.pair.a).open, 0, 'the initiator let go of its lane'));
+      assert.equal((await resources(s.target.peer)).stats.dataConnections, 1, 'the target still holds the connection');
+    } finally {
+      s.pair.setLink(true);
+    }
+    // Nothing is sent on it any more; only the target's keepalive probe (after 2 s idle) meets the initiator's
+    // kernel, which answers with a reset.
+    await eventually(15_000, async () => {
+      assert.equal((await resources(s.target.peer)).stats.dataConnections, 0, 'the ghost connection is still served');
+      assert.equal(s.pair.sockets(s.pair.b).open, 0, 'namespace b still has a socket');
+    });
+    const again = await verifiedBatch(s.init, s.target, s.segment, [{ op: 'read', offset: 0, length: MiB, seed: nextSeed() }]);
+    assert.equal(again[0]!.status, TaskStatus.COMPLETED, 'a new lane works');
+    await tearDown(s, 'keepalive');
   });
 
   it('5% packet loss each way for 60 s: continuous verified transfers, 0 wrong bytes, full recovery after', { timeout: 150_000 }, async () => {

@@ -90,6 +90,8 @@ export interface TcpClientOptions {
   /** No progress for this long ends the lane's slices in TIMEOUT. */
   timeoutMs: number;
   connectTimeoutMs: number;
+  /** TCP keepalive on lanes after this long idle (TE_TCP_KEEPALIVE_MS); 0 or absent: off. */
+  keepAliveMs?: number;
   /**
    * After PAUSE_AFTER connect failures in a row, a peer is paused this long:
    * slices to it fail at once (Failure.PAUSED) instead of connecting again;
@@ -479,6 +481,8 @@ class Lane {
       },
     } as net.NetConnectOpts;
     this.sock = net.connect(opts);
+    const keepAlive = peer.client.options.keepAliveMs ?? 0;
+    if (keepAlive > 0) this.sock.setKeepAlive(true, keepAlive);
     const secret = peer.client.options.authSecret;
     if (secret) this.auth = new AuthClientSide(secret, peer.label);
     // With a secret, the lane counts as connected once authenticated, within the same deadline.

@@ -73,7 +73,7 @@ export interface DataServerStats {
 export interface DataServerOptions {
   /** Require our shared-secret authentication before the first request. */
   authSecret?: Uint8Array | undefined;
-  limits?: Pick<ListenerLimits, 'maxDataConnectionsPerPeer' | 'maxRequestsInFlight' | 'stallTimeoutMs'>;
+  limits?: Pick<ListenerLimits, 'maxDataConnectionsPerPeer' | 'maxRequestsInFlight' | 'stallTimeoutMs' | 'keepAliveMs'>;
 }
 
 export class TcpDataServer {
@@ -84,6 +84,8 @@ export class TcpDataServer {
   readonly authSecret: Uint8Array | undefined;
   readonly maxInFlight: number;
   readonly stallMs: number;
+  /** TCP keepalive delay for accepted connections (0: off). */
+  readonly keepAliveMs: number;
   private readonly perAddress: ConnectionsPerAddress;
   private sweepTimer: NodeJS.Timeout | null = null;
 
@@ -97,6 +99,7 @@ export class TcpDataServer {
     this.authSecret = options.authSecret;
     this.maxInFlight = limits.maxRequestsInFlight;
     this.stallMs = limits.stallTimeoutMs;
+    this.keepAliveMs = limits.keepAliveMs;
     this.perAddress = new ConnectionsPerAddress(limits.maxDataConnectionsPerPeer);
     this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.adopt(s as AdoptableSocket));
     this.server.on('error', () => {
@@ -237,6 +240,7 @@ class ServerConnection {
     } as unknown as net.SocketConstructorOpts;
     this.sock = new net.Socket(sockOptions) as AdoptableSocket;
     this.sock.setNoDelay(true);
+    if (owner.keepAliveMs > 0) this.sock.setKeepAlive(true, owner.keepAliveMs);
     this.sock.on('error', () => this.gone());
     this.sock.on('close', () => this.gone());
     this.sock.on('drain', () => {
