@@ -11,6 +11,8 @@
  *  - a 20 Mbit/s link (tbf) under load: slow progress must not be a timeout;
  *  - an idle connection whose initiator reset it while the link was down
  *    (the reset lost) is closed by the target's keepalive, not kept for ever;
+ *  - idle connections to a host that stays unreachable are dropped by both
+ *    ends after their keepalive probes go unanswered;
  * and after each: no sockets, timers, shm files or memory left behind.
  * Needs root (CI runs as root); skipped loudly elsewhere, failed under CI=true.
  */
@@ -267,8 +269,8 @@ describe('faults between network namespaces', { skip: skip ?? false }, () => {
     } finally {
       s.pair.setLink(true);
     }
-    // Nothing is sent on it any more; only the target's keepalive probe (after 2 s idle) meets the initiator's
-    // kernel, which answers with a reset.
+    // Nothing is sent on it any more; only the target's keepalive probe (after 2 s idle, then every second)
+    // meets the initiator's kernel, which answers with a reset.
     await eventually(15_000, async () => {
       assert.equal((await resources(s.target.peer)).stats.dataConnections, 0, 'the ghost connection is still served');
       assert.equal(s.pair.sockets(s.pair.b).open, 0, 'namespace b still has a socket');
@@ -276,6 +278,37 @@ describe('faults between network namespaces', { skip: skip ?? false }, () => {
     const again = await verifiedBatch(s.init, s.target, s.segment, [{ op: 'read', offset: 0, length: MiB, seed: nextSeed() }]);
     assert.equal(again[0]!.status, TaskStatus.COMPLETED, 'a new lane works');
     await tearDown(s, 'keepalive');
+  });
+
+  it('idle connections to a host that stays unreachable are dropped once keepalive probes go unanswered, on both ends', { timeout: 90_000 }, async () => {
+    const REGION = 4 * MiB;
+    // Probes after 2 s idle, then (libuv's settings, Node 20) every second, 10 of them: dropped about 12 s after
+    // the last byte. Without keepalive they would be kept for ever.
+    const KEEPALIVE = { TE_TCP_KEEPALIVE_MS: '2000' };
+    const s = await setUp(REGION, { ...KEEPALIVE, MC_TCP_LANES_PER_PEER: '2' }, KEEPALIVE);
+    setups.push(s);
+    const warm = await verifiedBatch(s.init, s.target, s.segment, [
+      { op: 'write', offset: 0, length: MiB, seed: nextSeed() },
+      { op: 'write', offset: MiB, length: MiB, seed: nextSeed() },
+    ]);
+    assert.ok(warm.every((w) => w.status === TaskStatus.COMPLETED));
+    await eventually(5_000, async () => assert.ok(s.pair.sockets(s.pair.b).sendQueued === 0 && s.pair.sockets(s.pair.a).sendQueued === 0));
+    const lanes = (await resources(s.target.peer)).stats.dataConnections;
+    assert.ok(lanes >= 1, 'the warm-up left idle lanes');
+    // Every packet dropped on arrival, both ways, the link up: as when the other host dies or is cut off further away.
+    s.pair.setLoss(1);
+    try {
+      await eventually(40_000, async () => {
+        assert.equal((await resources(s.target.peer)).stats.dataConnections, 0, 'the target still holds a connection to the unreachable initiator');
+        assert.equal(s.pair.sockets(s.pair.a).open, 0, 'the initiator still holds a lane to the unreachable target');
+        assert.equal(s.pair.sockets(s.pair.b).open, 0, 'namespace b still has a socket');
+      });
+    } finally {
+      s.pair.setLoss(0);
+    }
+    const again = await verifiedBatch(s.init, s.target, s.segment, [{ op: 'read', offset: 0, length: MiB, seed: nextSeed() }]);
+    assert.equal(again[0]!.status, TaskStatus.COMPLETED, 'new lanes work once the link is back');
+    await tearDown(s, 'unreachable');
   });
 
   it('5% packet loss each way for 60 s: continuous verified transfers, 0 wrong bytes, full recovery after', { timeout: 150_000 }, async () => {
