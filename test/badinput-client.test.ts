@@ -347,7 +347,8 @@ describe('initiator against misbehaving data servers', () => {
           { opcode: TransferOpcode.WRITE, source: addr, targetId: segSilent, targetOffset: REMOTE_BASE, length: 4096 },
           { opcode: TransferOpcode.WRITE, source: addr, targetId: segStuck, targetOffset: REMOTE_BASE, length: mem.length },
         ],
-        8000,
+        // A hang, not a duration: 6 rounds (MC_RETRY_CNT 5) of 1 s timeouts plus backoff came within 11 ms of an 8 s bound once.
+        30_000,
       );
       for (const s of st) {
         assert.equal(s.status, TaskStatus.TIMEOUT);
