@@ -7,6 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { teError, ErrorCode } from './errors.js';
 import { secretBytes } from './codec/auth.js';
 import { DEFAULT_LIMITS, type ListenerLimits } from './limits.js';
+import { ADDRESS_BASE, ADDRESS_BASE_LIMIT, PAGE_SIZE } from './memory.js';
 
 export interface EngineConfig extends ListenerLimits {
   /** MC_TRANSFER_TIMEOUT: seconds without progress before a transfer ends in TIMEOUT. */
@@ -45,6 +46,13 @@ export interface EngineConfig extends ListenerLimits {
   authSecret: Buffer | undefined;
   /** TE_MAX_DESCRIPTOR_SIZE (ours): largest segment descriptor accepted from a peer or a metadata store, in bytes. */
   maxDescriptorSize: number;
+  /**
+   * TE_ADDRESS_BASE (ours): the first synthetic address, page-aligned in
+   * [2^44, 2^52); undefined (default): a random one per engine. A fixed base
+   * lets a process that restarts under the same name and registers the same
+   * memory in the same order get the same addresses again (README, Engine identity).
+   */
+  addressBase: number | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -102,6 +110,18 @@ function authSecretVar(env: Env): Buffer | undefined {
   return secretBytes(bytes.subarray(0, end), 'the secret in TE_AUTH_SECRET_FILE', ErrorCode.BAD_ENV);
 }
 
+/** TE_ADDRESS_BASE: decimal or 0x-hex, page-aligned, in [ADDRESS_BASE, ADDRESS_BASE_LIMIT). */
+function addressBaseVar(env: Env): number | undefined {
+  const raw = env['TE_ADDRESS_BASE'];
+  if (raw === undefined || raw === '') return undefined;
+  const t = raw.trim();
+  const v = /^0x[0-9a-f]+$/i.test(t) || /^\d+$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(v) || v % PAGE_SIZE !== 0 || v < ADDRESS_BASE || v >= ADDRESS_BASE_LIMIT) {
+    throw teError(ErrorCode.BAD_ENV, `TE_ADDRESS_BASE="${raw}" is not a multiple of ${PAGE_SIZE} in [0x${ADDRESS_BASE.toString(16)}, 0x${ADDRESS_BASE_LIMIT.toString(16)})`);
+  }
+  return v;
+}
+
 export function loadConfig(env: Env = process.env): EngineConfig {
   const minPort = intVar(env, ['MC_MIN_RPC_PORT', 'MC_MIN_PRC_PORT'], 15000, 1024, 65535);
   const maxPort = intVar(env, ['MC_MAX_RPC_PORT', 'MC_MAX_PRC_PORT'], 17000, 1024, 65535);
@@ -126,6 +146,7 @@ export function loadConfig(env: Env = process.env): EngineConfig {
     peerPauseMs: intVar(env, ['TE_PEER_PAUSE_MS'], 1000, 0, 3600_000),
     authSecret: authSecretVar(env),
     maxDescriptorSize: intVar(env, ['TE_MAX_DESCRIPTOR_SIZE'], 64 << 20, 1024, 1 << 30),
+    addressBase: addressBaseVar(env),
     maxDataConnectionsPerPeer: intVar(env, ['TE_MAX_DATA_CONNECTIONS_PER_PEER'], DEFAULT_LIMITS.maxDataConnectionsPerPeer, 1, 1 << 20),
     maxRpcConnectionsPerPeer: intVar(env, ['TE_MAX_RPC_CONNECTIONS_PER_PEER'], DEFAULT_LIMITS.maxRpcConnectionsPerPeer, 1, 1 << 20),
     maxRequestsInFlight: intVar(env, ['TE_MAX_REQUESTS_IN_FLIGHT'], DEFAULT_LIMITS.maxRequestsInFlight, 1, 1 << 20),

@@ -6,15 +6,16 @@
  */
 import net from 'node:net';
 import os from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { loadConfig, type EngineConfig } from './config.js';
-import { decodeSegmentDesc, encodeSegmentDesc, type SegmentDesc } from './codec/descriptor.js';
+import { bufferEntrySize, decodeSegmentDesc, encodeSegmentDesc, type BufferDesc, type SegmentDesc } from './codec/descriptor.js';
 import { HandshakeType } from './codec/handshake.js';
 import { teError, ErrorCode, TransferEngineError } from './errors.js';
 import { exchange, HandshakeServer, type Notification } from './handshake.js';
-import { MemoryRegistry, fmtAddr, type Region, type RegionAccess } from './memory.js';
+import { MemoryRegistry, detachedError, fmtAddr, type Region, type RegionAccess } from './memory.js';
 import { AUTH_SCHEME, secretBytes } from './codec/auth.js';
-import { joinHostPort, resolveIPv4, splitHostPort } from './net.js';
-import { parseMetadataConnString } from './metadata/connection.js';
+import { isWildcard, joinHostPort, parseHostPort, resolveIPv4, splitHostPort } from './net.js';
+import { DEFAULT_NAME_PORT, parseMetadataConnString } from './metadata/connection.js';
 import { SegmentDirectory } from './metadata/directory.js';
 import { metadataKeys } from './metadata/keys.js';
 import { openMetadataStore, storeOptionsFromEnv } from './metadata/store.js';
@@ -110,6 +111,20 @@ export interface EngineOptions {
   authSecret?: string | Uint8Array;
 }
 
+/**
+ * A descriptor's size apart from its buffers: name, ports, ids, timestamp
+ * (about 300 bytes), with room for a few registered files.
+ */
+const DESCRIPTOR_OVERHEAD = 1024;
+
+/** A random engine id in [1, 2^53) (src/codec/wire.ts, engine identity). */
+function newEngineId(): number {
+  for (;;) {
+    const id = Number(randomBytes(8).readBigUInt64LE() >> 11n);
+    if (id > 0) return id;
+  }
+}
+
 /** The handle of the engine's own segment: requests to it are served by a local copy. */
 export const LOCAL_SEGMENT: SegmentHandle = 0;
 
@@ -120,14 +135,46 @@ const UNSUPPORTED_TRANSPORTS = new Set([
 ]);
 
 interface RemoteSegment {
+  handle: SegmentHandle;
   name: string;
   desc: SegmentDesc;
+  /** Where its data port is: the descriptor name's host (P2P) or rpc_meta's (central modes). */
+  host: string;
+  /** Built from desc and host (peerAddress), replaced when they change. */
   peer: PeerAddress;
   /** Bumped each time a refetched descriptor moved the peer (stale-peer recovery). */
   generation: number;
-  refreshing: Promise<boolean> | null;
-  /** When the last refetch ended (performance.now()); 0: never. */
+  refreshing: Promise<RefreshResult> | null;
+  /** When the last refetch ended (performance.now()), and what it found; null: never refetched. */
   refreshedAt: number;
+  lastRefresh: RefreshResult | null;
+  /** When a fetch last returned this segment's descriptor (open or refetch). */
+  fetchedAt: number;
+}
+
+/** What a refetch found: the same descriptor, a changed one (now cached), or why it could not be fetched. */
+type RefreshResult = 'same' | 'changed' | TransferEngineError;
+
+/** A segment whose first descriptor fetch is running (openSegment, segmentHandle). */
+interface PendingOpen {
+  handle: SegmentHandle;
+  name: string;
+  /** closeSegment() came first: the segment is not kept when the fetch ends. */
+  cancelled: boolean;
+  segment: Promise<RemoteSegment>;
+}
+
+/** Does a fetched descriptor name the same peer, at the same place, with the same memory? */
+function sameSegment(seg: RemoteSegment, desc: SegmentDesc, host: string): boolean {
+  const a = seg.desc;
+  return (
+    seg.host === host &&
+    a.tcpDataPort === desc.tcpDataPort &&
+    a.tcpProtoVersion === desc.tcpProtoVersion &&
+    a.engineId === desc.engineId &&
+    a.buffers.length === desc.buffers.length &&
+    a.buffers.every((x, i) => x.addr === desc.buffers[i]!.addr && x.length === desc.buffers[i]!.length)
+  );
 }
 
 /**
@@ -137,8 +184,12 @@ interface RemoteSegment {
  */
 const RETRY_BASE_MS = 20;
 const RETRY_CAP_MS = 1000;
-/** Rounds within this long of a refetch that found nothing new reuse its answer instead of asking again. */
+/** The longest a handshake reply is awaited after the connect timeout (then MC_TRANSFER_TIMEOUT bounds it too). */
+const HANDSHAKE_REPLY_GRACE_MS = 10_000;
+/** Rounds within this long of a refetch reuse its answer instead of asking again. */
 const REFRESH_MIN_INTERVAL_MS = 100;
+/** A Mooncake peer's descriptor older than this is fetched again before a new connection takes requests (revalidate). */
+const REVALIDATE_AFTER_MS = 1000;
 
 /** What the listeners refused (README, Security): cumulative, for monitoring and tests. */
 export interface SecurityCounters {
@@ -187,8 +238,13 @@ class Task implements SliceOwner {
   retryable: Slice[] = [];
   /** The first error of this round's failures: the task's error if it gives up. */
   retryError: TransferEngineError | undefined;
-  /** Every failure of this round was an address rejection: resend only if the refetched descriptor changed. */
-  onlyRejected = true;
+  /**
+   * Every failure of this round was an address rejection or another engine at
+   * the peer's address: resend only if the refetched descriptor changed.
+   */
+  needsNewDescriptor = true;
+  /** A slice failed this round in a way that dooms the round (haltsTask): slices not sent yet are skipped. */
+  halted = false;
   /** Every failure of this round was a timeout (no progress for MC_TRANSFER_TIMEOUT). */
   onlyTimeouts = true;
   /** A slice of this round completed. */
@@ -204,25 +260,34 @@ class Task implements SliceOwner {
     private readonly batch: Batch,
     readonly write: boolean,
     private readonly counters: TransferCounters,
-    /** The peer's segment; null: a local copy, never retried. */
-    readonly seg: RemoteSegment | null = null,
+    /** The peer's segment (set when its open completes, for a task submitted while it opened); null: local, never retried. */
+    public seg: RemoteSegment | null = null,
     /** Starts a retry round (the engine's, shared by all tasks); null: no retries. */
     private readonly onRetry: ((task: Task) => void) | null = null,
   ) {
     this.generation = seg?.generation ?? 0;
   }
 
+  halt(): void {
+    this.halted = true;
+  }
+
   sliceDone(slice: Slice, error: TransferEngineError | null): void {
     if (error === null) {
       this.transferred += slice.length;
       this.progressed = true;
+    } else if (this.onRetry !== null && slice.failure === Failure.SKIPPED) {
+      // Never sent: held for the next round like the failure that halted the round, which decides it.
+      slice.region.pins++;
+      this.retryable.push(slice);
     } else if (this.onRetry !== null && slice.failure !== Failure.FATAL) {
-      // Retryable: lost, refused or timed-out connections, a paused peer, an address rejection.
-      // Not: protocol errors (a peer that speaks garbage), authentication, closed, the peer's file I/O.
+      // Retryable: lost, refused or timed-out connections, a paused peer, an address rejection,
+      // another engine at the address. Not: protocol errors (a peer that speaks garbage),
+      // authentication, closed, the peer's file I/O, detached local memory.
       slice.region.pins++;
       this.retryable.push(slice);
       this.retryError ??= error;
-      if (slice.failure !== Failure.REJECTED) this.onlyRejected = false;
+      if (slice.failure !== Failure.REJECTED && slice.failure !== Failure.WRONG_PEER) this.needsNewDescriptor = false;
       if (slice.failure !== Failure.TIMEOUT) this.onlyTimeouts = false;
     } else this.error ??= error;
     if (--this.pending > 0) return;
@@ -238,7 +303,8 @@ class Task implements SliceOwner {
     const slices = this.retryable;
     this.retryable = [];
     this.retryError = undefined;
-    this.onlyRejected = true;
+    this.needsNewDescriptor = true;
+    this.halted = false;
     this.onlyTimeouts = true;
     this.progressed = false;
     this.pending = slices.length;
@@ -296,19 +362,27 @@ const U64_MAX = (1n << 64n) - 1n;
 export class TransferEngine {
   private state: State = 'new';
   private config!: EngineConfig;
-  private readonly registry = new MemoryRegistry();
+  /** Registered memory; made by init (its base comes from the configuration). */
+  private registry!: MemoryRegistry;
   private handshake: HandshakeServer | null = null;
   private dataServer: TcpDataServer | null = null;
   private tcpClient: TcpClient | null = null;
   private name = '';
-  private readonly segmentsByName = new Map<string, SegmentHandle>();
+  private readonly segmentsByName = new Map<string, RemoteSegment>();
   private readonly segments = new Map<SegmentHandle, RemoteSegment>();
+  /** Segments whose first fetch runs, by name and by handle. */
+  private readonly opening = new Map<string, PendingOpen>();
+  private readonly openingHandles = new Map<SegmentHandle, PendingOpen>();
   private nextSegment = 1;
   private readonly batches = new Map<BatchID, Batch>();
   private nextBatch = 1;
   private notifications: Notification[] = [];
-  /** Aborted by close(): handshakes in progress end at once instead of at their timeouts. */
-  private readonly closing = new AbortController();
+  /** The encoded size of the descriptor's buffer entries (memoryChanged). */
+  private bufferEntriesSize = 0;
+  /** The last memoryChanged warned that the descriptor is too large (until it shrinks below the limit again). */
+  private descriptorTooLarge = false;
+  /** Exchanges in progress with RPC ports: close() aborts them, so they end at once instead of at their timeouts. */
+  private readonly exchanges = new Set<AbortController>();
   private readonly counters: TransferCounters = { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 };
   /** Central metadata store (http/etcd/redis); null in P2P mode. */
   private directory: SegmentDirectory | null = null;
@@ -337,6 +411,9 @@ export class TransferEngine {
   private fileSameHost = 0;
   private fileSameHostFallbacks = 0;
 
+  /** This engine instance's identity: published as engine_id, checked by our peers on each data connection. */
+  readonly engineId: number = newEngineId();
+
   constructor(private readonly options: EngineOptions = {}) {}
 
   /**
@@ -364,6 +441,7 @@ export class TransferEngine {
     const env = this.options.env ?? process.env;
     this.config = { ...loadConfig(env), ...this.options.config };
     if (this.options.authSecret !== undefined) this.config.authSecret = secretBytes(this.options.authSecret, 'authSecret', ErrorCode.INVALID_ARGUMENT);
+    this.registry = new MemoryRegistry(this.config.addressBase === undefined ? {} : { base: this.config.addressBase });
     const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
     const target = parseMetadataConnString(metadata);
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
@@ -375,15 +453,20 @@ export class TransferEngine {
     try {
       this.shm = new ShmTransport(this.options.machineId === undefined ? {} : { machineId: this.options.machineId });
       if (this.shm.available) reapStaleShmFiles(); // files of crashed engines on this host
-      const { host, port: namePort } = splitHostPort(serverName);
       const central = target.type !== 'p2p';
+      // P2P names are addresses (and so are central ones whose port is bound, MC_LEGACY_RPC_PORT_BINDING): a bad port is an error.
+      const { host, port: namePort } =
+        !central || this.config.legacyRpcPortBinding ? parseHostPort(serverName, 'serverName') : splitHostPort(serverName);
       // Central modes publish this host in rpc_meta (Mooncake: MC_TCP_BIND_ADDRESS, else the first interface).
       const connectHost = connectableName ?? (central ? this.publishedHost(host) : host);
       let port = rpcPort;
       if (port === 0 && this.config.legacyRpcPortBinding && namePort !== undefined) port = namePort;
-      const listenHost = this.options.listenHost ?? this.config.bindAddress ?? (await resolveIPv4(connectHost));
-      this.listenAddress = listenHost;
       const { minPort, maxPort } = this.config;
+      if (port === 0 && minPort === maxPort) {
+        throw teError(ErrorCode.BAD_ENV, `MC_MIN_RPC_PORT = MC_MAX_RPC_PORT = ${minPort} leaves one port, and the engine binds two there (RPC and data): give a range of at least two ports, or an RPC port outside it`);
+      }
+      const listenHost = await this.listenHostFor(connectHost, central ? undefined : host);
+      this.listenAddress = listenHost;
       this.handshake = new HandshakeServer(
         { metadata: () => this.descriptorJson(), notify: (n) => this.notifications.push(n) },
         this.config.handshakeMaxLength,
@@ -395,7 +478,10 @@ export class TransferEngine {
       this.files = new LocalFiles(fileConfig);
       if (fileConfig.sameHost) this.sameHostFiles = new SameHostFiles(this.shm.machineId);
       this.dataServer = new TcpDataServer(this.registry, this.files.context, this.dataServerOptions());
-      await this.dataServer.listen(listenHost, 0, minPort, maxPort);
+      await this.dataServer.listen(listenHost, 0, minPort, maxPort).catch((e: unknown) => {
+        if (!(e instanceof TransferEngineError) || e.code !== ErrorCode.PORT_IN_USE) throw e;
+        throw teError(ErrorCode.PORT_IN_USE, `the data port: ${e.message} (the RPC port took ${boundRpc}; MC_MIN_RPC_PORT..MC_MAX_RPC_PORT must hold both)`, e);
+      });
       this.tcpClient = this.newTcpClient();
       if (target.type !== 'p2p') {
         const store = await openMetadataStore(target, storeOptions);
@@ -413,8 +499,41 @@ export class TransferEngine {
     }
   }
 
-  private dataServerOptions(): { authSecret: Buffer | undefined; limits: EngineConfig } {
-    return { authSecret: this.config.authSecret, limits: this.config };
+  /**
+   * Where to listen, checked against where peers will dial (`connectHost`):
+   * a wildcard is no address to publish, and a listener of one address family
+   * cannot be reached at an address of the other. (Another address of the
+   * same family is allowed: proxies and NAT publish one address and listen on
+   * another.)
+   */
+  private async listenHostFor(connectHost: string, p2pNameHost: string | undefined): Promise<string> {
+    if (isWildcard(connectHost)) {
+      const what = p2pNameHost === connectHost ? `the segment name's host "${connectHost}"` : `connectableName "${connectHost}"`;
+      throw teError(
+        ErrorCode.INVALID_ARGUMENT,
+        `${what} is a wildcard address, which peers cannot dial: give this host's name or address (MC_TCP_BIND_ADDRESS=0.0.0.0 listens on every interface)`,
+      );
+    }
+    const explicit = this.options.listenHost ?? this.config.bindAddress;
+    if (explicit === undefined) return resolveIPv4(connectHost);
+    const what = this.options.listenHost !== undefined ? `listenHost "${explicit}"` : `MC_TCP_BIND_ADDRESS="${explicit}"`;
+    const code = this.options.listenHost !== undefined ? ErrorCode.INVALID_ARGUMENT : ErrorCode.BAD_ENV;
+    if (explicit === '::') return explicit; // dual stack: reachable at either family
+    let dialed: string;
+    try {
+      dialed = await resolveIPv4(connectHost);
+    } catch {
+      return explicit; // peers may resolve it where we cannot (split DNS): nothing to compare
+    }
+    const listenFamily = net.isIP(explicit === '0.0.0.0' ? '0.0.0.0' : explicit);
+    if (listenFamily !== 0 && listenFamily !== net.isIP(dialed)) {
+      throw teError(code, `${what} listens on IPv${listenFamily}, but peers will dial ${connectHost} (${dialed}), an IPv${net.isIP(dialed)} address: they could not reach this engine`);
+    }
+    return explicit;
+  }
+
+  private dataServerOptions(): { authSecret: Buffer | undefined; limits: EngineConfig; engineId: number } {
+    return { authSecret: this.config.authSecret, limits: this.config, engineId: this.engineId };
   }
 
   private newTcpClient(): TcpClient {
@@ -461,9 +580,9 @@ export class TransferEngine {
    */
   registerLocalMemory(mem: Uint8Array | ArrayBuffer, location = '*', access: RegionAccess | boolean = true): number {
     this.ready();
-    const addr = this.registry.register(mem, { location, access }).addr;
-    this.directory?.descriptorChanged(); // central modes re-publish the descriptor, as Mooncake does
-    return addr;
+    const region = this.registry.register(mem, { location, access });
+    this.memoryChanged([region], []);
+    return region.addr;
   }
 
   /**
@@ -474,50 +593,79 @@ export class TransferEngine {
   allocateLocalMemory(size: number, location = '*', access: RegionAccess | boolean = true): number {
     this.ready();
     if (!Number.isSafeInteger(size) || size <= 0) throw teError(ErrorCode.INVALID_ARGUMENT, `size ${String(size)} must be a positive integer`);
-    let addr: number;
+    let registered: Region;
     if (this.options.shm) {
       const region = allocateShmRegion(size);
       try {
-        addr = this.registry.register(region.bytes, { location, access, shmName: region.name }).addr;
+        registered = this.registry.register(region.bytes, { location, access, shmName: region.name });
       } catch (e) {
         region.free();
         throw e;
       }
-      this.ownedShm.set(addr, region);
+      this.ownedShm.set(registered.addr, region);
     } else {
       let mem: ArrayBuffer;
       try {
         mem = new ArrayBuffer(size); // virtual until touched
       } catch (e) {
-        throw teError(ErrorCode.INVALID_ARGUMENT, `cannot allocate ${size} bytes: ${(e as Error).message}`, e);
+        throw teError(ErrorCode.OUT_OF_MEMORY, `cannot allocate ${size} bytes: ${(e as Error).message}`, e);
       }
-      addr = this.registry.register(mem, { location, access }).addr;
+      registered = this.registry.register(mem, { location, access });
     }
-    this.directory?.descriptorChanged();
-    return addr;
+    this.memoryChanged([registered], []);
+    return registered.addr;
   }
 
   /** Register several regions; all or none (a failure unregisters the ones already done). */
   registerLocalMemoryBatch(mems: Array<Uint8Array | ArrayBuffer>, location = '*', access: RegionAccess | boolean = true): number[] {
     this.ready();
     if (!Array.isArray(mems)) throw teError(ErrorCode.INVALID_ARGUMENT, 'expected an array of buffers');
-    const done: number[] = [];
-    try {
-      for (const m of mems) done.push(this.registry.register(m, { location, access }).addr);
-    } catch (e) {
-      for (const a of done) this.registry.unregister(a);
-      throw e;
-    }
-    this.directory?.descriptorChanged();
-    return done;
+    const regions = this.registry.registerAll(mems, { location, access });
+    this.memoryChanged(regions, []);
+    return regions.map((r) => r.addr);
   }
 
   /** Unregister the region starting at `addr`. Refused (TE_REGION_BUSY) while transfers use it. */
   unregisterLocalMemory(addr: number): void {
     this.ready();
-    this.registry.unregister(addr);
+    const region = this.registry.unregister(addr);
     this.freeOwnedShm(addr);
+    this.memoryChanged([], [region]);
+  }
+
+  /**
+   * Registered memory changed: central modes re-publish the descriptor (as
+   * Mooncake does), and the descriptor's size is kept up to date, so that
+   * the registration that makes it too large for peers to accept is told so.
+   */
+  private memoryChanged(added: readonly Region[], removed: readonly Region[]): void {
     this.directory?.descriptorChanged();
+    for (const r of added) if (r.remoteAccessible) this.bufferEntriesSize += bufferEntrySize(this.name, this.bufferDesc(r));
+    for (const r of removed) if (r.remoteAccessible) this.bufferEntriesSize -= bufferEntrySize(this.name, this.bufferDesc(r));
+    const limit = this.directory ? this.config.maxDescriptorSize : Math.min(this.config.handshakeMaxLength, this.config.maxDescriptorSize);
+    const size = this.bufferEntriesSize + DESCRIPTOR_OVERHEAD;
+    if (size <= limit) {
+      this.descriptorTooLarge = false;
+      return;
+    }
+    if (this.descriptorTooLarge) return; // said once per crossing
+    this.descriptorTooLarge = true;
+    const what = this.directory ? 'TE_MAX_DESCRIPTOR_SIZE' : 'MC_HANDSHAKE_MAX_LENGTH, the handshake frame limit';
+    process.emitWarning(
+      `the segment descriptor of ${this.name} is now about ${size} bytes with ${this.registry.list().length} regions, above the ${limit} bytes peers accept (${what}, applied by each peer): peers can no longer open this segment; register fewer, larger regions, or raise the limit on every peer`,
+      { type: 'TransferEngineWarning', code: 'TE_DESCRIPTOR_TOO_LARGE' },
+    );
+  }
+
+  /** A region as the descriptor publishes it. */
+  private bufferDesc(r: Region): BufferDesc {
+    return {
+      name: this.name,
+      addr: BigInt(r.addr),
+      length: BigInt(r.length),
+      ...(r.shmName ? { shmName: r.shmName } : {}),
+      ...(r.remoteWritable ? {} : { access: 'read' as const }),
+    };
   }
 
   /** Shared memory from allocateLocalMemory goes away with its registration (its file is removed). */
@@ -537,11 +685,12 @@ export class TransferEngine {
       if (!r || r.offset !== 0) throw teError(ErrorCode.INVALID_ARGUMENT, `no region is registered at address ${fmtAddr(a)}`);
       if (r.region.pins > 0) throw teError(ErrorCode.REGION_BUSY, `region at ${fmtAddr(a)} has transfers in flight`);
     }
-    for (const a of addrs) {
-      this.registry.unregister(a);
+    const removed = addrs.map((a) => {
+      const region = this.registry.unregister(a);
       this.freeOwnedShm(a);
-    }
-    this.directory?.descriptorChanged();
+      return region;
+    });
+    this.memoryChanged([], removed);
   }
 
   // ---------------------------------------------------------------- files
@@ -585,6 +734,7 @@ export class TransferEngine {
         `${what} range [${fmtAddr(addr)}, +${length}) is not inside one registered region`,
       );
     }
+    if (r.region.detached) throw detachedError(r.region, what);
     return r;
   }
 
@@ -600,16 +750,12 @@ export class TransferEngine {
       protocol: 'tcp',
       tcpDataPort: this.dataServer?.port ?? 0,
       tcpProtoVersion: 2,
+      engineId: this.engineId,
+      // Detached memory is left out (peers refuse a buffer of length 0, and it cannot be served): the rest stays usable.
       buffers: this.registry
         .list()
-        .filter((r) => r.remoteAccessible)
-        .map((r) => ({
-          name: this.name,
-          addr: BigInt(r.addr),
-          length: BigInt(r.length),
-          ...(r.shmName ? { shmName: r.shmName } : {}),
-          ...(r.remoteWritable ? {} : { access: 'read' as const }),
-        })),
+        .filter((r) => r.remoteAccessible && !r.detached)
+        .map((r) => this.bufferDesc(r)),
       ...(this.shm?.machineId ? { machineId: this.shm.machineId } : {}),
       ...(this.config.authSecret ? { auth: AUTH_SCHEME } : {}),
       ...(this.files && this.files.registry.size > 0 ? { fileBuffers: this.files.describe() } : {}),
@@ -623,23 +769,110 @@ export class TransferEngine {
 
   // -------------------------------------------------------------- segments
 
-  /** Open a segment by name (P2P: `host:rpcPort`); fetches and caches its descriptor. */
+  /**
+   * Open a segment by name (P2P: `host:rpcPort`); fetches and caches its
+   * descriptor. Concurrent opens of one name share one fetch.
+   */
   async openSegment(segmentName: string): Promise<SegmentHandle> {
     this.ready();
+    const name = this.segmentKey(segmentName);
+    if (name === this.name) return LOCAL_SEGMENT;
+    const open = this.segmentsByName.get(name);
+    if (open) return open.handle;
+    return (await this.beginOpen(name).segment).handle;
+  }
+
+  /**
+   * The handle of a segment by name, at once: an open segment's, or a new one
+   * whose descriptor is fetched in the background (shared with concurrent
+   * opens). Memory requests submitted to it meanwhile wait inside their tasks
+   * and fail with the fetch's error if it fails (then the handle is dropped;
+   * the next call opens the name afresh). For the calls that need the
+   * descriptor (getSegmentDescriptor, file requests), await openSegment.
+   */
+  segmentHandle(segmentName: string): SegmentHandle {
+    this.ready();
+    const name = this.segmentKey(segmentName);
+    if (name === this.name) return LOCAL_SEGMENT;
+    return this.segmentsByName.get(name)?.handle ?? this.beginOpen(name).handle;
+  }
+
+  /** A segment name as given, checked: non-empty, and in P2P mode a dialable `host[:port]`. */
+  private segmentKey(segmentName: unknown): string {
     if (typeof segmentName !== 'string') throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name must be a string');
     const name = segmentName.replace(/^\/+/, '');
     if (name.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name is empty');
-    if (name === this.name) return LOCAL_SEGMENT;
-    const cached = this.segmentsByName.get(name);
-    if (cached !== undefined) return cached;
-    const { desc, peer } = await this.lookupSegment(name);
-    this.ready(); // closed while we waited?
-    const again = this.segmentsByName.get(name);
-    if (again !== undefined) return again; // a concurrent openSegment won
+    if (!this.directory) parseHostPort(name, 'segment name'); // P2P names are addresses: a bad port is an error, not 12001
+    return name;
+  }
+
+  /** The fetch of a segment's descriptor, started once per name until it ends. */
+  private beginOpen(name: string): PendingOpen {
+    const running = this.opening.get(name);
+    if (running) return running;
     const handle = this.nextSegment++;
-    this.segments.set(handle, { name, desc, peer, generation: 0, refreshing: null, refreshedAt: 0 });
-    this.segmentsByName.set(name, handle);
-    return handle;
+    const pending: PendingOpen = { handle, name, cancelled: false, segment: Promise.resolve(null as unknown as RemoteSegment) };
+    pending.segment = (async (): Promise<RemoteSegment> => {
+      try {
+        const { desc, host } = await this.lookupSegment(name);
+        this.ready(); // closed while we waited?
+        const seg: RemoteSegment = {
+          handle,
+          name,
+          desc,
+          host,
+          peer: { host, port: 0, v2: true },
+          generation: 0,
+          refreshing: null,
+          refreshedAt: 0,
+          lastRefresh: null,
+          fetchedAt: performance.now(),
+        };
+        seg.peer = this.peerAddress(seg);
+        if (!pending.cancelled) {
+          this.segments.set(handle, seg);
+          this.segmentsByName.set(name, seg);
+        }
+        return seg;
+      } finally {
+        this.opening.delete(name);
+        this.openingHandles.delete(handle);
+      }
+    })();
+    pending.segment.catch(() => {}); // its waiters see the error; nobody may be waiting
+    this.opening.set(name, pending);
+    this.openingHandles.set(handle, pending);
+    return pending;
+  }
+
+  /**
+   * Where the data connections go, built once per descriptor (the TCP client
+   * keys its peers on the object). Our peers publish an engine id, which every
+   * lane checks; for the others (Mooncake) a lane opened while none is
+   * connected first fetches the descriptor again (revalidate).
+   */
+  private peerAddress(seg: RemoteSegment): PeerAddress {
+    const { desc, host } = seg;
+    const addr: PeerAddress = { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.config.forceTcpV1 };
+    if (desc.engineId !== undefined) addr.engineId = desc.engineId;
+    else addr.revalidate = () => this.revalidate(seg);
+    return addr;
+  }
+
+  /**
+   * Before a Mooncake peer gets requests on a new connection (none other
+   * connected): is the descriptor we hold still the peer's? Its process may
+   * have died and another taken its data port. A descriptor fetched within
+   * REVALIDATE_AFTER_MS counts as checked.
+   */
+  private async revalidate(seg: RemoteSegment): Promise<void> {
+    if (performance.now() - seg.fetchedAt < REVALIDATE_AFTER_MS) return;
+    const r = await this.refreshSegment(seg, seg.generation);
+    if (r === 'same') return;
+    if (r === 'changed') {
+      throw teError(ErrorCode.PEER_CHANGED, `segment "${seg.name}" changed since its descriptor was fetched (other memory or another data port): requests meant for the old one are not sent`);
+    }
+    throw teError(ErrorCode.PEER_UNREACHABLE, `cannot confirm that segment "${seg.name}" is still the peer it was: ${r.message}`, r);
   }
 
   /**
@@ -647,7 +880,7 @@ export class TransferEngine {
    * itself; the data host is the host part of the descriptor's name. Central
    * modes: GET the descriptor and rpc_meta; the data host is rpc_meta's.
    */
-  private async lookupSegment(name: string): Promise<{ desc: SegmentDesc; peer: PeerAddress }> {
+  private async lookupSegment(name: string): Promise<{ desc: SegmentDesc; host: string }> {
     let desc: SegmentDesc;
     let host: string;
     if (this.directory) {
@@ -673,37 +906,42 @@ export class TransferEngine {
     if (desc.auth === undefined && this.config.authSecret) {
       throw teError(ErrorCode.AUTH_FAILED, `segment "${name}" does not authenticate, and this engine (with a shared secret) talks only to peers that do`);
     }
-    return { desc, peer: { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.config.forceTcpV1 } };
+    return { desc, host };
   }
 
   /**
-   * Refetch a segment's descriptor after a failure. Resolves true when the
-   * peer moved or changed its memory since `generation` (the cache is updated,
-   * retrying can help), false when it looks the same or cannot be fetched.
-   * Concurrent failures share one refetch, and rounds shortly after a refetch
-   * that found nothing new reuse its answer (a dead peer is not asked again
-   * by every task).
+   * Refetch a segment's descriptor after a failure (or to revalidate it).
+   * 'changed': the peer moved, restarted (another engine id) or changed its
+   * memory since `generation` (the cache is updated; retrying can help);
+   * 'same': it looks the same; an error: it cannot be fetched. Concurrent
+   * callers share one refetch, and calls shortly after a refetch reuse its
+   * answer (a dead peer is not asked again by every task).
    */
-  private refreshSegment(seg: RemoteSegment, generation: number): Promise<boolean> {
-    if (seg.generation !== generation) return Promise.resolve(true); // already refreshed since this task started
-    if (!seg.refreshing && seg.refreshedAt !== 0 && performance.now() - seg.refreshedAt < REFRESH_MIN_INTERVAL_MS) return Promise.resolve(false);
-    seg.refreshing ??= (async (): Promise<boolean> => {
+  private refreshSegment(seg: RemoteSegment, generation: number): Promise<RefreshResult> {
+    if (seg.generation !== generation) return Promise.resolve('changed'); // already refreshed since this task started
+    if (!seg.refreshing && seg.lastRefresh !== null && performance.now() - seg.refreshedAt < REFRESH_MIN_INTERVAL_MS) {
+      return Promise.resolve(seg.lastRefresh === 'changed' ? 'same' : seg.lastRefresh); // a change then is this generation
+    }
+    seg.refreshing ??= (async (): Promise<RefreshResult> => {
+      let result: RefreshResult;
       try {
         const fresh = await this.lookupSegment(seg.name);
-        const sameBuffers = (a: SegmentDesc, b: SegmentDesc): boolean =>
-          a.buffers.length === b.buffers.length && a.buffers.every((x, i) => x.addr === b.buffers[i]!.addr && x.length === b.buffers[i]!.length);
-        const p = seg.peer;
-        if (p.host === fresh.peer.host && p.port === fresh.peer.port && p.v2 === fresh.peer.v2 && sameBuffers(seg.desc, fresh.desc)) return false;
-        seg.desc = fresh.desc;
-        seg.peer = fresh.peer;
-        seg.generation++;
-        return true;
-      } catch {
-        return false;
-      } finally {
-        seg.refreshing = null;
-        seg.refreshedAt = performance.now();
+        seg.fetchedAt = performance.now();
+        if (sameSegment(seg, fresh.desc, fresh.host)) result = 'same';
+        else {
+          seg.desc = fresh.desc;
+          seg.host = fresh.host;
+          seg.peer = this.peerAddress(seg);
+          seg.generation++;
+          result = 'changed';
+        }
+      } catch (e) {
+        result = e instanceof TransferEngineError ? e : teError(ErrorCode.PEER_UNREACHABLE, String(e), e);
       }
+      seg.refreshing = null;
+      seg.refreshedAt = performance.now();
+      seg.lastRefresh = result;
+      return result;
     })();
     return seg.refreshing;
   }
@@ -728,7 +966,7 @@ export class TransferEngine {
     }
     const round = task.rounds++;
     this.retrying.add(task);
-    if (task.onlyRejected) {
+    if (task.needsNewDescriptor) {
       void this.resend(task);
       return;
     }
@@ -741,11 +979,11 @@ export class TransferEngine {
 
   private async resend(task: Task): Promise<void> {
     const seg = task.seg!;
-    const moved = await this.refreshSegment(seg, task.generation);
+    const moved = (await this.refreshSegment(seg, task.generation)) === 'changed';
     if (!this.retrying.delete(task)) return; // ended by close()
     if (moved) task.generation = seg.generation;
-    else if (task.onlyRejected) {
-      task.giveUp(); // rejected by a peer that has not changed: resending would be rejected again
+    else if (task.needsNewDescriptor) {
+      task.giveUp(); // rejected by a peer that has not changed (or another engine at a peer that is gone): resending cannot help
       return;
     }
     const client = this.tcpClient;
@@ -784,8 +1022,8 @@ export class TransferEngine {
       }
       return { host: meta.ipOrHostName, port: meta.rpcPort };
     }
-    const { host, port } = splitHostPort(name);
-    return { host, port: port ?? 12001 };
+    const { host, port } = parseHostPort(name, 'segment name');
+    return { host, port: port ?? DEFAULT_NAME_PORT };
   }
 
   /** One framed exchange with a segment's RPC port. Central modes: a cached location that fails is looked up again once. */
@@ -802,14 +1040,38 @@ export class TransferEngine {
     }
   }
 
+  /**
+   * One exchange with an RPC port. The reply is awaited at most
+   * MC_TRANSFER_TIMEOUT (and never more than the connect timeout + 10 s): a
+   * hung peer fails an open as it fails a transfer.
+   */
   private exchangeWith(host: string, port: number, type: HandshakeType, json: string): Promise<string> {
-    return exchange(host, port, type, json, {
-      connectTimeoutMs: this.config.handshakeConnectTimeoutMs,
-      timeoutMs: this.config.handshakeConnectTimeoutMs + 10_000,
-      maxFrame: this.config.handshakeMaxLength,
-      signal: this.closing.signal,
-      authSecret: this.config.authSecret,
-    });
+    const { handshakeConnectTimeoutMs: connect, transferTimeoutMs: transfer } = this.config;
+    return this.abortable((signal) =>
+      exchange(host, port, type, json, {
+        connectTimeoutMs: connect,
+        timeoutMs: Math.min(connect + HANDSHAKE_REPLY_GRACE_MS, transfer),
+        maxFrame: this.config.handshakeMaxLength,
+        signal,
+        authSecret: this.config.authSecret,
+      }),
+    );
+  }
+
+  /**
+   * Run an exchange that close() must end at once. Each gets a signal of its
+   * own (one listener each), kept in a set: many concurrent exchanges on one
+   * shared signal would pile listeners on it (MaxListenersExceededWarning).
+   */
+  private async abortable<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ac = new AbortController();
+    if (this.state === 'closed') ac.abort();
+    this.exchanges.add(ac);
+    try {
+      return await run(ac.signal);
+    } finally {
+      this.exchanges.delete(ac);
+    }
   }
 
   /**
@@ -821,13 +1083,16 @@ export class TransferEngine {
   private async answersAs(meta: RpcMeta, name: string): Promise<boolean> {
     let reply: string;
     try {
-      reply = await exchange(meta.ipOrHostName, meta.rpcPort, HandshakeType.METADATA, `${encodeSegmentDesc(this.buildDescriptor())}\n`, {
-        connectTimeoutMs: Math.min(2000, this.config.handshakeConnectTimeoutMs),
-        timeoutMs: 3000,
-        maxFrame: this.config.handshakeMaxLength,
-        signal: this.closing.signal,
-        authSecret: this.config.authSecret,
-      });
+      const hello = `${encodeSegmentDesc(this.buildDescriptor())}\n`;
+      reply = await this.abortable((signal) =>
+        exchange(meta.ipOrHostName, meta.rpcPort, HandshakeType.METADATA, hello, {
+          connectTimeoutMs: Math.min(2000, this.config.handshakeConnectTimeoutMs),
+          timeoutMs: 3000,
+          maxFrame: this.config.handshakeMaxLength,
+          signal,
+          authSecret: this.config.authSecret,
+        }),
+      );
     } catch {
       return false;
     }
@@ -860,9 +1125,17 @@ export class TransferEngine {
     return decodeSegmentDesc(reply, { maxLength: this.config.maxDescriptorSize });
   }
 
+  /** Forget a segment (requests already submitted to it go on). A segment still opening is not kept. */
   closeSegment(handle: SegmentHandle): void {
     this.ready();
     if (handle === LOCAL_SEGMENT) return;
+    const pending = this.openingHandles.get(handle);
+    if (pending) {
+      pending.cancelled = true;
+      this.openingHandles.delete(handle);
+      this.opening.delete(pending.name);
+      return;
+    }
     const seg = this.segments.get(handle);
     if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `segment handle ${String(handle)} is not open`);
     this.segments.delete(handle);
@@ -874,7 +1147,10 @@ export class TransferEngine {
     this.ready();
     if (handle === LOCAL_SEGMENT) return this.buildDescriptor();
     const seg = this.segments.get(handle);
-    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `segment handle ${String(handle)} is not open`);
+    if (!seg) {
+      if (this.openingHandles.has(handle)) throw teError(ErrorCode.INVALID_SEGMENT, `segment handle ${String(handle)} is still opening: await openSegment() for its descriptor`);
+      throw teError(ErrorCode.INVALID_SEGMENT, `segment handle ${String(handle)} is not open`);
+    }
     return seg.desc;
   }
 
@@ -937,12 +1213,14 @@ export class TransferEngine {
       if (!t) {
         throw teError(ErrorCode.ADDRESS_NOT_REGISTERED, `request ${i}: target range [${fmtAddr(target)}, +${r.length}) is not inside one local region`);
       }
+      if (t.region.detached) throw detachedError(t.region, `request ${i}: target memory`);
       return { write, local, region: src.region, target, remote: null, targetBytes: t.region.bytes.subarray(t.offset, t.offset + r.length) };
     }
     const seg = this.segments.get(r.targetId);
-    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `request ${i}: segment handle ${String(r.targetId)} is not open`);
+    const pending = seg ? undefined : this.openingHandles.get(r.targetId);
+    if (!seg && !pending) throw teError(ErrorCode.INVALID_SEGMENT, `request ${i}: segment handle ${String(r.targetId)} is not open`);
     if (!this.tcpClient) throw teError(ErrorCode.NO_TRANSPORT, `request ${i}: the tcp transport is not installed`);
-    return { write, local, region: src.region, target, remote: seg, targetBytes: null };
+    return { write, local, region: src.region, target, remote: seg ?? null, targetBytes: null, ...(pending ? { pending } : {}) };
   }
 
   /** A request to a file: checked against the file's size and alignment (ours, or the peer's descriptor) before anything moves. */
@@ -958,7 +1236,10 @@ export class TransferEngine {
       return { write, local, region, target, remote: null, targetBytes: null, file };
     }
     const seg = this.segments.get(r.targetId);
-    if (!seg) throw teError(ErrorCode.INVALID_SEGMENT, `${what}: segment handle ${String(r.targetId)} is not open`);
+    if (!seg) {
+      const opening = this.openingHandles.has(r.targetId);
+      throw teError(ErrorCode.INVALID_SEGMENT, `${what}: segment handle ${String(r.targetId)} is ${opening ? 'still opening: file requests need its descriptor, await openSegment() first' : 'not open'}`);
+    }
     if (!this.tcpClient) throw teError(ErrorCode.NO_TRANSPORT, `${what}: the tcp transport is not installed`);
     // Only segments that list files get file requests: a Mooncake peer never sees one.
     const desc = seg.desc.fileBuffers?.find((f) => f.id === fileId);
@@ -990,6 +1271,8 @@ export class TransferEngine {
     if (!addr) {
       const ep = seg.desc.fileEndpoint;
       addr = { host: ep?.host ?? seg.peer.host, port: ep?.port ?? seg.peer.port, v2: true, files: true };
+      // The file listener is the same engine's: it confirms the same identity.
+      if (seg.desc.engineId !== undefined) addr.engineId = seg.desc.engineId;
       filePeers.set(seg.desc, addr);
     }
     return addr;
@@ -1003,7 +1286,7 @@ export class TransferEngine {
 
   private start(batch: Batch, p: Plan): void {
     const seg = p.remote;
-    const task = seg ? new Task(batch, p.write, this.counters, seg, this.retryHook) : new Task(batch, p.write, this.counters);
+    const task = seg || p.pending ? new Task(batch, p.write, this.counters, seg, this.retryHook) : new Task(batch, p.write, this.counters);
     batch.tasks.push(task);
     batch.unfinished++;
     if (p.targetBytes) {
@@ -1027,12 +1310,46 @@ export class TransferEngine {
       });
       return;
     }
-    if (p.fileId === undefined && this.copyThroughShm(task, p, seg!)) return;
+    if (p.pending) {
+      // The segment is still opening: the task waits for its descriptor, its memory pinned meanwhile.
+      const region = p.region;
+      region.pins++;
+      p.pending.segment.then(
+        (opened) => {
+          region.pins--;
+          if (this.state !== 'ready') {
+            task.error = teError(ErrorCode.CLOSED, 'the engine was closed while the segment opened');
+            task.finish();
+            return;
+          }
+          task.seg = opened;
+          task.generation = opened.generation;
+          this.sendRemote(task, { ...p, remote: opened });
+        },
+        (e: unknown) => {
+          region.pins--;
+          task.error = e instanceof TransferEngineError ? e : teError(ErrorCode.PEER_UNREACHABLE, `cannot open segment "${p.pending!.name}": ${String(e)}`, e);
+          task.finish();
+        },
+      );
+      return;
+    }
+    this.sendRemote(task, p);
+  }
+
+  /** Carry a request to a peer whose descriptor we hold: a same-host copy through shared memory, else TCP slices. */
+  private sendRemote(task: Task, p: Plan): void {
+    if (p.fileId === undefined && this.copyThroughShm(task, p, p.remote!)) return;
     const split = p.fileId === undefined ? this.config.splitSize : Math.min(this.config.splitSize, MAX_FILE_REQUEST);
+    const client = this.tcpClient;
+    if (!client) {
+      task.error = teError(ErrorCode.NO_TRANSPORT, 'the tcp transport was uninstalled while the segment opened');
+      task.finish();
+      return;
+    }
     const len = p.local.length;
     const count = Math.ceil(len / split);
     task.pending = count;
-    const client = this.tcpClient!;
     const localAddress = this.options.sourceAddress?.(p.region.location);
     const base = p.fileId === undefined ? p.remote!.peer : this.filePeer(p.remote!);
     const peer = localAddress === undefined ? base : { ...base, localAddress };
@@ -1172,12 +1489,8 @@ export class TransferEngine {
    * getNotifies(). Rejects if the peer does not acknowledge it.
    */
   async sendNotify(segmentName: string, notify: Notification): Promise<void> {
-    this.ready();
-    if (typeof segmentName !== 'string' || segmentName.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name must be a non-empty string');
-    if (typeof notify?.name !== 'string' || typeof notify.msg !== 'string') {
-      throw teError(ErrorCode.INVALID_ARGUMENT, 'a notification is { name: string, msg: string }');
-    }
-    const reply = await this.rpcExchange(segmentName, HandshakeType.NOTIFY, `${JSON.stringify({ name: notify.name, notify_msg: notify.msg })}\n`);
+    const json = this.notifyFrame(notify);
+    const reply = await this.rpcExchange(this.segmentKey(segmentName), HandshakeType.NOTIFY, json);
     let ack: unknown;
     try {
       ack = JSON.parse(reply);
@@ -1189,11 +1502,31 @@ export class TransferEngine {
     if (typeof msg !== 'string' || msg.length === 0) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} did not accept the notification`);
   }
 
+  /**
+   * A Notify message's frame JSON, refused (TE_INVALID_ARGUMENT) when it is larger than a
+   * handshake frame may be: the peer would close on it without a word.
+   */
+  notifyFrame(notify: Notification): string {
+    this.ready();
+    if (typeof notify?.name !== 'string' || typeof notify.msg !== 'string') {
+      throw teError(ErrorCode.INVALID_ARGUMENT, 'a notification is { name: string, msg: string }');
+    }
+    const json = `${JSON.stringify({ name: notify.name, notify_msg: notify.msg })}\n`;
+    const frame = Buffer.byteLength(json) + 1; // the length counts the type byte
+    const max = this.config.handshakeMaxLength;
+    if (frame > max) {
+      throw teError(
+        ErrorCode.INVALID_ARGUMENT,
+        `the notification makes a ${frame}-byte handshake frame, above the ${max}-byte limit (MC_HANDSHAKE_MAX_LENGTH, which peers apply too); send large data as a transfer`,
+      );
+    }
+    return json;
+  }
+
   /** Check that a segment's RPC port answers (Mooncake's Probe message). */
   async sendProbe(segmentName: string): Promise<void> {
     this.ready();
-    if (typeof segmentName !== 'string' || segmentName.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'segment name must be a non-empty string');
-    const reply = await this.rpcExchange(segmentName, HandshakeType.PROBE, '{}\n');
+    const reply = await this.rpcExchange(this.segmentKey(segmentName), HandshakeType.PROBE, '{}\n');
     if (!/"status"\s*:\s*"success"/.test(reply)) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} answered the probe with ${reply.trim().slice(0, 80)}`);
   }
 
@@ -1206,7 +1539,17 @@ export class TransferEngine {
   }
 
   /** Counters for tests and monitoring: connections, requests served, bytes and tasks by outcome. */
-  stats(): TransferCounters & { dataConnections: number; lanes: number; requestsServed: number; requestsRejected: number; shmCopies: number; fileSameHost: number; fileSameHostFallbacks: number } & SecurityCounters & RetryCounters {
+  stats(): TransferCounters & {
+    dataConnections: number;
+    lanes: number;
+    requestsServed: number;
+    requestsRejected: number;
+    /** Connections accepted on the RPC (handshake) port: one per descriptor fetch, notify or probe of a peer. */
+    rpcConnections: number;
+    shmCopies: number;
+    fileSameHost: number;
+    fileSameHostFallbacks: number;
+  } & SecurityCounters & RetryCounters {
     const d = this.dataServer?.stats;
     const h = this.handshake?.stats;
     const f = this.fileServer?.server.stats;
@@ -1216,6 +1559,7 @@ export class TransferEngine {
       lanes: this.tcpClient?.laneCount ?? 0,
       requestsServed: this.dataServer?.stats.requests ?? 0,
       requestsRejected: this.dataServer?.stats.rejected ?? 0,
+      rpcConnections: h?.connections ?? 0,
       shmCopies: this.shmCopies,
       retries: this.retries,
       peerPauses: this.pastPeerPauses + (this.tcpClient?.peerPauses ?? 0),
@@ -1232,7 +1576,8 @@ export class TransferEngine {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    this.closing.abort();
+    for (const ac of this.exchanges) ac.abort();
+    this.exchanges.clear();
     this.abandonRetries(teError(ErrorCode.CLOSED, 'the engine was closed while the transfer waited to be retried'));
     // Unpublish first, so peers stop finding us before the ports go (bounded by the store's timeouts).
     const dir = this.directory;
@@ -1291,6 +1636,8 @@ interface Plan {
   fileId?: number;
   /** The peer is on this host but its file goes over TCP (same-host access refused). */
   sameHostFallback?: boolean;
+  /** The target segment is still opening (remote is null until then). */
+  pending?: PendingOpen;
 }
 
 /** File request addresses, one per descriptor object (a refetched descriptor gets a new one). */

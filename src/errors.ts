@@ -10,6 +10,20 @@ export const ErrorCode = {
   ADDRESS_NOT_REGISTERED: 'TE_ADDRESS_NOT_REGISTERED',
   /** The peer refused the address range (outside its regions, or not remotely accessible). */
   ADDRESS_REJECTED: 'TE_ADDRESS_REJECTED',
+  /**
+   * The memory is registered already: the same buffer, or a view overlapping
+   * one registered earlier (two addresses for the same bytes would let writes
+   * through one alias land under the other).
+   */
+  ADDRESS_OVERLAPPED: 'TE_ADDRESS_OVERLAPPED',
+  /**
+   * Registered memory is no longer usable: its ArrayBuffer was transferred
+   * (detached, e.g. to a worker) or a resizable one shrank below the region.
+   * Unregister it; the engine's other memory is unaffected.
+   */
+  MEMORY_DETACHED: 'TE_MEMORY_DETACHED',
+  /** Memory could not be allocated (the process or the host is out of it). */
+  OUT_OF_MEMORY: 'TE_OUT_OF_MEMORY',
   /** A region cannot be unregistered while transfers use it. */
   REGION_BUSY: 'TE_REGION_BUSY',
   /** The batch id is unknown or already freed. */
@@ -22,6 +36,12 @@ export const ErrorCode = {
   INVALID_SEGMENT: 'TE_INVALID_SEGMENT',
   /** Nobody answers at the segment's address, or the connection broke. */
   PEER_UNREACHABLE: 'TE_PEER_UNREACHABLE',
+  /**
+   * Another engine answers at the segment's address: the peer the descriptor
+   * names is gone (it restarted, or its port was taken by a new process).
+   * The engine refetches the descriptor before giving up (README, Engine identity).
+   */
+  PEER_CHANGED: 'TE_PEER_CHANGED',
   /** The peer sent bytes that do not follow the protocol. */
   PROTOCOL_ERROR: 'TE_PROTOCOL_ERROR',
   /** A frame or descriptor could not be decoded. */

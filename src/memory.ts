@@ -5,13 +5,23 @@
  * from a bump allocator: page-aligned, non-zero, below 2^53 (exact as a JS
  * number and as a JSON integer), with an unmapped guard page between regions.
  * Addresses are never reused, so a stale address held by a peer can never
- * alias a newer region.
+ * alias a newer region of the same engine; and each engine starts at its own
+ * random base, so a stale address of one engine almost never names live
+ * memory of another (README, Engine identity).
  */
-import { teError, ErrorCode } from './errors.js';
+import { randomInt } from 'node:crypto';
+import { teError, ErrorCode, type TransferEngineError } from './errors.js';
 
 export const PAGE_SIZE = 4096;
-/** First address handed out (2^44): far from 0, far below 2^53. */
+/** Lowest base address (2^44): far from 0. */
 export const ADDRESS_BASE = 0x1000_0000_0000;
+/** Bases are drawn below this (2^52), leaving at least 2^52 bytes of address space above any base, below 2^53. */
+export const ADDRESS_BASE_LIMIT = 0x10_0000_0000_0000;
+
+/** A page-aligned base uniform in [ADDRESS_BASE, ADDRESS_BASE_LIMIT): 2^40 - 2^32 possible values. */
+export function randomAddressBase(): number {
+  return ADDRESS_BASE + randomInt(0, (ADDRESS_BASE_LIMIT - ADDRESS_BASE) / PAGE_SIZE) * PAGE_SIZE;
+}
 
 /**
  * What peers may do with a region: nothing ('none': not published, every
@@ -52,8 +62,14 @@ export class Region {
   readonly remoteReadable: boolean;
   /** Peers may WRITE it. */
   readonly remoteWritable: boolean;
+  /** The registered length: the region's place in the address space, whatever later happens to the memory. */
+  readonly length: number;
+  readonly end: number;
+  /** Where the region starts in its ArrayBuffer (kept: a detached view reads 0). */
+  readonly byteOffset: number;
   constructor(
     readonly addr: number,
+    /** A fixed-length view (never length-tracking): it reads 0 bytes long once its memory is detached or shrunk. */
     readonly bytes: Uint8Array,
     readonly location: string,
     readonly access: RegionAccess,
@@ -61,17 +77,32 @@ export class Region {
   ) {
     this.remoteReadable = access !== 'none';
     this.remoteWritable = access === 'readwrite';
+    this.length = bytes.byteLength;
+    this.end = addr + this.length;
+    this.byteOffset = bytes.byteOffset;
   }
   /** Published to peers at all (Mooncake's remote_accessible). */
   get remoteAccessible(): boolean {
     return this.remoteReadable;
   }
-  get length(): number {
-    return this.bytes.length;
+  /**
+   * The memory is gone from under the view: its ArrayBuffer was transferred
+   * (postMessage, structuredClone with transfer) or a resizable one shrank
+   * below the region (it comes back if the buffer grows again). Such a region
+   * stays registered, so that it can be unregistered, but it is not published
+   * and every transfer touching it is refused.
+   */
+  get detached(): boolean {
+    return this.bytes.byteLength !== this.length;
   }
-  get end(): number {
-    return this.addr + this.bytes.length;
-  }
+}
+
+/** The error for a transfer that touches a detached region. */
+export function detachedError(region: Region, what = 'memory'): TransferEngineError {
+  return teError(
+    ErrorCode.MEMORY_DETACHED,
+    `${what} at ${fmtAddr(region.addr)} (${region.length} bytes) is registered but its ArrayBuffer was detached (transferred) or shrunk; unregister it`,
+  );
 }
 
 export interface ResolvedRange {
@@ -80,23 +111,59 @@ export interface ResolvedRange {
   offset: number;
 }
 
-function toBytes(mem: Uint8Array | ArrayBuffer): Uint8Array {
-  if (mem instanceof Uint8Array) return mem;
-  if (mem instanceof ArrayBuffer) return new Uint8Array(mem);
+/**
+ * A fixed-length view of the memory. A view made without a length over a
+ * resizable ArrayBuffer tracks the buffer's length, so growing it would grow
+ * the region over its neighbours' addresses: the registered range is fixed here.
+ */
+function toBytes(mem: Uint8Array | ArrayBuffer, what: string): Uint8Array {
+  if (mem instanceof Uint8Array || mem instanceof ArrayBuffer) {
+    // (A view over detached memory cannot even be constructed.)
+    if (mem.byteLength === 0) throw teError(ErrorCode.INVALID_ARGUMENT, `cannot register an empty region (${what} is 0 bytes long, or detached)`);
+    return mem instanceof Uint8Array ? new Uint8Array(mem.buffer, mem.byteOffset, mem.byteLength) : new Uint8Array(mem, 0, mem.byteLength);
+  }
   // SharedArrayBuffer or other views would work too, but keep one contract.
   throw teError(ErrorCode.INVALID_ARGUMENT, 'memory must be a Uint8Array, Buffer or ArrayBuffer');
 }
 
 const GPU_LOCATION = /^(cuda|musa|hip|maca|npu|gpu)[:]/i;
 
+export interface RegistryOptions {
+  /** First address (page-aligned, in [ADDRESS_BASE, ADDRESS_BASE_LIMIT)); default: randomAddressBase(). */
+  base?: number;
+}
+
 export class MemoryRegistry {
-  private next = ADDRESS_BASE;
+  private next: number;
   /** Sorted by address (allocation order is address order). */
   private regions: Region[] = [];
+  /** Regions by the memory they view, to refuse a second registration of the same bytes. */
+  private readonly byMemory = new WeakMap<ArrayBufferLike, Region[]>();
+
+  constructor(options: RegistryOptions = {}) {
+    const base = options.base ?? randomAddressBase();
+    if (!Number.isSafeInteger(base) || base % PAGE_SIZE !== 0 || base < ADDRESS_BASE || base >= ADDRESS_BASE_LIMIT) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `address base ${String(base)} must be page-aligned in [${fmtAddr(ADDRESS_BASE)}, ${fmtAddr(ADDRESS_BASE_LIMIT)})`);
+    }
+    this.next = base;
+  }
+
+  /** The first address this registry hands out. */
+  get base(): number {
+    return this.regions[0]?.addr ?? this.next;
+  }
 
   register(mem: Uint8Array | ArrayBuffer, options: RegisterOptions = {}): Region {
-    const bytes = toBytes(mem);
-    if (bytes.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'cannot register an empty region');
+    return this.registerAll([mem], options)[0]!;
+  }
+
+  /**
+   * Register several pieces of memory, all or none: each must be non-empty
+   * and overlap no registered memory nor another piece of the list (the same
+   * bytes under two addresses would let two peers' writes alias).
+   */
+  registerAll(mems: ReadonlyArray<Uint8Array | ArrayBuffer>, options: RegisterOptions = {}): Region[] {
+    const views = mems.map((m, i) => toBytes(m, mems.length === 1 ? 'memory' : `memory [${i}]`));
     const location = options.location ?? '*';
     if (typeof location !== 'string' || location.length === 0) {
       throw teError(ErrorCode.INVALID_ARGUMENT, 'location must be a non-empty string such as "cpu:0" or "*"');
@@ -108,12 +175,39 @@ export class MemoryRegistry {
       throw teError(ErrorCode.INVALID_ARGUMENT, 'remoteAccessible must be a boolean');
     }
     const access = toRegionAccess(options.access ?? options.remoteAccessible ?? 'readwrite');
+    views.forEach((bytes, i) => {
+      const what = views.length === 1 ? 'memory' : `memory [${i}]`;
+      const start = bytes.byteOffset;
+      const end = start + bytes.byteLength;
+      const clash = (this.byMemory.get(bytes.buffer) ?? []).find((r) => r.byteOffset < end && start < r.byteOffset + r.length);
+      if (clash) {
+        throw teError(
+          ErrorCode.ADDRESS_OVERLAPPED,
+          `${what} (bytes ${start}..${end} of its ArrayBuffer) overlaps the region registered at ${fmtAddr(clash.addr)} (bytes ${clash.byteOffset}..${clash.byteOffset + clash.length})`,
+        );
+      }
+      for (let j = 0; j < i; j++) {
+        const o = views[j]!;
+        if (o.buffer === bytes.buffer && o.byteOffset < end && start < o.byteOffset + o.byteLength) {
+          throw teError(ErrorCode.ADDRESS_OVERLAPPED, `memory [${i}] overlaps memory [${j}] of the same list`);
+        }
+      }
+    });
+    let total = 0;
+    for (const v of views) total += Math.ceil(v.length / PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE;
+    if (!Number.isSafeInteger(this.next + total + PAGE_SIZE)) throw teError(ErrorCode.INVALID_ARGUMENT, 'address space exhausted');
+    return views.map((bytes) => this.add(bytes, location, access, options.shmName));
+  }
+
+  private add(bytes: Uint8Array, location: string, access: RegionAccess, shmName: string | undefined): Region {
     const addr = this.next;
     const end = addr + bytes.length;
-    if (!Number.isSafeInteger(end + 2 * PAGE_SIZE)) throw teError(ErrorCode.INVALID_ARGUMENT, 'address space exhausted');
     this.next = Math.ceil(end / PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE; // guard page
-    const region = new Region(addr, bytes, location, access, options.shmName);
+    const region = new Region(addr, bytes, location, access, shmName);
     this.regions.push(region);
+    const same = this.byMemory.get(bytes.buffer);
+    if (same) same.push(region);
+    else this.byMemory.set(bytes.buffer, [region]);
     return region;
   }
 
@@ -126,6 +220,11 @@ export class MemoryRegistry {
       throw teError(ErrorCode.REGION_BUSY, `region at ${fmtAddr(addr)} has ${region.pins} transfer(s) in flight; unregister it after they finish`);
     }
     this.regions.splice(idx, 1);
+    const same = this.byMemory.get(region.bytes.buffer);
+    if (same) {
+      same.splice(same.indexOf(region), 1);
+      if (same.length === 0) this.byMemory.delete(region.bytes.buffer);
+    }
     return region;
   }
 

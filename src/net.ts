@@ -64,6 +64,31 @@ export function splitHostPort(name: string): { host: string; port: number | unde
   return { host: name.slice(0, i), port };
 }
 
+/**
+ * Split a name that must be dialable: like splitHostPort, but a port part
+ * that is there and not in [1, 65535] ("host:0", "host:99999", "host:x") is
+ * TE_INVALID_ARGUMENT naming `what`, where Mooncake would silently use 12001.
+ */
+export function parseHostPort(name: string, what: string): { host: string; port: number | undefined } {
+  const r = splitHostPort(name);
+  const bad = (port: string): never => {
+    throw teError(ErrorCode.INVALID_ARGUMENT, `${what} "${name}": "${port}" is not a port (1-65535)`);
+  };
+  const v6 = /^\[([^\]]+)\](?::(.*))?$/.exec(name);
+  if (v6) {
+    if (v6[2] !== undefined && r.port === undefined) bad(v6[2]);
+  } else if (name.split(':').length === 2 && r.port === undefined) {
+    bad(name.slice(name.lastIndexOf(':') + 1));
+  }
+  if (r.host.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, `${what} "${name}" has no host`);
+  return r;
+}
+
+/** 0.0.0.0 or :: (any interface): an address to listen on, never one to dial. */
+export function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '[::]';
+}
+
 export function joinHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }

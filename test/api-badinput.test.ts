@@ -20,6 +20,7 @@ import {
   ERR_CLOSED,
   ERR_NOT_SUPPORTED,
   ERR_PEER_UNREACHABLE,
+  ERR_FAILED,
   returnCodeName,
 } from '../src/index.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
@@ -218,7 +219,14 @@ describe('bad values get negative codes and nothing is sent', () => {
 
   test('an unreachable target_hostname', async () => {
     await refused('closed port', ERR_PEER_UNREACHABLE, () => engine.transferSyncWrite('127.0.0.1:1', ptr, remote, 16));
-    await refused('no such host', ERR_PEER_UNREACHABLE, () => engine.transferSubmitWrite('no-such-host.invalid:15000', ptr, remote, 16));
+    await refused('no such host', ERR_PEER_UNREACHABLE, () => engine.transferSyncWrite('no-such-host.invalid:15000', ptr, remote, 16));
+    // The async calls return at once: the segment opens inside the batch, whose status then says -1.
+    const id = await engine.transferSubmitWrite('no-such-host.invalid:15000', ptr, remote, 16);
+    assert.ok(id >= 1, `batch id ${id}`);
+    let st = 0;
+    while ((st = engine.transferCheckStatus(id)) === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(st, ERR_FAILED);
+    assert.equal(engine.getLastError()!.code, 'TE_PEER_UNREACHABLE');
     await refused('empty name', ERR_INVALID_ARGUMENT, () => engine.transferSyncWrite('', ptr, remote, 16));
   });
 });

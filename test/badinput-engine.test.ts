@@ -107,14 +107,22 @@ describe('engine: ports and unreachable peers', () => {
   });
 
   it('init whose data port cannot be bound releases the RPC port it already bound', async () => {
+    // The data port's range is one port, held by someone else; the RPC port is given apart.
     const only = await closedPort();
-    // One port in the range: the RPC port takes it, the data port finds none.
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen({ host: '127.0.0.1', port: only }, () => r()));
+    const rpc = await closedPort();
     const e = new TransferEngine({ config: { minPort: only, maxPort: only } });
     try {
-      await assert.rejects(e.init('127.0.0.1'), te('TE_PORT_IN_USE'));
-      assert.equal(await canBind(only), true, 'the RPC port stayed bound after the failed init');
+      await assert.rejects(e.init('127.0.0.1', undefined, rpc), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'TE_PORT_IN_USE');
+        assert.match(err.message, /^the data port: /);
+        return true;
+      });
+      assert.equal(await canBind(rpc), true, 'the RPC port stayed bound after the failed init');
     } finally {
       await e.close();
+      await new Promise<void>((r) => blocker.close(() => r()));
     }
   });
 

@@ -32,6 +32,7 @@ const DEFAULTS: EngineConfig = {
   peerPauseMs: 1000,
   authSecret: undefined,
   maxDescriptorSize: 64 << 20,
+  addressBase: undefined,
   maxDataConnectionsPerPeer: 1024,
   maxRpcConnectionsPerPeer: 256,
   maxRequestsInFlight: 4096,
@@ -216,6 +217,14 @@ describe('loadConfig other variables', () => {
     }
     for (const raw of ['2', 'maybe', 'y', 'enabled']) {
       assert.throws(() => loadConfig({ MC_LEGACY_RPC_PORT_BINDING: raw }), badEnv('MC_LEGACY_RPC_PORT_BINDING'), raw);
+    }
+  });
+
+  test('TE_ADDRESS_BASE: decimal or hex, page-aligned in [2^44, 2^52); anything else is BAD_ENV', () => {
+    assert.equal(loadConfig({ TE_ADDRESS_BASE: '0x100000000000' }).addressBase, 2 ** 44);
+    assert.equal(loadConfig({ TE_ADDRESS_BASE: String(2 ** 50) }).addressBase, 2 ** 50);
+    for (const raw of ['0', '4096', '0x100000000001', String(2 ** 52), '1e15', 'abc', '-17592186044416']) {
+      assert.throws(() => loadConfig({ TE_ADDRESS_BASE: raw }), badEnv('TE_ADDRESS_BASE'), raw);
     }
   });
 

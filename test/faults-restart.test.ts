@@ -56,14 +56,17 @@ describe('recovery through central metadata', () => {
     const TASKS = 32;
     const TASK = 512 * 1024;
     const SIZE = TASKS * TASK;
-    const first = await spawnPeer({ PEER_LISTEN: '127.0.0.1' }, { host: 'target', connectable: PROXY_HOST, metadataServer: meta.url });
+    // Both processes use one fixed address base (TE_ADDRESS_BASE), so the restart registers the same memory at the
+    // same address and the interrupted WRITEs can complete there; by default each engine's base is random.
+    const fixed = { TE_ADDRESS_BASE: '0x300000000000' };
+    const first = await spawnPeer({ PEER_LISTEN: '127.0.0.1', ...fixed }, { host: 'target', connectable: PROXY_HOST, metadataServer: meta.url });
     peers.push(first);
     const remote = await first.register(SIZE);
     // 4 MiB/s per lane: the 16 MiB write takes about 2 s, and is killed a quarter of the way in.
     const proxy = await proxyPeerPorts(first, { mode: { kind: 'throttle', bytesPerSec: 4 * MiB, direction: 'up' } });
     proxies.push(proxy);
     // The replacement process is started now and initialized right after the kill: it comes back at once.
-    const second = await forkPeer({ PEER_LISTEN: '127.0.0.1' });
+    const second = await forkPeer({ PEER_LISTEN: '127.0.0.1', ...fixed });
     peers.push(second);
 
     const engine = new TransferEngine({ metadataServer: meta.url, env: { MC_RETRY_CNT: '10' } });

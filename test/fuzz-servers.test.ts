@@ -56,6 +56,10 @@ const FILE_REJECTED = Buffer.from([2, 0, 0, 0, 0x56, 0x54, 0x43, 0x4d]);
 const HEADER = 24;
 const FILE_READ = 0x90;
 const FILE_WRITE = 0x91;
+/** Our identity check (src/codec/wire.ts): size 0, addr = the engine id. */
+const HELLO = 0x92;
+const CONFIRMED = Buffer.from([5, 0, 0, 0, 0x56, 0x54, 0x43, 0x4d]);
+const WRONG_ENGINE = Buffer.from([4, 0, 0, 0, 0x56, 0x54, 0x43, 0x4d]);
 
 // ---------------------------------------------------------------------------------------------
 // The target: regions in one backing buffer, canaries between them; files with a canary tail.
@@ -79,6 +83,8 @@ interface ModelFile {
 
 class Target {
   readonly registry = new MemoryRegistry();
+  /** The id the server confirms to identity checks. */
+  readonly engineId: number;
   readonly regions: ModelRegion[] = [];
   readonly backing: Buffer;
   readonly shadow: Buffer;
@@ -90,6 +96,7 @@ class Target {
   secret: Buffer | null = null;
 
   constructor(rng: Rng, layout: ReadonlyArray<{ len: number; access: RegionAccess }>) {
+    this.engineId = 1 + rng.u32();
     const GAP = 4096;
     const total = layout.reduce((s, r) => s + r.len + GAP, GAP);
     this.backing = rng.bytes(total); // every byte outside the regions is a canary
@@ -120,7 +127,7 @@ class Target {
 
   async start(files: FileRegistry | null, secret: Buffer | null = null): Promise<void> {
     this.secret = secret;
-    const options = secret ? { authSecret: secret } : {};
+    const options = { engineId: this.engineId, ...(secret ? { authSecret: secret } : {}) };
     if (files) {
       const staging = new StagingPool();
       this.io = new FileIO(4, staging);
@@ -192,7 +199,7 @@ function readOpcode(rng: Rng): number {
   if (rng.chance(0.9)) return rng.pick([0x00, 0x80]);
   for (;;) {
     const op = rng.u32() & 0xff;
-    if ((op & 0x7f) !== 1 && op !== FILE_READ && op !== FILE_WRITE) return op;
+    if ((op & 0x7f) !== 1 && op !== FILE_READ && op !== FILE_WRITE && op !== HELLO) return op;
   }
 }
 
@@ -255,6 +262,9 @@ function nearMiss(rng: Rng, t: Target): Buffer {
       return header(1n + BigInt(rng.int(Math.min(64, closed.len))), closed.addr, closed.access === 'read' ? rng.pick([0x01, 0x81]) : op);
     },
     () => header(rng.u64(), rng.u64(), rng.u32() & 0xff, rng.bytes(7)),
+    // An identity check naming another engine, or with a size.
+    () => header(0n, BigInt(t.engineId) + BigInt(1 + rng.int(1000)), HELLO),
+    () => header(BigInt(1 + rng.int(64)), BigInt(t.engineId), HELLO),
   ];
   const files: Array<() => Buffer> = [];
   if (t.files.size > 0) {
@@ -314,7 +324,7 @@ function mutateStream(rng: Rng, t: Target, s: Buffer): Buffer {
 }
 
 /** How the server must end the connection. */
-type Ending = 'open' | 'reject-v1' | 'reject-v2' | 'file-reject';
+type Ending = 'open' | 'reject-v1' | 'reject-v2' | 'file-reject' | 'wrong-engine';
 
 interface Prediction {
   expected: Buffer;
@@ -338,6 +348,15 @@ function predict(t: Target, s: Buffer, servesFiles: boolean): Prediction {
     const addr = s.readBigUInt64LE(pos + 8);
     const op = s[pos + 16]!;
     pos += HEADER;
+    if (op === HELLO) {
+      // Confirmed when it names this engine; else refused, and nothing after it is served.
+      if (size === 0n && addr === BigInt(t.engineId)) {
+        out.push(CONFIRMED);
+        continue;
+      }
+      out.push(WRONG_ENGINE);
+      return { expected: Buffer.concat(out), ending: 'wrong-engine', headers };
+    }
     if (op === FILE_READ || op === FILE_WRITE) {
       const id = s.readUInt32LE(pos - HEADER + 17);
       const reservedClear = s[pos - 3] === 0 && s[pos - 2] === 0 && s[pos - 1] === 0;
@@ -532,6 +551,7 @@ interface LaneOptions {
 function makeStream(rng: Rng, t: Target, o: LaneOptions): Buffer {
   if (rng.chance(0.03)) return rng.bytes(rng.int(200)); // plain noise
   const parts: Buffer[] = [];
+  if (rng.chance(0.2)) parts.push(header(0n, BigInt(t.engineId), HELLO)); // our clients start with an identity check
   const valid = (): void => (rng.chance(o.fileShare) ? validFileRequest : validMemoryRequest)(rng, t, parts);
   if (rng.chance(0.3)) {
     // A few valid requests, one just out of bounds (never mutated), then more that must never be served.
@@ -669,7 +689,7 @@ describe('fuzz: live data server', () => {
     for (const r of results) for (const [k, n] of Object.entries(r.endings)) endings[k] = (endings[k] ?? 0) + n;
     counter.add('data server: request headers', headers);
     t.diagnostic(`${headers} request headers; endings ${JSON.stringify(endings)}`);
-    for (const e of ['open', 'reject-v1', 'reject-v2', 'file-reject']) assert.ok((endings[e] ?? 0) >= 5, `too few '${e}' streams: ${JSON.stringify(endings)}`);
+    for (const e of ['open', 'reject-v1', 'reject-v2', 'file-reject', 'wrong-engine']) assert.ok((endings[e] ?? 0) >= 5, `too few '${e}' streams: ${JSON.stringify(endings)}`);
   });
 
   test('file requests mixed with memory requests: nothing outside [0, size) of a file, sizes unchanged', { timeout: LIVE_TIMEOUT_MS }, async (t) => {

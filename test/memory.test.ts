@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryRegistry, Region, PAGE_SIZE, ADDRESS_BASE, fmtAddr } from '../src/memory.js';
+import { MemoryRegistry, Region, PAGE_SIZE, ADDRESS_BASE, ADDRESS_BASE_LIMIT, fmtAddr, randomAddressBase } from '../src/memory.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
 
 function teCode(code: ErrorCode): (e: unknown) => boolean {
@@ -25,8 +25,33 @@ describe('MemoryRegistry: address allocation', () => {
     assert.ok(ADDRESS_BASE > 0 && ADDRESS_BASE < TWO_53);
   });
 
+  test('each registry starts at its own random page-aligned base in [2^44, 2^52)', () => {
+    const bases = new Set<number>();
+    for (let i = 0; i < 64; i++) {
+      const reg = new MemoryRegistry();
+      const b = reg.register(Buffer.alloc(1)).addr;
+      assert.equal(b, reg.base);
+      assert.equal(b % PAGE_SIZE, 0);
+      assert.ok(b >= ADDRESS_BASE && b < ADDRESS_BASE_LIMIT, fmtAddr(b));
+      bases.add(b);
+    }
+    // 2^40 - 2^32 possible bases: 64 draws collide with probability about 2e-9.
+    assert.equal(bases.size, 64, 'no two registries share a base');
+    for (let i = 0; i < 1000; i++) {
+      const b = randomAddressBase();
+      assert.ok(b % PAGE_SIZE === 0 && b >= ADDRESS_BASE && b < ADDRESS_BASE_LIMIT);
+    }
+  });
+
+  test('a base can be given; a bad one is refused', () => {
+    assert.equal(new MemoryRegistry({ base: ADDRESS_BASE }).register(Buffer.alloc(1)).addr, ADDRESS_BASE);
+    for (const base of [0, ADDRESS_BASE + 1, ADDRESS_BASE - PAGE_SIZE, ADDRESS_BASE_LIMIT, 2 ** 53]) {
+      assert.throws(() => new MemoryRegistry({ base }), teCode(ErrorCode.INVALID_ARGUMENT), String(base));
+    }
+  });
+
   test('addresses are non-zero, page aligned, increasing, gapped and below 2^53', () => {
-    const reg = new MemoryRegistry();
+    const reg = new MemoryRegistry({ base: ADDRESS_BASE });
     const regions = registerAll(reg, SIZES);
     assert.equal(regions[0]!.addr, ADDRESS_BASE);
     for (const [i, r] of regions.entries()) {
@@ -121,7 +146,11 @@ describe('MemoryRegistry: register arguments', () => {
   test('plain Uint8Array is accepted', () => {
     const reg = new MemoryRegistry();
     const u = new Uint8Array(16);
-    assert.equal(reg.register(u).bytes, u);
+    const bytes = reg.register(u).bytes;
+    // A fixed-length view of the same memory (never length-tracking).
+    assert.equal(bytes.buffer, u.buffer);
+    assert.equal(bytes.byteOffset, u.byteOffset);
+    assert.equal(bytes.byteLength, 16);
   });
 
   test('empty memory is INVALID_ARGUMENT', () => {
@@ -212,7 +241,7 @@ describe('MemoryRegistry.resolve', () => {
   });
 
   test('agrees with a linear scan over many regions', () => {
-    const reg = new MemoryRegistry();
+    const reg = new MemoryRegistry({ base: ADDRESS_BASE });
     let seed = 12345;
     const rand = (n: number): number => {
       seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;

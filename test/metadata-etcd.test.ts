@@ -16,6 +16,8 @@ import { EtcdCluster, freePort, requireServer } from './servers.js';
 const etcd = requireServer('etcd');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const SIZE = 2 * 1024 * 1024;
+/** One address base for a peer and its restart, so the restart registers at the same addresses. */
+const FIXED_BASE = { TE_ADDRESS_BASE: '0x200000000000' };
 const CLUSTER_ID = 'te-test';
 const ENV = { TE_METADATA_TIMEOUT_MS: '2000', MC_METADATA_CLUSTER_ID: CLUSTER_ID };
 
@@ -91,8 +93,8 @@ describe('etcd metadata, one member', { skip: etcd.skip }, () => {
     const rpc = await raw.get(`mooncake/${CLUSTER_ID}/rpc_meta/target-1`);
     assert.equal(rpc, `{"ip_or_host_name":"127.0.0.1","rpc_port":${peer.rpcPort}}\n`);
     const desc = await raw.get(`mooncake/${CLUSTER_ID}/ram/target-1`);
-    // Sorted keys; machine_id (ours, for same-host shared memory) sits between buffers and name.
-    assert.match(desc ?? 'missing', new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"machine_id":"[^"]+","name":"target-1","protocol":"tcp",`));
+    // Sorted keys; engine_id and machine_id (ours: identity, same-host shared memory) sit between buffers and name.
+    assert.match(desc ?? 'missing', new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"engine_id":\\d+,"machine_id":"[^"]+","name":"target-1","protocol":"tcp",`));
     assert.ok(desc!.endsWith('"}\n'), 'FastWriter ends values with a newline');
     assert.equal(await raw.get('mooncake/ram/target-1'), null, 'nothing outside the cluster prefix');
     const seg = await ini.engine.openSegment('target-1');
@@ -104,13 +106,14 @@ describe('etcd metadata, one member', { skip: etcd.skip }, () => {
   });
 
   it('a peer killed and restarted on new ports under the same name is found again without reopening', async () => {
-    const first = await spawnNamed('target-2', cluster.connString);
+    // A fixed address base (TE_ADDRESS_BASE): the restarted peer registers the same memory at the same address.
+    const first = await spawnNamed('target-2', cluster.connString, FIXED_BASE);
     const remote = await first.register(SIZE, 5);
     const seg = await ini.engine.openSegment('target-2');
     assert.deepEqual(await ini.read(seg, remote), [TaskStatus.COMPLETED]);
     first.kill();
     await sleep(200);
-    const second = await spawnNamed('target-2', cluster.connString);
+    const second = await spawnNamed('target-2', cluster.connString, FIXED_BASE);
     assert.equal(await second.register(SIZE, 6), remote);
     assert.notEqual(second.dataPort, first.dataPort);
     for (let i = 0; i < 3; i++) assert.deepEqual(await ini.read(seg, remote), [TaskStatus.COMPLETED], `round ${i}`);

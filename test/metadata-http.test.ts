@@ -21,6 +21,8 @@ import { MetadataServerProcess, freePort, tempDir } from './servers.js';
 
 const te = (code: string) => (e: unknown): boolean => (e as { code?: string }).code === code;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** One address base for a peer and its restart, so the restart registers at the same addresses. */
+const FIXED_BASE = { TE_ADDRESS_BASE: '0x200000000000' };
 
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
@@ -285,12 +287,12 @@ describe('two engines in separate processes through the HTTP metadata server', (
   it('publishes Mooncake-shaped values, opens by name, and moves data both ways', async () => {
     const peer = await spawnNamed('target-1');
     const remote = await peer.register(SIZE, 7);
-    // The stored values, byte for byte: compact, sorted, no newline over HTTP. machine_id is ours (same-host
+    // The stored values, byte for byte: compact, sorted, no newline over HTTP. engine_id and machine_id are ours (identity, same-host
     // shared memory); Mooncake's decoder ignores fields it does not know.
     const rpc = await req(meta.url, 'GET', 'mooncake/rpc_meta/target-1');
     assert.equal(rpc.text, `{"ip_or_host_name":"127.0.0.1","rpc_port":${peer.rpcPort}}`);
     const stored = (await req(meta.url, 'GET', 'mooncake/ram/target-1')).text;
-    assert.match(stored, new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"machine_id":"[^"]+","name":"target-1","protocol":"tcp","tcp_data_port":${peer.dataPort},"tcp_proto_version":2,"timestamp":"[^"]+"\\}$`));
+    assert.match(stored, new RegExp(`^\\{"buffers":\\[\\{"addr":${remote},"length":${SIZE},"name":"target-1"\\}\\],"engine_id":\\d+,"machine_id":"[^"]+","name":"target-1","protocol":"tcp","tcp_data_port":${peer.dataPort},"tcp_proto_version":2,"timestamp":"[^"]+"\\}$`));
     const seg = await engine.openSegment('target-1');
     assert.equal(engine.getSegmentDescriptor(seg).buffers[0]!.addr, BigInt(remote));
     const st = await run([{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remote, length: SIZE }]);
@@ -337,17 +339,18 @@ describe('two engines in separate processes through the HTTP metadata server', (
   });
 
   it('a live namesake is refused; a crashed one is replaced, and transfers find the restarted peer', async () => {
-    const first = await spawnNamed('target-2');
+    // A fixed address base (TE_ADDRESS_BASE): the restarted peer registers the same memory at the same address.
+    const first = await spawnNamed('target-2', FIXED_BASE);
     const remote = await first.register(SIZE, 11);
     const seg = await engine.openSegment('target-2');
     assert.equal((await run([{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remote, length: SIZE }]))[0]!.status, TaskStatus.COMPLETED);
     // Same name while the first one runs: refused, and the first one's entry is untouched.
-    await assert.rejects(spawnNamed('target-2'), (e: Error & { code?: string }) => e.code === 'TE_METADATA_REJECTED' && /in use/.test(e.message));
+    await assert.rejects(spawnNamed('target-2', FIXED_BASE), (e: Error & { code?: string }) => e.code === 'TE_METADATA_REJECTED' && /in use/.test(e.message));
     assert.equal((await req(meta.url, 'GET', 'mooncake/rpc_meta/target-2')).text, `{"ip_or_host_name":"127.0.0.1","rpc_port":${first.rpcPort}}`);
     // Crash: the keys stay behind (the server refuses to overwrite rpc_meta), the restart takes them over.
     first.kill();
     await sleep(200);
-    const second = await spawnNamed('target-2');
+    const second = await spawnNamed('target-2', FIXED_BASE);
     assert.notEqual(second.dataPort, first.dataPort);
     const remote2 = await second.register(SIZE, 12);
     assert.equal(remote2, remote, 'same registration order, same synthetic address');

@@ -1,7 +1,9 @@
 /**
  * Stale descriptors in P2P mode: a peer killed and restarted on the same RPC
  * port (so the same segment name) but a new data port is found again by the
- * retry rounds, which refetch the descriptor (MC_RETRY_CNT); a peer that is
+ * retry rounds, which refetch the descriptor (MC_RETRY_CNT); addresses of the
+ * old engine are refused by the new one (each engine has its own random
+ * address base), those of the new one work without reopening; a peer that is
  * simply gone still fails promptly, with bounded attempts and no retry storm. (The central-store variants are in
  * metadata-http and metadata-etcd.)
  */
@@ -30,9 +32,9 @@ describe('stale peers in P2P mode', () => {
     peers.push(first);
     const remote = await first.register(SIZE, 31);
     const seg = await engine.openSegment(first.segmentName);
-    const read = async (): Promise<{ status: TaskStatus; code: string | undefined }> => {
+    const read = async (at = remote): Promise<{ status: TaskStatus; code: string | undefined }> => {
       const bid = engine.allocateBatchID(1);
-      engine.submitTransfer(bid, [{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: remote, length: SIZE }]);
+      engine.submitTransfer(bid, [{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: at, length: SIZE }]);
       const [st] = await engine.waitBatch(bid);
       engine.freeBatchID(bid);
       return { status: st!.status, code: st!.error?.code };
@@ -49,8 +51,11 @@ describe('stale peers in P2P mode', () => {
     peers.push(second);
     assert.equal(second.segmentName, first.segmentName);
     assert.notEqual(second.dataPort, first.dataPort);
-    assert.equal(await second.register(SIZE, 32), remote);
-    assert.deepEqual(await read(), { status: TaskStatus.COMPLETED, code: undefined });
+    const fresh = await second.register(SIZE, 32);
+    assert.notEqual(fresh, remote, 'each engine starts its addresses at its own random base');
+    // The retry rounds find the new descriptor; the old engine's address names nothing there.
+    assert.deepEqual(await read(remote), { status: TaskStatus.FAILED, code: 'TE_ADDRESS_REJECTED' });
+    assert.deepEqual(await read(fresh), { status: TaskStatus.COMPLETED, code: undefined });
     assert.equal(sha256(local), sha256(patternBuffer(SIZE, 32)));
     assert.equal(engine.getSegmentDescriptor(seg).tcpDataPort, second.dataPort, 'the cache holds the fresh descriptor');
     // No region stayed pinned by the retried slices.

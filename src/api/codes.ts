@@ -85,20 +85,25 @@ export function returnCodeName(code: number): ReturnCodeName | undefined {
 }
 
 /**
- * Core error code -> return code. Keyed by string so that codes added to the
- * core later (metadata backends) need no change here to compile; unknown codes
- * become ERR_FAILED, and the detail keeps the original code.
+ * Core error code -> return code, exhaustive (a code added to the core does
+ * not compile until it is given a return code here).
  */
-const FROM_CORE: Readonly<Record<string, number>> = {
+const FROM_CORE: Readonly<Record<ErrorCode, number>> = {
   [ErrorCode.INVALID_ARGUMENT]: ERR_INVALID_ARGUMENT,
   [ErrorCode.ADDRESS_NOT_REGISTERED]: ERR_ADDRESS_NOT_REGISTERED,
   [ErrorCode.ADDRESS_REJECTED]: ERR_FAILED,
+  [ErrorCode.ADDRESS_OVERLAPPED]: ERR_ADDRESS_OVERLAPPED,
+  // Memory that cannot be used any more is, for the caller, memory that is not registered.
+  [ErrorCode.MEMORY_DETACHED]: ERR_ADDRESS_NOT_REGISTERED,
+  [ErrorCode.OUT_OF_MEMORY]: ERR_OUT_OF_MEMORY,
   [ErrorCode.REGION_BUSY]: ERR_REGION_BUSY,
   [ErrorCode.INVALID_BATCH]: ERR_INVALID_BATCH,
   [ErrorCode.BATCH_FULL]: ERR_INVALID_ARGUMENT,
   [ErrorCode.BATCH_BUSY]: ERR_REGION_BUSY,
   [ErrorCode.INVALID_SEGMENT]: ERR_METADATA,
   [ErrorCode.PEER_UNREACHABLE]: ERR_PEER_UNREACHABLE,
+  // The peer we addressed is gone (another engine holds its port).
+  [ErrorCode.PEER_CHANGED]: ERR_PEER_UNREACHABLE,
   [ErrorCode.PROTOCOL_ERROR]: ERR_PROTOCOL,
   [ErrorCode.MALFORMED]: ERR_PROTOCOL,
   [ErrorCode.FRAME_TOO_LARGE]: ERR_PROTOCOL,
@@ -110,8 +115,12 @@ const FROM_CORE: Readonly<Record<string, number>> = {
   [ErrorCode.NOT_SUPPORTED]: ERR_NOT_SUPPORTED,
   [ErrorCode.NO_TRANSPORT]: ERR_NOT_SUPPORTED,
   [ErrorCode.BAD_ENV]: ERR_BAD_ENV,
-  TE_METADATA_UNAVAILABLE: ERR_METADATA,
-  TE_METADATA_REJECTED: ERR_METADATA,
+  [ErrorCode.METADATA_UNAVAILABLE]: ERR_METADATA,
+  [ErrorCode.METADATA_REJECTED]: ERR_METADATA,
+  // A transfer or exchange that ran and failed: the seed's generic failure.
+  [ErrorCode.IO_ERROR]: ERR_FAILED,
+  [ErrorCode.AUTH_REQUIRED]: ERR_FAILED,
+  [ErrorCode.AUTH_FAILED]: ERR_FAILED,
 };
 
 export function returnCodeFor(e: TransferEngineError): number {

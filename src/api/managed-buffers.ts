@@ -13,7 +13,7 @@
  * Chunks are plain `new ArrayBuffer(size)`: the allocation is virtual, pages
  * are touched only when used, and chunks are created only when a class runs dry.
  */
-import { ErrorCode, teError } from '../errors.js';
+import { ErrorCode, TransferEngineError, teError } from '../errors.js';
 import { ApiFailure, ERR_INVALID_MANAGED_BUFFER, ERR_OUT_OF_MEMORY, ERR_REGION_BUSY } from './codes.js';
 
 export interface BuddyConfig {
@@ -366,6 +366,9 @@ function allocate(registrar: MemoryRegistrar, size: number): number {
   try {
     return registrar.allocate(size);
   } catch (e) {
-    throw new ApiFailure(ERR_OUT_OF_MEMORY, ErrorCode.INVALID_ARGUMENT, `cannot allocate ${size} bytes: ${(e as Error).message}`, e);
+    if (e instanceof TransferEngineError && e.code === ErrorCode.OUT_OF_MEMORY) throw e; // ERR_OUT_OF_MEMORY
+    // The core's own messages already say what could not be allocated; anything else gets that said.
+    const detail = e instanceof Error ? e.message : String(e);
+    throw new ApiFailure(ERR_OUT_OF_MEMORY, ErrorCode.OUT_OF_MEMORY, e instanceof TransferEngineError ? detail : `cannot allocate ${size} bytes: ${detail}`, e);
   }
 }

@@ -42,13 +42,13 @@ import {
 import {
   ApiFailure,
   CallError,
-  ERR_ADDRESS_OVERLAPPED,
   ERR_FAILED,
   ERR_NOTIFY_FAILED,
   OK,
   returnCodeFor,
   returnCodeName,
 } from './codes.js';
+import { BatchTable, MAX_FINISHED, type BatchRecord } from './batches.js';
 import { loadApiSettings, syncDeadlineMs, type Env } from './env.js';
 import { Logger, parseLogLevel, stderrSink, type LogLevelName, type LogSink } from './log.js';
 import { ManagedBuffers, MOONCAKE_BUDDY, SHM_BUDDY } from './managed-buffers.js';
@@ -79,23 +79,6 @@ export interface TransferEngineOptions {
 
 type State = 'new' | 'initializing' | 'ready' | 'closed';
 
-/** A batch handed out by transferSubmit* / batchTransferAsync*. */
-interface AsyncBatch {
-  core: number;
-  tasks: number;
-  bytes: number;
-  startedAt: number;
-  /** Every task has ended (set when the core's waitBatch resolves). */
-  finished: boolean;
-  /** Resolves when every task has ended. */
-  done: Promise<void>;
-  /** Managed buffers pinned by this batch. */
-  pins: number[];
-  /** The caller no longer holds the id: release as soon as it finishes. */
-  abandoned: boolean;
-  released: boolean;
-}
-
 /** A transfer validated and ready to submit. */
 interface Prepared {
   core: CoreEngine;
@@ -105,6 +88,9 @@ interface Prepared {
   pins: number[];
   bytes: number;
 }
+
+/** A transfer validated, its target segment not yet known to be open. */
+type Validated = Omit<Prepared, 'handle' | 'requests'> & { pending: Array<{ source: number; target: bigint; length: number }>; opcode: TransferOpcode };
 
 /** Memory registered from a buffer the caller passed. */
 interface UserRegion {
@@ -136,10 +122,6 @@ function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OU
   });
 }
 
-function unfinished(s: TransferStatus): boolean {
-  return s.status === TaskStatus.WAITING || s.status === TaskStatus.PENDING;
-}
-
 /** The error of a finished batch, or null when every task completed. */
 function batchError(statuses: TransferStatus[], what: string): TransferEngineError | null {
   const failed = statuses.findIndex((s) => s.status === TaskStatus.FAILED);
@@ -166,8 +148,9 @@ export class TransferEngine {
   private lastError: CallError | null = null;
   private readonly logger: Logger;
   private readonly env: Env;
-  private readonly batches = new Map<number, AsyncBatch>();
-  private nextBatch = 1;
+  private readonly batches = new BatchTable(MAX_FINISHED, (n) =>
+    this.logger.warning(`${n} finished batch(es) dropped uncollected: more than ${MAX_FINISHED} finished batches were never checked (transferCheckStatus / getBatchTransferStatus)`),
+  );
   private readonly regionsByAddr = new Map<number, UserRegion>();
   private readonly regionsByMemory = new WeakMap<ArrayBufferLike, UserRegion[]>();
   /** registerMemory(address) inside managed buffers: address -> length. The memory itself is registered with its chunk. */
@@ -218,17 +201,6 @@ export class TransferEngine {
     const a = toLocalAddress(addr, what);
     const owner = this.managed!.owner(a, length);
     return { addr: a, bytes: core.localView(a, length), owner };
-  }
-
-  private release(b: AsyncBatch): void {
-    if (b.released) return;
-    b.released = true;
-    try {
-      this.core?.freeBatchID(b.core);
-    } catch {
-      /* the engine closed meanwhile: nothing left to free */
-    }
-    for (const p of b.pins) this.managed?.unpin(p);
   }
 
   // ------------------------------------------------------- initialization
@@ -372,7 +344,6 @@ export class TransferEngine {
     this.metrics = null;
     const core = this.core;
     await core?.close();
-    for (const b of this.batches.values()) b.released = true;
     this.batches.clear();
   }
 
@@ -412,14 +383,7 @@ export class TransferEngine {
       const start = mem.start;
       const end = start + cap;
       const regions = this.regionsByMemory.get(mem.buffer) ?? [];
-      const clash = regions.find((r) => r.start < end && start < r.end);
-      if (clash) {
-        throw new ApiFailure(
-          ERR_ADDRESS_OVERLAPPED,
-          ErrorCode.INVALID_ARGUMENT,
-          `this memory overlaps memory already registered at ${fmtAddr(clash.addr)} (bytes ${clash.start}..${clash.end} of the same ArrayBuffer)`,
-        );
-      }
+      // The core refuses memory that overlaps registered memory (ERR_ADDRESS_OVERLAPPED).
       const addr = core.registerLocalMemory(new Uint8Array(mem.buffer, start, cap), location);
       const region: UserRegion = { addr, buffer: mem.buffer, start, end };
       regions.push(region);
@@ -439,7 +403,7 @@ export class TransferEngine {
       } catch {
         /* not registered */
       }
-      if (inRegistered) throw new ApiFailure(ERR_ADDRESS_OVERLAPPED, ErrorCode.INVALID_ARGUMENT, `${fmtAddr(addr)} is inside memory that is already registered`);
+      if (inRegistered) throw teError(ErrorCode.ADDRESS_OVERLAPPED, `${fmtAddr(addr)} is inside memory that is already registered`);
       throw teError(
         ErrorCode.ADDRESS_NOT_REGISTERED,
         `${fmtAddr(addr)} is not memory this engine owns: Node cannot register a raw address; pass the Uint8Array/ArrayBuffer itself, or an address from allocateManagedBuffer()`,
@@ -447,7 +411,7 @@ export class TransferEngine {
     }
     for (const [a, len] of this.managedRegistrations) {
       if (a < addr + cap && addr < a + len) {
-        throw new ApiFailure(ERR_ADDRESS_OVERLAPPED, ErrorCode.INVALID_ARGUMENT, `[${fmtAddr(addr)}, +${cap}) overlaps the registration at ${fmtAddr(a)}`);
+        throw teError(ErrorCode.ADDRESS_OVERLAPPED, `[${fmtAddr(addr)}, +${cap}) overlaps the registration at ${fmtAddr(a)}`);
       }
     }
     this.managedRegistrations.set(addr, cap);
@@ -464,6 +428,7 @@ export class TransferEngine {
     arity(m, arguments.length, 1, 1);
     const mem = memoryArg(m, 'buffer', buffer);
     if (mem.kind !== 'bytes') throw new TypeError(`${m}(): buffer must be a Uint8Array, Buffer, TypedArray or ArrayBuffer`);
+    if (mem.buffer.byteLength === 0) return 0; // detached (or shrunk to nothing): no usable address
     const r = (this.regionsByMemory.get(mem.buffer) ?? []).find((x) => mem.start >= x.start && mem.start < x.end);
     return r ? r.addr + (mem.start - r.start) : 0;
   }
@@ -485,7 +450,16 @@ export class TransferEngine {
   /** The address a registration is known by. */
   private registrationAddress(mem: MemoryArg): number {
     if (mem.kind === 'address') return toLocalAddress(mem.value, 'bufferAddr');
-    const r = (this.regionsByMemory.get(mem.buffer) ?? []).find((x) => x.start === mem.start);
+    const regions = this.regionsByMemory.get(mem.buffer) ?? [];
+    if (mem.buffer.byteLength === 0 && regions.length > 0) {
+      // Detached (transferred) memory: its views read offset 0, so the registration is found by its buffer alone.
+      if (regions.length === 1) return regions[0]!.addr;
+      throw teError(
+        ErrorCode.INVALID_ARGUMENT,
+        `this buffer's memory was detached and ${regions.length} registrations used it (at ${regions.map((r) => fmtAddr(r.addr)).join(', ')}): unregister them by address`,
+      );
+    }
+    const r = regions.find((x) => x.start === mem.start);
     if (!r) throw teError(ErrorCode.ADDRESS_NOT_REGISTERED, 'this buffer is not registered (no registration starts at its first byte)');
     return r.addr;
   }
@@ -633,15 +607,14 @@ export class TransferEngine {
 
   // ----------------------------------------------------------- transfers
 
-  /** Validate a transfer completely, then open the segment: bad input never reaches the peer. */
-  private async prepare(
-    targetHostname: string,
+  /** Validate a transfer completely (bad input never reaches the peer); the target segment is opened by the caller. */
+  private validate(
     buffers: Array<number | bigint>,
     peers: Array<number | bigint>,
     lengths: Array<number | bigint>,
     opcode: number,
     transportHint: string,
-  ): Promise<Prepared> {
+  ): Validated {
     const core = this.ready();
     if (buffers.length !== peers.length || buffers.length !== lengths.length) {
       throw teError(
@@ -660,7 +633,7 @@ export class TransferEngine {
       throw teError(ErrorCode.INVALID_ARGUMENT, `unknown transport hint "${transportHint}"`);
     }
     const one = buffers.length === 1;
-    const pending: Array<{ source: number; target: bigint; length: number }> = [];
+    const pending: Validated['pending'] = [];
     const pins: number[] = [];
     let bytes = 0;
     for (let i = 0; i < buffers.length; i++) {
@@ -672,13 +645,20 @@ export class TransferEngine {
       pending.push({ source: addr, target, length });
       bytes += length;
     }
-    const handle = await core.openSegment(targetHostname);
-    const requests = pending.map((p) => ({ opcode, source: p.source, targetId: handle, targetOffset: p.target, length: p.length }));
-    return { core, handle, requests, pins, bytes };
+    return { core, pending, pins, bytes, opcode };
   }
 
-  /** Submit prepared requests as one core batch; pins managed buffers until release. */
-  private submitBatch(p: Prepared): AsyncBatch {
+  private withTarget(v: Validated, handle: SegmentHandle): Prepared {
+    const requests = v.pending.map((p) => ({ opcode: v.opcode, source: p.source, targetId: handle, targetOffset: p.target, length: p.length }));
+    return { core: v.core, handle, requests, pins: v.pins, bytes: v.bytes };
+  }
+
+  /**
+   * Submit prepared requests as one core batch. The managed buffers they use
+   * stay pinned until the last task ends; then the core batch is freed and
+   * `done` resolves with the outcome (`what` names the transfer in its error).
+   */
+  private submitBatch(p: Prepared, what: string): BatchRecord {
     const core = this.ready(); // closed while the segment opened?
     const id = core.allocateBatchID(p.requests.length);
     try {
@@ -688,28 +668,22 @@ export class TransferEngine {
       throw e;
     }
     for (const pin of p.pins) this.managed!.pin(pin);
-    const b: AsyncBatch = {
-      core: id,
-      tasks: p.requests.length,
+    const record: BatchRecord = {
       bytes: p.bytes,
       startedAt: performance.now(),
-      finished: false,
-      done: Promise.resolve(),
-      pins: p.pins,
-      abandoned: false,
-      released: false,
+      outcome: undefined,
+      done: core.waitBatch(id).then((statuses) => {
+        record.outcome = batchError(statuses, what);
+        for (const pin of p.pins) this.managed?.unpin(pin);
+        try {
+          core.freeBatchID(id);
+        } catch {
+          /* the engine closed meanwhile: nothing left to free */
+        }
+        return record.outcome;
+      }),
     };
-    const settle = (): void => {
-      b.finished = true;
-      if (b.abandoned) this.release(b);
-    };
-    b.done = core.waitBatch(id).then(settle, settle);
-    return b;
-  }
-
-  private statuses(b: AsyncBatch): TransferStatus[] {
-    const core = this.ready();
-    return Array.from({ length: b.tasks }, (_, i) => core.getTransferStatus(b.core, i));
+    return record;
   }
 
   /** The common body of every sync transfer. */
@@ -724,21 +698,32 @@ export class TransferEngine {
     transportHint: string,
   ): Promise<number> {
     try {
-      const p = await this.prepare(targetHostname, buffers, peers, lengths, opcode, transportHint);
-      const b = this.submitBatch(p);
+      const started = performance.now();
+      const v = this.validate(buffers, peers, lengths, opcode, transportHint);
+      if (notify) v.core.notifyFrame({ name: notify.name, msg: notify.msg }); // too large: refused before any byte moves
       const op = opcode === TransferOpcode.WRITE ? 'write' : 'read';
-      this.logger.trace(`${method}: ${op} ${p.bytes} B in ${b.tasks} request(s) with ${targetHostname}`);
-      const deadline = syncDeadlineMs(this.timeoutMs, p.bytes);
-      if ((await withDeadline(b.done, deadline)) === TIMED_OUT) {
-        b.abandoned = true; // freed when its tasks end
-        throw teError(
-          ErrorCode.TIMEOUT,
-          `${op} of ${p.bytes} B with ${targetHostname} not done within ${deadline.toFixed(0)} ms (MC_TRANSFER_TIMEOUT + 1 ns/byte)`,
-        );
+      // One deadline for the whole call, the segment's opening included.
+      const deadline = syncDeadlineMs(this.timeoutMs, v.bytes);
+      const late = (): TransferEngineError =>
+        teError(ErrorCode.TIMEOUT, `${op} of ${v.bytes} B with ${targetHostname} not done within ${deadline.toFixed(0)} ms (MC_TRANSFER_TIMEOUT + 1 ns/byte)`);
+      let p: Prepared;
+      let outcome;
+      try {
+        const handle = await withDeadline(v.core.openSegment(targetHostname), deadline);
+        if (handle === TIMED_OUT) throw late();
+        p = this.withTarget(v, handle);
+        const b = this.submitBatch(p, `${op} with ${targetHostname}`);
+        this.logger.trace(`${method}: ${op} ${p.bytes} B in ${p.requests.length} request(s) with ${targetHostname}`);
+        outcome = await withDeadline(b.done, deadline - (performance.now() - started));
+      } catch (e) {
+        // close() during the call: the transfer ran and failed (-1); ERR_CLOSED is for calls made after close().
+        if (e instanceof TransferEngineError && e.code === ErrorCode.CLOSED) {
+          throw new ApiFailure(ERR_FAILED, e.code, `${op} with ${targetHostname} failed: ${e.message}`, e);
+        }
+        throw e;
       }
-      const err = batchError(this.statuses(b), `${op} with ${targetHostname}`);
-      this.release(b);
-      if (err) throw err; // (a peer that moved was already looked up again by the core)
+      if (outcome === TIMED_OUT) throw late(); // the batch releases itself when its tasks end
+      if (outcome) throw outcome; // (a peer that moved was already looked up again by the core)
       if (notify) {
         try {
           await p.core.sendNotify(targetHostname, { name: notify.name, msg: notify.msg });
@@ -753,6 +738,11 @@ export class TransferEngine {
     }
   }
 
+  /**
+   * The common body of the async calls: validated, submitted and numbered at
+   * once. A segment not open yet opens inside the batch's tasks (shared with
+   * concurrent calls), so a hung or dead peer never blocks the call itself.
+   */
   private async submitAsync(
     method: string,
     targetHostname: string,
@@ -763,11 +753,10 @@ export class TransferEngine {
     transportHint: string,
   ): Promise<number> {
     try {
-      const p = await this.prepare(targetHostname, buffers, peers, lengths, opcode, transportHint);
-      const b = this.submitBatch(p);
-      const id = this.nextBatch++;
-      this.batches.set(id, b);
-      this.logger.trace(`${method}: batch ${id}, ${p.bytes} B in ${b.tasks} request(s) with ${targetHostname}`);
+      const v = this.validate(buffers, peers, lengths, opcode, transportHint);
+      const p = this.withTarget(v, v.core.segmentHandle(targetHostname));
+      const id = this.batches.add(this.submitBatch(p, `batch ${this.batches.peekId()}`));
+      this.logger.trace(`${method}: batch ${id}, ${p.bytes} B in ${p.requests.length} request(s) with ${targetHostname}`);
       return id;
     } catch (e) {
       return this.fail(method, e);
@@ -836,15 +825,11 @@ export class TransferEngine {
     try {
       this.ready();
       const id = Number(batchId);
-      const b = this.batches.get(id);
-      if (!b) throw teError(ErrorCode.INVALID_BATCH, `batch ${String(batchId)} is unknown (never returned, or already freed by a final status)`);
-      const st = this.statuses(b);
-      if (st.some(unfinished)) return 0;
+      const b = this.asyncBatch(id);
+      if (b.outcome === undefined) return 0;
       this.batches.delete(id);
-      this.release(b);
-      const err = batchError(st, `batch ${id}`);
-      if (!err) return 1;
-      return this.fail(m, err); // -1 (ERR_FAILED) or -2 (ERR_TIMEOUT)
+      if (!b.outcome) return 1;
+      return this.fail(m, b.outcome); // -1 (ERR_FAILED) or -2 (ERR_TIMEOUT)
     } catch (e) {
       return this.fail(m, e);
     }
@@ -919,11 +904,7 @@ export class TransferEngine {
     try {
       this.ready();
       if (new Set(ids).size !== ids.length) throw teError(ErrorCode.INVALID_ARGUMENT, 'a batch id is listed twice');
-      const bs = ids.map((id) => {
-        const b = this.batches.get(id);
-        if (!b) throw teError(ErrorCode.INVALID_BATCH, `batch ${id} is unknown (never returned, or already freed)`);
-        return b;
-      });
+      const bs = ids.map((id) => this.asyncBatch(id));
       const timers: NodeJS.Timeout[] = [];
       try {
         const first = await new Promise<TransferEngineError | null>((resolve) => {
@@ -935,13 +916,7 @@ export class TransferEngine {
             timers.push(
               setTimeout(() => resolve(teError(ErrorCode.TIMEOUT, `batch ${ids[k]} not done within ${budget.toFixed(0)} ms (MC_TRANSFER_TIMEOUT + 1 ns/byte)`)), Math.max(0, ms)),
             );
-            void b.done.then(() => {
-              let err: TransferEngineError | null;
-              try {
-                err = batchError(this.statuses(b), `batch ${ids[k]}`);
-              } catch (e) {
-                err = e instanceof TransferEngineError ? e : teError(ErrorCode.PROTOCOL_ERROR, String(e));
-              }
+            void b.done.then((err) => {
               if (err) resolve(err);
               else if (--left === 0) resolve(null);
             });
@@ -951,15 +926,21 @@ export class TransferEngine {
         return OK;
       } finally {
         for (const t of timers) clearTimeout(t);
-        for (const [k, b] of bs.entries()) {
-          this.batches.delete(ids[k]!);
-          if (b.finished) this.release(b);
-          else b.abandoned = true;
-        }
+        for (const id of ids) this.batches.delete(id); // unfinished ones release themselves when their tasks end
       }
     } catch (e) {
       return this.fail(m, e);
     }
+  }
+
+  /** A batch of the async calls by id, or ERR_INVALID_BATCH saying why there is none. */
+  private asyncBatch(id: number): BatchRecord {
+    const b = this.batches.get(id);
+    if (b) return b;
+    const why = this.batches.issued(id)
+      ? `already freed by a final status${this.batches.dropped > 0 ? `, or dropped uncollected (more than ${MAX_FINISHED} finished batches were never checked)` : ''}`
+      : 'never returned by this engine';
+    throw teError(ErrorCode.INVALID_BATCH, `batch ${id} is unknown: ${why}`);
   }
 
   // ----------------------------------------------------- argument checks

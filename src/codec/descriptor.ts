@@ -51,6 +51,13 @@ export interface SegmentDesc {
    * connect to such a segment.
    */
   auth?: string;
+  /**
+   * Ours: this engine instance's random id (`engine_id`, an integer in [1, 2^53)).
+   * Our clients check it on every data connection before the first request
+   * (src/codec/wire.ts, engine identity), so a process that took a dead
+   * peer's port is never served requests meant for the peer.
+   */
+  engineId?: number;
 }
 
 /** Default bound on a descriptor's text (TE_MAX_DESCRIPTOR_SIZE): ~500k buffers. */
@@ -72,6 +79,21 @@ export function mooncakeTimestamp(d = new Date()): string {
   );
 }
 
+function encodeBuffer(b: BufferDesc): JsonValue {
+  return {
+    name: b.name,
+    addr: b.addr,
+    length: b.length,
+    ...(b.shmName ? { shm_name: b.shmName } : {}),
+    ...(b.access ? { access: b.access } : {}),
+  };
+}
+
+/** The bytes one buffer adds to an encoded descriptor (its entry and a comma), so sizes can be tracked without encoding it all. */
+export function bufferEntrySize(segmentName: string, b: BufferDesc): number {
+  return Buffer.byteLength(stringifyJson(encodeBuffer({ ...b, name: segmentName }))) + 1;
+}
+
 export function encodeSegmentDesc(desc: SegmentDesc): string {
   const obj: { [k: string]: JsonValue } = {
     name: desc.name,
@@ -79,15 +101,10 @@ export function encodeSegmentDesc(desc: SegmentDesc): string {
     tcp_data_port: desc.tcpDataPort,
     tcp_proto_version: desc.tcpProtoVersion,
     timestamp: desc.timestamp ?? mooncakeTimestamp(),
-    buffers: desc.buffers.map((b) => ({
-      name: b.name,
-      addr: b.addr,
-      length: b.length,
-      ...(b.shmName ? { shm_name: b.shmName } : {}),
-      ...(b.access ? { access: b.access } : {}),
-    })),
+    buffers: desc.buffers.map(encodeBuffer),
     ...(desc.machineId ? { machine_id: desc.machineId } : {}),
     ...(desc.auth ? { auth: desc.auth } : {}),
+    ...(desc.engineId !== undefined ? { engine_id: BigInt(desc.engineId) } : {}),
   };
   const files = encodeFileBuffers(desc.fileBuffers);
   if (files !== undefined) obj['file_buffers'] = files;
@@ -161,6 +178,7 @@ export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {})
   const ts = v['timestamp'];
   const machineId = v['machine_id'];
   const auth = v['auth'];
+  const engineId = v['engine_id'];
   const fileBuffers = decodeFileBuffers(v['file_buffers']);
   const fileEndpoint = decodeFileEndpoint(v['file_data_host'], v['file_data_port']);
   return {
@@ -174,5 +192,7 @@ export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {})
     ...(fileBuffers.length > 0 ? { fileBuffers } : {}),
     ...(fileEndpoint ? { fileEndpoint } : {}),
     ...(typeof auth === 'string' && auth.length > 0 ? { auth } : {}),
+    // Our own optional field: anything but an integer in [1, 2^53) is ignored, as for shm_name.
+    ...(typeof engineId === 'bigint' && engineId > 0n && engineId <= BigInt(Number.MAX_SAFE_INTEGER) ? { engineId: Number(engineId) } : {}),
   };
 }

@@ -192,3 +192,41 @@ export const STATUS_FILE_IO_ERROR_FRAME: Buffer = (() => {
   encodeStatus(b, 0, STATUS_FILE_IO_ERROR);
   return b;
 })();
+
+// ------------------------------------------------------------ engine identity (ours)
+//
+// Before its first request, each data connection of ours to a segment whose
+// descriptor carries an engine_id checks who answers: a header with size 0,
+// addr = the engine id the client expects, opcode 0x92 (v2 flag | 0x12). The
+// server answers one status frame: STATUS_ENGINE_CONFIRMED when the id is its
+// own, else STATUS_WRONG_ENGINE and it closes. The client sends nothing else
+// until the confirmation has come, so no request reaches another process
+// that took the peer's port. A Mooncake server (which would take 0x92 for a
+// READ) answers 0 or 1, never the confirmation.
+
+export const OPCODE_HELLO = 0x12 | OPCODE_V2_FLAG;
+export const STATUS_WRONG_ENGINE = 4;
+export const STATUS_ENGINE_CONFIRMED = 5;
+/** Engine ids are random integers in [1, 2^53): exact as JS numbers, JSON integers and u64 header fields. */
+export const MAX_ENGINE_ID = Number.MAX_SAFE_INTEGER;
+
+/** Encode the identity check for `engineId` into `buf[off..off+24)`. */
+export function encodeHello(buf: Uint8Array, off: number, engineId: number): void {
+  if (!Number.isSafeInteger(engineId) || engineId <= 0) throw teError(ErrorCode.INVALID_ARGUMENT, `engine id ${String(engineId)} is not in [1, 2^53)`);
+  writeU64(buf, off, 0);
+  writeU64(buf, off + 8, engineId);
+  buf[off + 16] = OPCODE_HELLO;
+  buf.fill(0, off + 17, off + HEADER_SIZE);
+}
+
+export const STATUS_WRONG_ENGINE_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(STATUS_SIZE);
+  encodeStatus(b, 0, STATUS_WRONG_ENGINE);
+  return b;
+})();
+
+export const STATUS_ENGINE_CONFIRMED_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(STATUS_SIZE);
+  encodeStatus(b, 0, STATUS_ENGINE_CONFIRMED);
+  return b;
+})();

@@ -25,12 +25,33 @@ export const Failure = {
   REJECTED: 5,
   /** Resending cannot help: protocol error, engine closed, the peer's file I/O failed. */
   FATAL: 6,
+  /** Another engine answers at the peer's address (identity check): only a new descriptor can help. */
+  WRONG_PEER: 7,
+  /** Never sent: another slice of the same task had already failed for good this round (SliceOwner.halted). */
+  SKIPPED: 8,
 } as const;
 export type Failure = (typeof Failure)[keyof typeof Failure];
+
+/**
+ * Failures after which the task's slices not yet sent are not sent this round
+ * (they would fail the same way, or the task fails anyway): a rejected range,
+ * another engine at the address, a fatal error.
+ */
+export function haltsTask(f: Failure): boolean {
+  return f === Failure.REJECTED || f === Failure.WRONG_PEER || f === Failure.FATAL;
+}
 
 export interface SliceOwner {
   /** Called exactly once per slice. `error` null means every byte was acknowledged; `slice.failure` says why not. */
   sliceDone(slice: Slice, error: TransferEngineError | null): void;
+  /**
+   * True once a slice of the task failed in a way that dooms the round
+   * (haltsTask): the transport then settles the task's slices still queued
+   * as SKIPPED instead of sending them.
+   */
+  readonly halted: boolean;
+  /** Called when one of the owner's slices (or a part of one) fails with a failure that haltsTask. */
+  halt(): void;
 }
 
 export class Slice {
@@ -43,6 +64,8 @@ export class Slice {
   queuedAt = 0;
   settled = false;
   failure: Failure = Failure.NONE;
+  /** Fixed at creation: `local` reads 0 bytes long if its memory is detached meanwhile. */
+  readonly length: number;
 
   constructor(
     readonly owner: SliceOwner,
@@ -55,17 +78,23 @@ export class Slice {
     readonly region: Region,
     /** Set for our file requests: the peer's file id (src/codec/wire.ts, file requests). */
     readonly fileId?: number,
-  ) {}
+  ) {
+    this.length = local.length;
+  }
 
-  get length(): number {
-    return this.local.length;
+  /** The task this slice belongs to has failed for good this round: do not send it. */
+  get halted(): boolean {
+    return this.owner.halted;
   }
 
   /** End the slice: `error` null when every byte was acknowledged; else why (FATAL unless told). */
   settle(error: TransferEngineError | null, failure: Failure = Failure.FATAL): void {
     if (this.settled) return;
     this.settled = true;
-    if (error) this.failure = failure;
+    if (error) {
+      this.failure = failure;
+      if (haltsTask(failure)) this.owner.halt();
+    }
     this.region.pins--;
     this.owner.sliceDone(this, error);
   }

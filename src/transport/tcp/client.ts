@@ -18,6 +18,7 @@ import net from 'node:net';
 import {
   encodeHeader,
   encodeFileHeader,
+  encodeHello,
   decodeStatus,
   HEADER_SIZE,
   STATUS_SIZE,
@@ -25,11 +26,13 @@ import {
   STATUS_ADDR_REJECTED,
   STATUS_FILE_REJECTED,
   STATUS_FILE_IO_ERROR,
+  STATUS_ENGINE_CONFIRMED,
+  STATUS_WRONG_ENGINE,
 } from '../../codec/wire.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
 import { AuthClientSide, authRequiredError } from '../../auth.js';
 import { AuthKind, authKindAt } from '../../codec/auth.js';
-import { fmtAddr } from '../../memory.js';
+import { detachedError, fmtAddr } from '../../memory.js';
 import { Slice, Failure, type SliceOwner } from '../slice.js';
 
 const SCRATCH_SIZE = 256 * 1024;
@@ -109,6 +112,19 @@ export interface PeerAddress {
   localAddress?: string;
   /** Lanes for our file requests: kept apart, with FILE_WINDOW_BYTES each, and slices not cut to WIRE_MAX. */
   files?: boolean;
+  /**
+   * The peer engine's id (its descriptor's engine_id): each lane checks that
+   * this engine answers (src/codec/wire.ts, engine identity) before its first
+   * request; another one is TE_PEER_CHANGED. Absent for Mooncake peers.
+   */
+  engineId?: number;
+  /**
+   * For peers without an engine id (Mooncake): called before a lane opens
+   * while no other lane to the peer is connected; the lane takes requests
+   * only once it resolves. It rejects when the peer's descriptor changed or
+   * cannot be fetched: whoever holds the port now is not known to be the peer.
+   */
+  revalidate?: () => Promise<void>;
 }
 
 export class TcpClient {
@@ -129,7 +145,8 @@ export class TcpClient {
     // The engine passes the same address object for every request to a segment: skip the key.
     let peer = addr === this.lastAddr ? this.lastPeer : null;
     if (!peer) {
-      const key = `${addr.host}|${addr.port}|${addr.v2 ? 2 : 1}|${addr.localAddress ?? ''}${addr.files ? '|files' : ''}`;
+      // The engine id is part of the key: a new engine at the same port starts with a clean history.
+      const key = `${addr.host}|${addr.port}|${addr.v2 ? 2 : 1}|${addr.localAddress ?? ''}|${addr.engineId ?? ''}${addr.files ? '|files' : ''}`;
       peer = this.peers.get(key) ?? null;
       if (!peer) {
         peer = new Peer(this, addr);
@@ -206,6 +223,14 @@ class SliceParts implements SliceOwner {
     private readonly slice: Slice,
     private pending: number,
   ) {}
+
+  get halted(): boolean {
+    return this.slice.halted;
+  }
+
+  halt(): void {
+    this.slice.owner.halt();
+  }
 
   sliceDone(part: Slice, error: TransferEngineError | null): void {
     if (error && !this.error) {
@@ -312,6 +337,12 @@ class Peer {
     // Every lane used stays corked until the end, so each lane sends one writev per pump.
     const corked: Lane[] = [];
     while (this.qHead < this.queue.length) {
+      const slice = this.queue[this.qHead]!;
+      // Settled at once, even while no lane has room, so a doomed task ends without waiting its turn.
+      if (!sendable(slice)) {
+        this.queue[this.qHead++] = undefined as unknown as Slice;
+        continue;
+      }
       let best: Lane | null = null;
       for (const l of this.lanes) {
         if (!l.hasRoom()) continue;
@@ -327,12 +358,11 @@ class Peer {
       }
       if (!best) break;
       if (this.connectFailures !== 0 && best.connected) this.connectSucceeded();
+      this.queue[this.qHead++] = undefined as unknown as Slice;
       if (!best.corked) {
         best.cork();
         corked.push(best);
       }
-      const slice = this.queue[this.qHead]!;
-      this.queue[this.qHead++] = undefined as unknown as Slice;
       best.send(slice);
     }
     for (const l of corked) l.uncork();
@@ -343,6 +373,12 @@ class Peer {
       this.queue = this.queue.slice(this.qHead);
       this.qHead = 0;
     }
+  }
+
+  /** Some lane of this peer is connected (past every check). */
+  hasConnectedLane(): boolean {
+    for (const l of this.lanes) if (l.connected) return true;
+    return false;
   }
 
   laneGone(lane: Lane, requeue: Slice[]): void {
@@ -359,14 +395,13 @@ class Peer {
    * loop (the engine retries with backoff); after PAUSE_AFTER of these in a
    * row, pause the peer.
    */
-  connectFailed(err: TransferEngineError): void {
+  connectFailed(err: TransferEngineError, failure: Failure = failureOf(err, true)): void {
     if (this.lanes.some((l) => l.connected)) return;
     const pauseMs = this.client.options.peerPauseMs;
     if (++this.connectFailures >= PAUSE_AFTER && pauseMs > 0) {
       this.pausedUntil = performance.now() + pauseMs;
       this.client.peerPauses++;
     }
-    const failure = failureOf(err, true);
     this.failQueue(err, failure);
     for (const l of [...this.lanes]) l.destroy(err, false, failure);
   }
@@ -382,15 +417,17 @@ class Peer {
   /** Time out lanes and queued slices; returns true when this peer can be forgotten (idle, no recent history). */
   sweep(now: number): boolean {
     const timeout = this.client.options.timeoutMs;
-    for (const l of [...this.lanes]) l.sweep(now, timeout);
     // Queued slices time out when none of the peer's lanes moves anything (a slow link with a long
     // queue is progress, not a timeout). The queue is FIFO, so only its head can be the oldest.
-    if (this.qHead < this.queue.length && this.lanes.some((l) => l.progressing(now, timeout))) return false;
-    while (this.qHead < this.queue.length && now - this.queue[this.qHead]!.queuedAt > timeout) {
-      const s = this.queue[this.qHead]!;
-      this.queue[this.qHead++] = undefined as unknown as Slice;
-      s.settle(teError(ErrorCode.TIMEOUT, `transfer to ${this.label} waited more than ${timeout} ms for a connection`), Failure.TIMEOUT);
+    // Before the lanes are swept: a lane timing out there would open another for slices that waited too long already.
+    if (this.qHead < this.queue.length && !this.lanes.some((l) => l.progressing(now, timeout))) {
+      while (this.qHead < this.queue.length && now - this.queue[this.qHead]!.queuedAt > timeout) {
+        const s = this.queue[this.qHead]!;
+        this.queue[this.qHead++] = undefined as unknown as Slice;
+        s.settle(teError(ErrorCode.TIMEOUT, `transfer to ${this.label} waited more than ${timeout} ms for a connection`), Failure.TIMEOUT);
+      }
     }
+    for (const l of [...this.lanes]) l.sweep(now, timeout);
     if (this.lanes.length > 0 || this.qHead < this.queue.length || this.budgetTimer) return false;
     if (now < this.pausedUntil) return false; // keep the failure count for the probe after the pause
     return now - this.tokensAt > 2000; // and the connect budget while it matters
@@ -404,9 +441,27 @@ class Peer {
   }
 }
 
+/**
+ * Settle, instead of sending, a slice whose task has already failed for good
+ * this round (a sibling was rejected...) or whose local memory was detached.
+ */
+function sendable(slice: Slice): boolean {
+  if (slice.halted) {
+    slice.settle(teError(ErrorCode.CLOSED, 'not sent: another part of the same transfer had already failed'), Failure.SKIPPED);
+    return false;
+  }
+  if (slice.region.detached) {
+    slice.settle(detachedError(slice.region, 'local memory'), Failure.FATAL);
+    return false;
+  }
+  return true;
+}
+
 /** How a lane's failure counts for the retry policy (src/transport/slice.ts). */
 function failureOf(err: TransferEngineError, connectFailure: boolean): Failure {
   switch (err.code) {
+    case ErrorCode.PEER_CHANGED:
+      return Failure.WRONG_PEER;
     case ErrorCode.PEER_UNREACHABLE:
       return connectFailure ? Failure.CONNECT : Failure.LOST;
     case ErrorCode.TIMEOUT:
@@ -485,21 +540,37 @@ class Lane {
     if (keepAlive > 0) this.sock.setKeepAlive(true, keepAlive);
     const secret = peer.client.options.authSecret;
     if (secret) this.auth = new AuthClientSide(secret, peer.label);
-    // With a secret, the lane counts as connected once authenticated, within the same deadline.
+    this.helloPending = peer.addr.engineId !== undefined;
+    const { revalidate } = peer.addr;
+    if (!this.helloPending && revalidate && !peer.hasConnectedLane()) {
+      // A Mooncake peer has no identity to check: its descriptor is fetched again (engine.ts decides when that is needed).
+      this.revalidating = true;
+      revalidate().then(
+        () => {
+          this.revalidating = false;
+          if (this.gatePassed()) this.peer.pump();
+        },
+        (e: unknown) => this.destroy(e instanceof TransferEngineError ? e : teError(ErrorCode.PEER_UNREACHABLE, `cannot check that ${peer.label} is still the same peer: ${String(e)}`, e), true),
+      );
+    }
+    // The lane counts as connected once authenticated, identified and revalidated, all within the same deadline.
+    const ms = peer.client.options.connectTimeoutMs;
     this.connectTimer = setTimeout(() => {
-      const err =
-        this.auth && this.tcpConnected
-          ? this.auth.notAuthenticating()
-          : teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${peer.label} timed out after ${peer.client.options.connectTimeoutMs} ms`);
-      this.destroy(err, true);
-    }, peer.client.options.connectTimeoutMs);
+      if (!this.tcpConnected) this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${peer.label} timed out after ${ms} ms`), true);
+      else if (this.auth) this.destroy(this.auth.notAuthenticating(), true);
+      else {
+        // Accepted, then silent: a hung peer, which is a timeout (no progress), not a connect failure that retrying cures.
+        const what = this.helloPending ? 'did not confirm its identity' : 'could not be checked again (descriptor refetch)';
+        this.destroy(teError(ErrorCode.TIMEOUT, `${peer.label} accepted the connection but ${what} within ${ms} ms`), true, Failure.TIMEOUT);
+      }
+    }, ms);
     this.connectTimer.unref();
     this.sock.once('connect', () => {
       this.tcpConnected = true;
-      if (this.auth) return;
-      clearTimeout(this.connectTimer);
-      this.connected = true;
-      this.lastProgress = performance.now();
+      if (this.auth) return; // the server speaks first
+      if (this.helloPending) this.sendHello();
+      // Without checks pending, requests were written while connecting; a revalidation that is over lets them go now.
+      if (this.gatePassed()) this.peer.pump();
     });
     this.sock.on('drain', () => {
       this.blocked = false;
@@ -511,6 +582,7 @@ class Lane {
     });
     this.sock.on('close', () => {
       if (this.auth) this.destroy(this.auth.notAuthenticating(), true);
+      else if (this.helloPending) this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${peer.label} closed the connection before confirming its identity`), true);
       else this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${peer.label} closed the connection with transfers in flight`), false);
     });
   }
@@ -518,6 +590,59 @@ class Lane {
   /** Our authentication, until the peer has passed it (null: no secret, or done). */
   private auth: AuthClientSide | null = null;
   private tcpConnected = false;
+  /** The identity check was (or will be, once connected) sent and its answer has not come. */
+  private helloPending = false;
+  /** PeerAddress.revalidate is running. */
+  private revalidating = false;
+
+  /** Not ready for requests yet: authentication, identity or revalidation outstanding. */
+  private get gated(): boolean {
+    return this.auth !== null || this.helloPending || this.revalidating;
+  }
+
+  /** Every check before the first request passed: the lane takes slices. Returns true if it just became ready. */
+  private gatePassed(): boolean {
+    if (this.dead || this.connected || !this.tcpConnected || this.gated) return false;
+    clearTimeout(this.connectTimer);
+    this.connected = true;
+    this.lastProgress = performance.now();
+    return true;
+  }
+
+  private sendHello(): void {
+    const h = Buffer.allocUnsafe(HEADER_SIZE);
+    encodeHello(h, 0, this.peer.addr.engineId!);
+    this.sock.write(h);
+  }
+
+  /** The answer to the identity check: requests go out only after the peer confirmed it is the engine we mean. */
+  private checkHello(): void {
+    if (this.rEnd - this.rStart < STATUS_SIZE) return;
+    const label = this.peer.label;
+    if (authKindAt(this.scratch, this.rStart) === AuthKind.CHALLENGE) {
+      this.destroy(authRequiredError(label), true);
+      return;
+    }
+    const code = decodeStatus(this.scratch, this.rStart);
+    this.rStart += STATUS_SIZE;
+    if (code === STATUS_ENGINE_CONFIRMED) {
+      this.helloPending = false;
+      if (this.gatePassed()) this.freed = true; // pump once this read is handled
+      return;
+    }
+    if (code === -1) {
+      this.destroy(teError(ErrorCode.PROTOCOL_ERROR, `${label} answered the identity check with a bad status frame`), true);
+      return;
+    }
+    const who = code === STATUS_WRONG_ENGINE ? 'another engine of ours' : 'a process that is not one of our engines (a Mooncake peer?)';
+    this.destroy(
+      teError(
+        ErrorCode.PEER_CHANGED,
+        `${label} is now ${who}, not the engine ${String(this.peer.addr.engineId)} this segment's descriptor names: that peer is gone`,
+      ),
+      true,
+    );
+  }
 
   /** Run the authentication on the bytes read so far; requests go out only once it is done. */
   private authenticate(): void {
@@ -532,10 +657,8 @@ class Lane {
           continue;
         }
         this.auth = null;
-        clearTimeout(this.connectTimer);
-        this.connected = true;
-        this.lastProgress = performance.now();
-        this.freed = true; // pump: the queue may now use this lane
+        if (this.helloPending) this.sendHello();
+        if (this.gatePassed()) this.freed = true; // pump: the queue may now use this lane
         return;
       }
     } catch (e) {
@@ -544,7 +667,7 @@ class Lane {
   }
 
   hasRoom(): boolean {
-    return this.auth === null && !this.dead && !this.blocked && this.outstanding < this.window && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
+    return !this.gated && !this.dead && !this.blocked && this.outstanding < this.window && this.inflight.length - this.iHead < LANE_WINDOW_SLICES;
   }
 
   corked = false;
@@ -640,7 +763,8 @@ class Lane {
     if (this.rStart === this.rEnd) {
       this.rStart = this.rEnd = 0;
       const head = this.iHead < this.inflight.length ? this.inflight[this.iHead]! : null;
-      if (head && !head.write) {
+      // (A detached destination cannot be a read buffer: its bytes go through the scratch, where copying them fails.)
+      if (head && !head.write && !head.region.detached) {
         const remaining = head.length - head.received;
         if (remaining >= DIRECT_MIN) {
           if (head.statusSeen || !this.peer.addr.v2) {
@@ -666,20 +790,52 @@ class Lane {
   private onRead(n: number, buf: Uint8Array): boolean {
     if (this.dead) return false;
     this.lastProgress = performance.now();
-    if (buf === this.directView) {
-      const head = this.inflight[this.iHead]!;
-      head.received += n;
-      if (head.received === head.length) this.complete(head);
-    } else {
-      this.rEnd += n;
-      if (this.auth === null) this.parse();
-      else this.authenticate();
+    try {
+      if (buf === this.directView) {
+        const head = this.inflight[this.iHead]!;
+        head.received += n;
+        if (head.received === head.length) this.complete(head);
+      } else {
+        this.rEnd += n;
+        this.consume();
+      }
+    } catch (e) {
+      this.readFailed(e);
     }
     if (this.freed && !this.dead) {
       this.freed = false;
       this.peer.pump();
     }
     return !this.dead;
+  }
+
+  /**
+   * Handling a read threw (a READ destination whose memory was detached
+   * throws on copy): the slice at the head fails on its own; the others, whose
+   * responses can no longer be told apart on this connection, are resent elsewhere.
+   */
+  private readFailed(e: unknown): void {
+    const head = this.iHead < this.inflight.length ? this.inflight[this.iHead]! : null;
+    if (head && head.region.detached) {
+      this.shift(head);
+      head.settle(detachedError(head.region, 'local memory'), Failure.FATAL);
+      this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `connection to ${this.peer.label} dropped: a READ's destination memory was detached`, e), false);
+      return;
+    }
+    this.destroy(teError(ErrorCode.PROTOCOL_ERROR, `reading from ${this.peer.label} failed: ${e instanceof Error ? e.message : String(e)}`, e), false, Failure.FATAL);
+  }
+
+  /** Handle the bytes in the scratch: authentication, then the identity answer, then responses. */
+  private consume(): void {
+    if (this.auth !== null) {
+      this.authenticate();
+      if (this.auth !== null || this.dead) return;
+    }
+    if (this.helloPending) {
+      this.checkHello();
+      if (this.helloPending || this.dead) return;
+    }
+    this.parse();
   }
 
   private parse(): void {
@@ -842,7 +998,7 @@ class Lane {
       else s.settle(err, failure);
     }
     // v1 writes settle through their write callbacks, which Node calls with an error on destroy.
-    if (connectFailure) this.peer.connectFailed(err);
+    if (connectFailure) this.peer.connectFailed(err, failure);
     this.peer.laneGone(this, requeue);
   }
 }

@@ -28,6 +28,9 @@ import {
   STATUS_OK_FRAME,
   STATUS_REJECTED_FRAME,
   STATUS_FILE_REJECTED_FRAME,
+  STATUS_ENGINE_CONFIRMED_FRAME,
+  STATUS_WRONG_ENGINE_FRAME,
+  OPCODE_HELLO,
   isFileOpcode,
   type RequestHeader,
 } from '../../codec/wire.js';
@@ -73,6 +76,8 @@ export interface DataServerStats {
 export interface DataServerOptions {
   /** Require our shared-secret authentication before the first request. */
   authSecret?: Uint8Array | undefined;
+  /** This engine's id, confirmed to clients that check it (src/codec/wire.ts, engine identity); absent: every check fails. */
+  engineId?: number;
   limits?: Pick<ListenerLimits, 'maxDataConnectionsPerPeer' | 'maxRequestsInFlight' | 'stallTimeoutMs' | 'keepAliveMs'>;
 }
 
@@ -82,6 +87,7 @@ export class TcpDataServer {
   readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0, refused: 0, authRejected: 0, stalled: 0, peakQueued: 0 };
   port = 0;
   readonly authSecret: Uint8Array | undefined;
+  readonly engineId: number | undefined;
   readonly maxInFlight: number;
   readonly stallMs: number;
   /** TCP keepalive delay for accepted connections (0: off). */
@@ -97,6 +103,7 @@ export class TcpDataServer {
   ) {
     const limits = options.limits ?? DEFAULT_LIMITS;
     this.authSecret = options.authSecret;
+    this.engineId = options.engineId;
     this.maxInFlight = limits.maxRequestsInFlight;
     this.stallMs = limits.stallTimeoutMs;
     this.keepAliveMs = limits.keepAliveMs;
@@ -340,21 +347,28 @@ class ServerConnection {
   private onRead(n: number, buf: Uint8Array): boolean {
     if (this.dead) return false;
     this.progressed = true;
-    if (buf === this.directView) {
-      this.bodyOff += n;
-      if (this.bodyOff === this.body!.length) this.finishWrite();
-    } else if (buf === this.overflow) {
-      // Only taken after the scratch was served, so it fits once compacted.
-      if (this.rEnd + n > SCRATCH_SIZE) this.compact();
-      this.scratch.set(this.overflow.subarray(0, n), this.rEnd);
-      this.rEnd += n;
-    } else {
-      this.rEnd += n;
+    try {
+      if (buf === this.directView) {
+        this.bodyOff += n;
+        if (this.bodyOff === this.body!.length) this.finishWrite();
+      } else if (buf === this.overflow) {
+        // Only taken after the scratch was served, so it fits once compacted.
+        if (this.rEnd + n > SCRATCH_SIZE) this.compact();
+        this.scratch.set(this.overflow.subarray(0, n), this.rEnd);
+        this.rEnd += n;
+      } else {
+        this.rEnd += n;
+      }
+      if (this.auth !== null && !this.authenticate()) return !this.dead;
+      const more = this.process();
+      if (!more) this.stopped = true;
+      return more;
+    } catch {
+      // Serving threw (a region detached under a WRITE body throws on copy): drop this connection only;
+      // the client retries, and the retry is refused as any range of detached memory is.
+      this.abort();
+      return false;
     }
-    if (this.auth !== null && !this.authenticate()) return !this.dead;
-    const more = this.process();
-    if (!more) this.stopped = true;
-    return more;
   }
 
   /** Serve everything buffered. Returns false when reading must stop. */
@@ -365,6 +379,7 @@ class ServerConnection {
       const body = this.body;
       if (body) {
         if (avail === 0) break;
+        if (this.bodyRegion?.detached) throw new Error('the region receiving a WRITE was detached');
         const take = Math.min(avail, body.length - this.bodyOff);
         body.set(this.scratch.subarray(this.rStart, this.rStart + take), this.bodyOff);
         this.rStart += take;
@@ -392,10 +407,15 @@ class ServerConnection {
   }
 
   private serve(h: RequestHeader): void {
+    if (h.opcode === OPCODE_HELLO) {
+      this.identify(h);
+      return;
+    }
     this.owner.stats.requests++;
     const range = h.size > 0 ? this.owner.registry.resolve(h.addr, h.size) : null;
-    // A region closed to peers, or a WRITE into a read-only one, is refused exactly like an unknown range.
-    if (!range || !(h.write ? range.region.remoteWritable : range.region.remoteReadable)) {
+    // A region closed to peers, a WRITE into a read-only one, or memory detached since it was
+    // registered (README, Memory) is refused exactly like an unknown range.
+    if (!range || !(h.write ? range.region.remoteWritable : range.region.remoteReadable) || range.region.detached) {
       this.reject(h);
       return;
     }
@@ -421,6 +441,18 @@ class ServerConnection {
     this.queued();
     // Written straight from the region; the pin holds until the kernel has the bytes.
     if (!this.sock.write(view, () => this.readSent(q))) this.paused = true;
+  }
+
+  /**
+   * The identity check (src/codec/wire.ts): confirm that we are the engine the
+   * client means, or say we are not and close, serving nothing after it.
+   */
+  private identify(h: RequestHeader): void {
+    if (h.size === 0 && this.owner.engineId !== undefined && h.addr === this.owner.engineId) {
+      this.sock.write(STATUS_ENGINE_CONFIRMED_FRAME);
+      return;
+    }
+    this.closeWith(STATUS_WRONG_ENGINE_FRAME);
   }
 
   private overlapsQueuedRead(region: Region, start: number, end: number): boolean {
