@@ -8,6 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { parseFlags, parseSize, UsageError } from '../src/cli/args.js';
 import { BENCH_FLAGS, resolveOptions } from '../src/cli/bench/options.js';
 import { LatencyHistogram } from '../src/cli/bench/histogram.js';
+import { describeStop, integrityVerdict } from '../src/cli/bench/initiator.js';
+import type { ThreadResult } from '../src/cli/bench/thread.js';
 import { shmNativeAvailable } from '../src/shm/native.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -106,6 +108,7 @@ test('usage mistakes exit 2 with one clear stderr line', async () => {
     [['bench', '--loopback', '--threads=0'], /--threads=0: must be at least 1/],
     [['bench', '--loopback', '--threads=100000'], /--threads=100000: must be at most/],
     [['bench', '--loopback', '--buffer_size=0'], /--buffer_size=0: must be at least 1/],
+    [['bench', '--loopback', '--give_up_after=-1'], /--give_up_after=-1: must be 0 \(never\) or more seconds/],
     [['bench', '--mode=initiator', '--metadata_type=p2p'], /--mode=initiator needs --remote_segment/],
     [['bench', '--segment_id=127.0.0.1:1', '--metadata_server=P2PHANDSHAKE', '--metadata_type=etcd'], /either --metadata_server or --metadata_type/],
     [['bench', '--segment_id=127.0.0.1:1', '--metadata_server=ftp://x'], /--metadata_server=ftp:\/\/x: .*unknown scheme/],
@@ -129,7 +132,7 @@ test('--help prints usage and exits 0', async () => {
   const bench = await cli(['bench', '--help']);
   assert.equal(bench.code, 0);
   for (const flag of ['--loopback', '--duration', '--size', '--batch', '--threads', '--workload', '--integrity_check', '--report_unit', '--json',
-    '--metadata_type', '--metadata_servers', '--local_segment', '--remote_segment', '--shmfs', '--report_precision',
+    '--metadata_type', '--metadata_servers', '--local_segment', '--remote_segment', '--shmfs', '--report_precision', '--give_up_after',
     // Mooncake's classic names
     '--mode', '--operation', '--block_size', '--batch_size', '--segment_id', '--metadata_server', '--protocol', '--buffer_size']) {
     assert.ok(bench.stdout.includes(flag), flag);
@@ -147,6 +150,7 @@ test("seed 003's defaults, and Mooncake's classic names as aliases", () => {
   assert.equal(d.batch, 16);
   assert.equal(d.size, 65536);
   assert.equal(d.durationS, 10);
+  assert.equal(d.giveUpAfterS, 5);
   assert.equal(d.threads, 4);
   assert.equal(d.reportUnit, 'GB');
   assert.equal(d.precision, 2);
@@ -198,6 +202,38 @@ test('latency histogram: percentiles within 1%, mergeable, fixed memory', () => 
   assert.equal(new LatencyHistogram().percentiles().p50, 0);
 });
 
+test('integrity is "passed" only for a whole run; a lost target or a failing one is named, unreachable or refusing', () => {
+  const on = resolve(['--loopback']);
+  assert.equal(integrityVerdict(on, 10, 0, 0, 'duration'), 'passed');
+  assert.equal(integrityVerdict(on, 10, 0, 0, 'signal'), 'passed', 'every round trip before Ctrl-C completed and compared equal');
+  assert.equal(integrityVerdict(on, 10, 1, 5, 'target_lost'), 'failed', 'wrong bytes outrank everything');
+  assert.equal(integrityVerdict(on, 10, 0, 1, 'duration'), 'incomplete', 'a failed request left its round trip unchecked');
+  assert.equal(integrityVerdict(on, 10, 0, 0, 'target_lost'), 'incomplete');
+  assert.equal(integrityVerdict(on, 10, 0, 3, 'all_failed'), 'incomplete');
+  assert.equal(integrityVerdict(on, 0, 0, 0, 'duration'), 'incomplete', 'no round trip proves nothing');
+  assert.equal(integrityVerdict(resolve(['--loopback', '--workload=write']), 0, 0, 9, 'target_lost'), 'off');
+
+  const failing = (code: string | undefined, message: string): ThreadResult[] => [
+    { lastError: { code: 'TE_PEER_UNREACHABLE', message: 'an old one', atMs: 1 } } as ThreadResult,
+    { lastError: { code, message, atMs: 2 } } as ThreadResult,
+  ];
+  const streak = { kind: 'failing', streak: { failed: 40, firstAt: 1000, lastAt: 6250 } } as const;
+  assert.deepEqual(describeStop(null, []), { reason: 'duration', message: undefined });
+  assert.deepEqual(describeStop({ kind: 'signal' }, []), { reason: 'signal', message: undefined });
+  assert.deepEqual(describeStop({ kind: 'target_exited', message: 'the target process (pid 7) exited with signal SIGKILL' }, []), {
+    reason: 'target_lost',
+    message: 'the target died: the target process (pid 7) exited with signal SIGKILL',
+  });
+  assert.deepEqual(describeStop(streak, failing('TE_TIMEOUT', 'no progress for 30 s')), {
+    reason: 'target_lost',
+    message: 'the target is gone or unreachable: 40 requests failed in a row over 5.3 s, none completed (last error, TE_TIMEOUT: no progress for 30 s)',
+  });
+  assert.deepEqual(describeStop(streak, failing('TE_ADDRESS_REJECTED', 'outside its regions')), {
+    reason: 'all_failed',
+    message: 'the target fails every request: 40 requests failed in a row over 5.3 s, none completed (last error, TE_ADDRESS_REJECTED: outside its regions)',
+  });
+});
+
 // ----------------------------------------------------------- loopback
 
 test('bench --loopback --json: mix with integrity check passes; the target process is gone', async () => {
@@ -209,6 +245,8 @@ test('bench --loopback --json: mix with integrity check passes; the target proce
   assert.equal(j['protocol'], 'tcp');
   assert.equal(j['integrity'], 'passed');
   assert.equal(j['failures'], 0);
+  assert.equal(j['stop_reason'], 'duration');
+  assert.ok(!('stop_message' in j));
   assert.equal(j['size'], 4096);
   assert.equal(j['batch'], 8);
   assert.equal(j['unit'], 'GB');
@@ -354,6 +392,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     assert.equal(code, 0, stderr);
     const j = lastJsonLine(stdout);
     assert.equal(j['interrupted'], true);
+    assert.equal(j['stop_reason'], 'signal');
     assert.ok((j['duration_s'] as number) < 30, `stopped early: ${j['duration_s']} s`);
     assert.ok((j['bytes'] as number) > 0);
     assert.equal((j['target'] as Json)['clean'], true);
@@ -371,6 +410,162 @@ test('SIGINT stops a target cleanly', async () => {
   assert.match(line, /--size=4096 --batch=4 --threads=1$/);
   target.kill('SIGINT');
   assert.deepEqual(await exited, [0, null]);
+});
+
+// --------------------------------------------------------- target loss
+// A target that dies mid-run must end the run early, say so, exit 1 and never
+// report integrity "passed". The runs below ask for 60 s; "early" is asserted
+// with a wide margin (within 30 s of the kill), so a loaded machine cannot fail them.
+
+interface StartedCli {
+  /** Resolves with the first stdout line matching `pattern`; rejects if the process ends first. */
+  line(pattern: RegExp): Promise<string>;
+  /** The run's end, with the seconds since `mark()` (or since the start). */
+  done: Promise<RunResult & { secondsSinceMark: number }>;
+  mark(): void;
+}
+
+function startCli(args: string[], timeoutMs = 60_000): StartedCli {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let markedAt = Date.now();
+  let closed = false;
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  // Every line is kept: a line() asked for after its line arrived still finds it.
+  const seen: string[] = [];
+  const waiters = new Set<() => void>();
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    seen.push(l);
+    for (const w of [...waiters]) w();
+  });
+  // A hang must fail the test, not stall the suite: killed after timeoutMs (the assertions then name it).
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<RunResult & { secondsSinceMark: number }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      closed = true;
+      for (const w of [...waiters]) w();
+      resolve({ code, signal, stdout, stderr, secondsSinceMark: (Date.now() - markedAt) / 1000 });
+    });
+  });
+  return {
+    line: (pattern) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = seen.find((l) => pattern.test(l));
+          if (found === undefined && !closed) return;
+          waiters.delete(check);
+          if (found !== undefined) resolve(found);
+          else reject(new Error(`exited before printing ${pattern}: ${stdout}${stderr}`));
+        };
+        waiters.add(check);
+        check();
+      }),
+    done,
+    mark: () => (markedAt = Date.now()),
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test('bench --loopback stops early when its target process dies: says so, exits 1, integrity not "passed"', async () => {
+  const run = startCli(['bench', '--loopback', '--duration=60', '--size=4K', '--batch=8', '--threads=2', '--json']);
+  // The loopback announces its target's pid (an event line before the result), then the run's start.
+  const ready = JSON.parse(await run.line(/"event":"target_ready"/)) as Json;
+  await run.line(/"event":"run_started"/);
+  await sleep(1000); // round trips under way
+  const pid = ready['pid'] as number;
+  process.kill(pid, 'SIGKILL');
+  run.mark();
+  const r = await run.done;
+  assert.ok(r.secondsSinceMark < 30, `stopped early: ${r.secondsSinceMark} s after the kill (code ${r.code}, signal ${r.signal})`);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`stopped early: the target died: the target process \\(pid ${pid}\\) exited with signal SIGKILL`));
+  const j = lastJsonLine(r.stdout);
+  assert.equal(j['stop_reason'], 'target_lost');
+  assert.match(j['stop_message'] as string, /the target died: .*SIGKILL/);
+  assert.equal(j['integrity'], 'incomplete', 'no mismatch was seen, but the run was cut short');
+  assert.ok((j['duration_s'] as number) < 40, `${j['duration_s']} s`);
+  const target = j['target'] as Json;
+  assert.equal(target['pid'], pid);
+  assert.equal(target['signal'], 'SIGKILL');
+  assert.equal(target['clean'], false);
+});
+
+test('bench --loopback text report of a dead target: "Test stopped early", the reason, integrity incomplete', async () => {
+  const run = startCli(['bench', '--loopback', '--duration=60', '--size=4K', '--batch=8', '--threads=1']);
+  const ready = await run.line(/^Target ready in a child process: segment \S+, pid \d+\.$/);
+  await run.line(/^Running mix against/);
+  await sleep(1000);
+  process.kill(Number(/pid (\d+)/.exec(ready)![1]), 'SIGKILL');
+  run.mark();
+  const r = await run.done;
+  assert.ok(r.secondsSinceMark < 30, `stopped early: ${r.secondsSinceMark} s after the kill`);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stdout, /^Test stopped early: duration \d+\.\d\d, batch count \d+/m);
+  assert.match(r.stdout, /stopped\s+the target died: the target process \(pid \d+\) exited with signal SIGKILL/);
+  assert.match(r.stdout, /integrity\s+incomplete/);
+  assert.doesNotMatch(r.stdout, /integrity\s+passed/);
+});
+
+/** A `bench --mode=target` process, ready; its segment name. */
+async function startTarget(): Promise<{ segment: string; kill(): void; exited: Promise<unknown> }> {
+  const target = spawn(process.execPath, [MAIN, 'bench', '--mode=target', '--local_segment=127.0.0.1', '--size=4096', '--batch=8', '--threads=2', '--json'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise((resolve) => target.on('exit', resolve));
+  const segment = (JSON.parse(await waitForLine(target, /"event":"target_ready"/)) as Json)['segment'] as string;
+  return { segment, kill: () => target.kill('SIGKILL'), exited };
+}
+
+test('bench initiator stops early when its remote target dies (requests fail in a row, none completes)', async () => {
+  const target = await startTarget();
+  try {
+    const run = startCli(['bench', `--remote_segment=${target.segment}`, '--size=4096', '--batch=8', '--threads=2', '--duration=60', '--workload=mix', '--integrity_check', '--json']);
+    await run.line(/"event":"run_started"/);
+    await sleep(1000);
+    target.kill();
+    run.mark();
+    const r = await run.done;
+    assert.ok(r.secondsSinceMark < 30, `stopped early: ${r.secondsSinceMark} s after the kill (code ${r.code}, signal ${r.signal})`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /stopped early: the target is gone or unreachable: \d+ requests failed in a row over \d+\.\d s, none completed \(last error, TE_PEER_UNREACHABLE: /);
+    const j = lastJsonLine(r.stdout);
+    assert.equal(j['stop_reason'], 'target_lost');
+    assert.match(j['stop_message'] as string, /the target is gone or unreachable/);
+    assert.equal(j['integrity'], 'incomplete');
+    assert.ok((j['failures'] as number) > 0);
+  } finally {
+    target.kill();
+  }
+  await target.exited;
+});
+
+test('--give_up_after=0 runs on to the end against a dead target: failed requests make integrity "incomplete", never "passed"', async () => {
+  const target = await startTarget();
+  try {
+    const run = startCli(['bench', `--remote_segment=${target.segment}`, '--size=4096', '--batch=8', '--threads=1', '--duration=4', '--give_up_after=0',
+      '--workload=mix', '--integrity_check', '--json']);
+    await run.line(/"event":"run_started"/);
+    await sleep(500);
+    target.kill();
+    const r = await run.done;
+    assert.equal(r.code, 1, r.stderr);
+    const j = lastJsonLine(r.stdout);
+    assert.equal(j['stop_reason'], 'duration');
+    assert.ok(!('stop_message' in j));
+    assert.ok((j['duration_s'] as number) >= 4);
+    assert.ok((j['failures'] as number) > 0);
+    assert.ok((j['integrity_checks'] as number) > 0, 'round trips passed before the kill');
+    assert.equal(j['integrity_failures'], 0);
+    assert.equal(j['integrity'], 'incomplete');
+  } finally {
+    target.kill();
+  }
+  await target.exited;
 });
 
 // ------------------------------------------------------------ progress

@@ -1,8 +1,12 @@
-/** `--loopback`: a target in a child process, the initiator here; the target is always stopped and reaped. */
+/**
+ * `--loopback`: a target in a child process, the initiator here; the target is
+ * always stopped and reaped. If it exits during the run, the run stops at once
+ * and says so: we know it died, no need to infer it from failing requests.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { runInitiator, type BenchResult } from './initiator.js';
+import { runInitiator, TargetLostError, type BenchResult } from './initiator.js';
 import type { BenchOptions } from './options.js';
 import { report, type TargetExit } from './report.js';
 
@@ -22,15 +26,43 @@ export async function runLoopback(o: BenchOptions): Promise<number> {
     // The IPC channel lets the target notice if we die without stopping it.
     { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true },
   );
+  const pid = child.pid ?? -1;
+  const lost = new AbortController();
+  const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+    lost.abort(new TargetLostError(`the target process (pid ${pid}) exited with ${exitText(code, signal)}`));
   let result: BenchResult;
   let exit: TargetExit;
   try {
     const segment = await targetReady(child);
-    result = await runInitiator(o, segment);
+    child.once('exit', onExit);
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+    announceTarget(o, segment, pid);
+    result = await runInitiator(o, segment, lost.signal).catch((e: unknown) => {
+      // Starting the initiator failed because the target died meanwhile: say that, not only the symptom.
+      if (!lost.signal.aborted) throw e;
+      const died = lost.signal.reason instanceof Error ? lost.signal.reason.message : 'the target process exited';
+      throw new TargetLostError(`the target died before the run started: ${died} (${e instanceof Error ? e.message : String(e)})`, { cause: e });
+    });
   } finally {
-    exit = await stopTarget(child);
+    child.off('exit', onExit);
+    // A target that died during the run was reported as such; a second "did not exit cleanly" line adds nothing.
+    exit = await stopTarget(child, { quiet: lost.signal.aborted });
   }
   return report(o, result, exit);
+}
+
+function exitText(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal !== null ? `signal ${signal}` : `exit code ${code}`;
+}
+
+/**
+ * Say which process the target is: a user can then watch it (top, perf, strace)
+ * or kill it to see how the initiator copes. With --json it is a line of its
+ * own before the result, which stays the last line.
+ */
+function announceTarget(o: BenchOptions, segment: string, pid: number): void {
+  if (o.json) process.stdout.write(`${JSON.stringify({ event: 'target_ready', segment, pid })}\n`);
+  else process.stdout.write(`Target ready in a child process: segment ${segment}, pid ${pid}.\n`);
 }
 
 /** Wait for the target's JSON ready line on its stdout; returns its segment name. */
@@ -38,8 +70,7 @@ function targetReady(child: ChildProcess): Promise<string> {
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     const timer = setTimeout(() => fail(new Error(`the target did not get ready within ${TARGET_READY_TIMEOUT_MS / 1000} s`)), TARGET_READY_TIMEOUT_MS);
-    const onExit = (code: number | null, signal: string | null): void =>
-      fail(new Error(`the target exited before it was ready (${signal ?? `exit code ${code}`})`));
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => fail(new Error(`the target exited before it was ready (${exitText(code, signal)})`));
     const fail = (e: Error): void => {
       cleanup();
       reject(e);
@@ -73,7 +104,7 @@ function readySegment(line: string): string | undefined {
 }
 
 /** SIGTERM the target and wait for it; SIGKILL (and report it unclean) if it hangs. */
-async function stopTarget(child: ChildProcess): Promise<TargetExit> {
+async function stopTarget(child: ChildProcess, { quiet }: { quiet: boolean }): Promise<TargetExit> {
   const pid = child.pid ?? -1;
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) resolve();
@@ -91,6 +122,6 @@ async function stopTarget(child: ChildProcess): Promise<TargetExit> {
   await exited;
   clearTimeout(timer);
   const clean = !hung && child.exitCode === 0;
-  if (!clean) process.stderr.write(`transfer-engine bench: the target (pid ${pid}) did not exit cleanly (${child.signalCode ?? `exit code ${child.exitCode}`})\n`);
+  if (!clean && !quiet) process.stderr.write(`transfer-engine bench: the target (pid ${pid}) did not exit cleanly (${child.signalCode ?? `exit code ${child.exitCode}`})\n`);
   return { pid, exitCode: child.exitCode, signal: child.signalCode, clean };
 }

@@ -46,6 +46,11 @@ export const BENCH_FLAGS = {
     aliases: ['operation'],
   },
   duration: { type: 'number', description: 'seconds to run', defaultText: '10 (5 with --loopback)' },
+  give_up_after: {
+    type: 'number',
+    description: 'stop early once requests have failed in a row for this many seconds, none completing (the target is gone); 0: never',
+    defaultText: '5',
+  },
   size: { type: 'size', description: 'bytes per request; suffixes K/M/G (1024) or KB/MB/GB (1000)', defaultText: '65536', aliases: ['block_size'] },
   batch: { type: 'integer', description: 'requests per batch', defaultText: '16', aliases: ['batch_size'] },
   threads: {
@@ -102,12 +107,27 @@ The initiator reports throughput, and latency percentiles (p50, p99, p99.9)
 per batch and per request (each request of a sampled batch is timed from the
 batch's submission: every batch for requests of 256 KiB and more, one in 4 at
 64 KiB, one in 64 at 4 KiB). On a terminal it shows live progress; with --json
-the last stdout line is the result as JSON.
+the last stdout line is the result as JSON (lines before it are events:
+target_ready with the --loopback target's pid, run_started).
+
+A lost target ends the run early instead of letting it fail to the end: with
+--loopback as soon as the target process exits ("the target died: the target
+process (pid N) exited with signal SIGKILL"); otherwise once requests have
+failed in a row for --give_up_after seconds with none completing ("the target
+is gone or unreachable: ..."). The report says why it stopped (JSON:
+stop_reason duration, signal, target_lost or all_failed, and stop_message).
+
+Integrity (--integrity_check) is "passed" only if round trips ran, every one
+read back what it wrote, no request failed and the run was not cut short by
+its target; "failed" if bytes came back wrong; "incomplete" otherwise (a
+failed request leaves its round trip unchecked).
 
 Flags:
 ${formatFlagHelp(BENCH_FLAGS)}
 
-Exit status: 0 on success, 1 if any transfer or integrity check failed, 2 on a usage error.
+Exit status: 0 on success; 1 if any transfer failed, integrity is not passed
+(failed or incomplete), the run stopped early for a lost target, or the
+--loopback target did not exit cleanly; 2 on a usage error.
 `;
 
 export type BenchMode = 'loopback' | 'target' | 'initiator';
@@ -119,6 +139,8 @@ export interface BenchOptions {
   localSegment: string;
   workload: Workload;
   durationS: number;
+  /** Stop once requests have failed in a row (none completing, across threads) for this long; 0: never. */
+  giveUpAfterS: number;
   size: number;
   batch: number;
   threads: number;
@@ -230,6 +252,8 @@ export function resolveOptions(p: BenchParse): BenchOptions {
   const durationS = f.duration ?? (loopback ? 5 : 10);
   if (!(durationS > 0)) throw new UsageError(`--duration=${durationS}: must be more than 0 seconds`);
   if (durationS > 7 * 86400) throw new UsageError(`--duration=${durationS}: must be at most a week`);
+  const giveUpAfterS = f.give_up_after ?? 5;
+  if (!(giveUpAfterS >= 0)) throw new UsageError(`--give_up_after=${giveUpAfterS}: must be 0 (never) or more seconds`);
   const precision = f.report_precision ?? 2;
   if (precision < 0 || precision > MAX_PRECISION) throw new UsageError(`--report_precision=${precision}: must be between 0 and ${MAX_PRECISION}`);
   const integrityCheck = f.integrity_check ?? (loopback && workload === 'mix');
@@ -256,6 +280,7 @@ export function resolveOptions(p: BenchParse): BenchOptions {
     localSegment: f.local_segment ?? (mode === 'target' ? os.hostname() : central ? `bench-initiator-${os.hostname()}-${process.pid}` : '127.0.0.1'),
     workload,
     durationS,
+    giveUpAfterS,
     size,
     batch,
     threads,

@@ -21,8 +21,15 @@ export function report(o: BenchOptions, r: BenchResult, target: TargetExit | nul
   const throughput = bytesPerS / REPORT_UNITS[o.reportUnit];
   if (o.json) process.stdout.write(`${JSON.stringify(jsonReport(o, r, target, throughput, bytesPerS))}\n`);
   else process.stdout.write(textReport(o, r, target, throughput));
-  const failed = r.failures > 0 || r.integrity === 'failed' || (target !== null && !target.clean);
-  return failed ? 1 : 0;
+  return runFailed(r, target) ? 1 : 0;
+}
+
+/** Exit 1: a request failed, integrity is not a pass, the target was lost, or the loopback target did not exit cleanly. */
+function runFailed(r: BenchResult, target: TargetExit | null): boolean {
+  if (r.failures > 0) return true;
+  if (r.integrity === 'failed' || r.integrity === 'incomplete') return true;
+  if (r.stopReason === 'target_lost' || r.stopReason === 'all_failed') return true;
+  return target !== null && !target.clean;
 }
 
 function jsonReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, throughput: number, bytesPerS: number): object {
@@ -48,6 +55,8 @@ function jsonReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, 
     integrity_checks: r.integrityChecks,
     integrity_failures: r.integrityFailures,
     interrupted: r.interrupted,
+    stop_reason: r.stopReason,
+    ...(r.stopMessage !== undefined ? { stop_message: r.stopMessage } : {}),
     latency_us: { batch: r.batchLatency, request: r.requestLatency },
     ...(target ? { target: { pid: target.pid, exit_code: target.exitCode, signal: target.signal, clean: target.clean } } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),
@@ -59,12 +68,28 @@ function latencyLine(p: Percentiles, what: string): string {
   return `p50 ${p.p50} us, p99 ${p.p99} us, p99.9 ${p.p999} us (mean ${p.mean} us, max ${p.max} us; ${p.count} ${what})`;
 }
 
+/** Mooncake's word for a full run is "completed"; one cut short by a signal or a lost target is not. */
+const ENDINGS: Readonly<Record<BenchResult['stopReason'], string>> = {
+  duration: 'completed',
+  signal: 'interrupted',
+  target_lost: 'stopped early',
+  all_failed: 'stopped early',
+};
+
+function integrityText(r: BenchResult): string {
+  if (r.integrity === 'off') return 'off';
+  const counts = `${r.integrityChecks} round trips, ${r.integrityFailures} mismatches`;
+  if (r.integrity !== 'incomplete') return `${r.integrity} (${counts})`;
+  const why = r.failures > 0 ? `${r.failures} requests failed, their round trips unchecked` : r.integrityChecks === 0 ? 'no round trip completed' : 'the run was cut short';
+  return `incomplete (${counts}; ${why})`;
+}
+
 function textReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, throughput: number): string {
   const rate = `${throughput.toFixed(o.precision)} ${o.reportUnit}/s`;
-  const integrity = r.integrity === 'off' ? 'off' : `${r.integrity} (${r.integrityChecks} round trips, ${r.integrityFailures} mismatches)`;
+  const integrity = integrityText(r);
   const lines = [
-    // Mooncake's own summary line first, so existing log scrapers still match.
-    `Test ${r.interrupted ? 'interrupted' : 'completed'}: duration ${r.elapsedS.toFixed(2)}, batch count ${r.batches}, throughput ${rate}`,
+    // Mooncake's own summary line first, so existing log scrapers still match a full run.
+    `Test ${ENDINGS[r.stopReason]}: duration ${r.elapsedS.toFixed(2)}, batch count ${r.batches}, throughput ${rate}`,
     `  workload    ${o.workload} over tcp${o.shmfs ? ' (shared memory on this host)' : ''} to ${r.remoteSegment}: size ${o.size} B, batch ${o.batch}, threads ${o.threads}`,
     `  throughput  ${rate}`,
     `  transferred ${r.bytes} bytes in ${r.elapsedS.toFixed(3)} s: ${r.batches} batches, ${r.requests} requests, ${r.failures} failed`,
@@ -76,6 +101,7 @@ function textReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, 
     const unit = REPORT_UNITS[o.reportUnit];
     lines.push(`  per thread  ${r.perThreadBps.map((b) => (b / unit).toFixed(o.precision)).join(', ')} ${o.reportUnit}/s`);
   }
+  if (r.stopMessage !== undefined) lines.push(`  stopped     ${r.stopMessage}`);
   if (target) lines.push(`  target      pid ${target.pid} ${target.clean ? 'exited cleanly' : 'did not exit cleanly'}`);
   if (r.error !== undefined) lines.push(`  first error ${r.error}`);
   return `${lines.join('\n')}\n`;

@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { readdirSync } from 'node:fs';
-import { TaskStatus, TransferEngine, TransferOpcode, type BatchID, type SegmentDesc, type TransferRequest, type TransferStatus } from '../../core.js';
+import { isTransferEngineError, TaskStatus, TransferEngine, TransferOpcode, type BatchID, type SegmentDesc, type TransferRequest, type TransferStatus } from '../../core.js';
 import type { EngineOptions } from '../../engine.js';
 import { LatencyHistogram, type HistogramData } from './histogram.js';
 import { MAX_THREADS, type BenchOptions } from './options.js';
@@ -22,6 +22,8 @@ export function sampleEvery(size: number): number {
 
 /** Per-thread live counters in a shared Float64Array: [bytes, batches, requests, failures]. */
 export const PROGRESS_FIELDS = 4;
+/** Where each counter sits in a thread's PROGRESS_FIELDS. */
+export const Progress = { BYTES: 0, BATCHES: 1, REQUESTS: 2, FAILURES: 3 } as const;
 
 export interface ThreadControl {
   /** Non-zero: stop after the current batch. Shared with the main thread when in a worker. */
@@ -40,6 +42,8 @@ export interface ThreadResult {
   integrityFailures: number;
   /** The first error this thread saw. */
   error: string | undefined;
+  /** The latest failure: what a run of failures ended on, to say why the run gave up. */
+  lastError: FailureInfo | undefined;
   batchLatency: HistogramData;
   requestLatency: HistogramData;
 }
@@ -76,6 +80,15 @@ function remoteSlice(desc: SegmentDesc, segment: string, o: BenchOptions, thread
   return buf.addr + BigInt(Math.floor(thread / n)) * slice;
 }
 
+/** A failed request's error: plain data, posted from worker threads. */
+export interface FailureInfo {
+  /** The TransferEngineError code (TE_PEER_UNREACHABLE, TE_TIMEOUT, ...); undefined for other errors. */
+  code: string | undefined;
+  message: string;
+  /** When it happened, in ms since the epoch: comparable across worker threads (performance.now() is not). */
+  atMs: number;
+}
+
 /** Keep the first error; `log` prints it once. */
 type Log = (message: string) => void;
 
@@ -97,6 +110,7 @@ export class ThreadRunner {
   private integrityChecks = 0;
   private integrityFailures = 0;
   private firstError: string | undefined;
+  private lastError: FailureInfo | undefined;
   private stopped = false;
   private control: ThreadControl | null = null;
 
@@ -184,6 +198,7 @@ export class ThreadRunner {
       integrityChecks: this.integrityChecks,
       integrityFailures: this.integrityFailures,
       error: this.firstError,
+      lastError: this.lastError,
       batchLatency: this.batchLatency.data(),
       requestLatency: this.requestLatency.data(),
     };
@@ -219,7 +234,8 @@ export class ThreadRunner {
       // A thrown error (not a task status) would repeat on every batch: stop the run.
       this.requests += reqs.length;
       this.failures += reqs.length;
-      this.error(`batch failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.lastError = { code: isTransferEngineError(e) ? e.code : undefined, message: e instanceof Error ? e.message : String(e), atMs: Date.now() };
+      this.error(`batch failed: ${this.lastError.message}`);
       this.stopped = true;
       this.publish();
       return false;
@@ -235,6 +251,7 @@ export class ThreadRunner {
       } else {
         ok = false;
         this.failures++;
+        this.lastError = { code: s.error?.code, message: s.error?.message ?? `${TaskStatus[s.status]} without an error message`, atMs: Date.now() };
         this.error(`transfer failed (${TaskStatus[s.status]}): ${s.error?.message ?? 'no error message'}`);
       }
     }
@@ -292,10 +309,10 @@ export class ThreadRunner {
     const p = this.control?.progress;
     if (!p) return;
     const at = this.thread * PROGRESS_FIELDS;
-    p[at] = this.bytes;
-    p[at + 1] = this.batches;
-    p[at + 2] = this.requests;
-    p[at + 3] = this.failures;
+    p[at + Progress.BYTES] = this.bytes;
+    p[at + Progress.BATCHES] = this.batches;
+    p[at + Progress.REQUESTS] = this.requests;
+    p[at + Progress.FAILURES] = this.failures;
   }
 }
 
