@@ -193,6 +193,43 @@ describe('interop with Mooncake (P2PHANDSHAKE)', { skip: skip ?? false }, () => 
     assert.equal(sha(local.subarray(0, 4096)), mcBuf.sha);
   });
 
+  test("a Mooncake target gone, its data port taken by another process: our stale requests never reach it", async () => {
+    // README, Engine identity: Mooncake peers carry no engine id, so a new connection to one first fetches its
+    // descriptor again (when the one held is over a second old); the dead peer's name no longer answers.
+    const first = await MooncakePeer.start();
+    const impostor = net.createServer();
+    let received = 0;
+    impostor.on('connection', (sock) => {
+      sock.on('data', (d: Buffer) => (received += d.length));
+      sock.on('error', () => {});
+    });
+    try {
+      const a = await first.alloc(MiB, true);
+      const seg = await ours.openSegment(first.segment);
+      fillPattern(local.subarray(0, MiB), 77);
+      await run([{ opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: a.addr, length: MiB }]);
+      assert.equal(await first.hash(a.addr, MiB), sha(local.subarray(0, MiB)));
+      const dataPort = ours.getSegmentDescriptor(seg).tcpDataPort;
+      await first.stop();
+      // Another process listens on the dead peer's data port and takes whatever comes.
+      await new Promise<void>((resolve, reject) => {
+        impostor.once('error', reject);
+        impostor.listen(dataPort, '127.0.0.1', () => resolve());
+      });
+      await new Promise((r) => setTimeout(r, 1100)); // the descriptor held is now over a second old
+      const bid = ours.allocateBatchID(1);
+      ours.submitTransfer(bid, [{ opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: a.addr, length: 4096 }]);
+      const [st] = await ours.waitBatch(bid);
+      ours.freeBatchID(bid);
+      assert.equal(st!.status, TaskStatus.FAILED);
+      assert.equal(st!.error?.code, ErrorCode.PEER_UNREACHABLE, st!.error?.message);
+      assert.equal(received, 0, 'not a byte was sent to the process now holding the port');
+    } finally {
+      await first.stop();
+      await new Promise<void>((r) => impostor.close(() => r()));
+    }
+  });
+
   test('ours receiving a rejection from Mooncake: task FAILED with TE_ADDRESS_REJECTED', async () => {
     const seg = await ours.openSegment(mc.segment);
     const bid = ours.allocateBatchID(2);

@@ -29,9 +29,11 @@ def handle(c):
             rc = engine.initialize_ext(c["host"], c["metadata"], "tcp", "", c["metadata_type"])
         else:
             rc = engine.initialize(c["host"], c["metadata"], "tcp", "")
-        # P2P: the engine renames itself host:rpc_port. Central modes: the name stays as given.
+        # P2P: the engine renames itself host:rpc_port (a port in the given name is the RPC port
+        # with MC_LEGACY_RPC_PORT_BINDING). Central modes: the name stays as given.
         p2p = c["metadata"] == "P2PHANDSHAKE" or c.get("metadata_type") == "p2p"
-        segment = f'{c["host"]}:{engine.get_rpc_port()}' if p2p else c["host"]
+        host = c["host"].rsplit(":", 1)[0] if c["host"].count(":") == 1 else c["host"]
+        segment = f'{host}:{engine.get_rpc_port()}' if p2p else c["host"]
         return {"rc": rc, "rpc_port": engine.get_rpc_port(), "segment": segment}
     if cmd == "alloc":
         size = c["size"]

@@ -288,7 +288,7 @@ function watchFailures(o: BenchOptions, control: ThreadControl, onGiveUp: (strea
 }
 
 /** Errors that say the target is not there, as opposed to there and refusing. */
-const GONE_CODES: ReadonlySet<string | undefined> = new Set([ErrorCode.PEER_UNREACHABLE, ErrorCode.TIMEOUT]);
+const GONE_CODES: ReadonlySet<string | undefined> = new Set([ErrorCode.PEER_UNREACHABLE, ErrorCode.PEER_CHANGED, ErrorCode.TIMEOUT]);
 
 /** The most recent failure of any thread: what the run's last streak ended on. */
 function latestFailure(results: ThreadResult[]): FailureInfo | undefined {
