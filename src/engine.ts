@@ -156,12 +156,19 @@ interface RemoteSegment {
 type RefreshResult = 'same' | 'changed' | TransferEngineError;
 
 /** A segment whose first descriptor fetch is running (openSegment, segmentHandle). */
-interface PendingOpen {
-  handle: SegmentHandle;
-  name: string;
+class PendingOpen {
   /** closeSegment() came first: the segment is not kept when the fetch ends. */
-  cancelled: boolean;
-  segment: Promise<RemoteSegment>;
+  cancelled = false;
+  readonly segment: Promise<RemoteSegment>;
+
+  constructor(
+    readonly handle: SegmentHandle,
+    readonly name: string,
+    open: (pending: PendingOpen) => Promise<RemoteSegment>,
+  ) {
+    this.segment = open(this);
+    this.segment.catch(() => {}); // its waiters see the error; nobody may be waiting
+  }
 }
 
 /** Does a fetched descriptor name the same peer, at the same place, with the same memory? */
@@ -525,7 +532,7 @@ export class TransferEngine {
     } catch {
       return explicit; // peers may resolve it where we cannot (split DNS): nothing to compare
     }
-    const listenFamily = net.isIP(explicit === '0.0.0.0' ? '0.0.0.0' : explicit);
+    const listenFamily = net.isIP(explicit);
     if (listenFamily !== 0 && listenFamily !== net.isIP(dialed)) {
       throw teError(code, `${what} listens on IPv${listenFamily}, but peers will dial ${connectHost} (${dialed}), an IPv${net.isIP(dialed)} address: they could not reach this engine`);
     }
@@ -811,8 +818,7 @@ export class TransferEngine {
     const running = this.opening.get(name);
     if (running) return running;
     const handle = this.nextSegment++;
-    const pending: PendingOpen = { handle, name, cancelled: false, segment: Promise.resolve(null as unknown as RemoteSegment) };
-    pending.segment = (async (): Promise<RemoteSegment> => {
+    const pending = new PendingOpen(handle, name, async (self) => {
       try {
         const { desc, host } = await this.lookupSegment(name);
         this.ready(); // closed while we waited?
@@ -821,7 +827,7 @@ export class TransferEngine {
           name,
           desc,
           host,
-          peer: { host, port: 0, v2: true },
+          peer: { host, port: 0, v2: true }, // replaced at once: the address's revalidate needs the segment
           generation: 0,
           refreshing: null,
           refreshedAt: 0,
@@ -829,7 +835,7 @@ export class TransferEngine {
           fetchedAt: performance.now(),
         };
         seg.peer = this.peerAddress(seg);
-        if (!pending.cancelled) {
+        if (!self.cancelled) {
           this.segments.set(handle, seg);
           this.segmentsByName.set(name, seg);
         }
@@ -838,8 +844,7 @@ export class TransferEngine {
         this.opening.delete(name);
         this.openingHandles.delete(handle);
       }
-    })();
-    pending.segment.catch(() => {}); // its waiters see the error; nobody may be waiting
+    });
     this.opening.set(name, pending);
     this.openingHandles.set(handle, pending);
     return pending;

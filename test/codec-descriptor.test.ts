@@ -309,3 +309,23 @@ describe('our optional fields (machine_id, shm_name)', () => {
     assert.equal(d.buffers[0]!.shmName, undefined);
   });
 });
+
+describe('engine_id (ours: engine identity)', () => {
+  const base = { name: 'h:1', protocol: 'tcp', tcpDataPort: 2, tcpProtoVersion: 2, buffers: [{ name: 'h:1', addr: 4096n, length: 10n }] };
+
+  test('written as a JSON integer after the Mooncake fields, read back exactly up to 2^53 - 1', () => {
+    for (const id of [1, 4242, Number.MAX_SAFE_INTEGER]) {
+      const text = encodeSegmentDesc({ ...base, engineId: id, timestamp: 't' });
+      assert.equal(text, `{"name":"h:1","protocol":"tcp","tcp_data_port":2,"tcp_proto_version":2,"timestamp":"t","buffers":[{"name":"h:1","addr":4096,"length":10}],"engine_id":${id}}`);
+      assert.equal(decodeSegmentDesc(text).engineId, id);
+    }
+    assert.ok(!encodeSegmentDesc(base).includes('engine_id'), 'absent when not given (Mooncake peers have none)');
+  });
+
+  test('anything but an integer in [1, 2^53) is ignored, never a reason to reject the segment', () => {
+    for (const raw of ['0', '-3', '9007199254740992', '1.5', '"12"', 'null', '{}']) {
+      const d = decodeSegmentDesc(`{"name":"h:1","protocol":"tcp","tcp_data_port":2,"engine_id":${raw},"buffers":[]}`);
+      assert.equal(d.engineId, undefined, raw);
+    }
+  });
+});

@@ -15,6 +15,10 @@ import {
   decodeHeader,
   encodeStatus,
   decodeStatus,
+  encodeHello,
+  OPCODE_HELLO,
+  STATUS_WRONG_ENGINE_FRAME,
+  STATUS_ENGINE_CONFIRMED_FRAME,
 } from '../src/codec/wire.js';
 import { MemoryRegistry } from '../src/memory.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
@@ -247,5 +251,29 @@ describe('status frames', () => {
     }
     assert.throws(() => decodeStatus(Buffer.alloc(10), 3), teCode(ErrorCode.MALFORMED));
     assert.equal(decodeStatus(Buffer.concat([Buffer.alloc(2), STATUS_REJECTED_FRAME]), 2), STATUS_ADDR_REJECTED);
+  });
+});
+
+describe('identity check (ours)', () => {
+  test('the hello is a 24-byte header: size 0, the engine id as the address, opcode 0x92, zero padding', () => {
+    const b = Buffer.alloc(HEADER_SIZE + 2, 0xee);
+    encodeHello(b, 1, 0x1f_2e3d_4c5b_6a79);
+    assert.equal(b.toString('hex'), 'ee' + '0000000000000000' + '796a5b4c3d2e1f00' + '92' + '00000000000000' + 'ee');
+    assert.equal(OPCODE_HELLO, 0x92);
+    const h = decodeHeader(b, 1);
+    assert.deepEqual({ size: h.size, addr: h.addr, write: h.write, v2: h.v2 }, { size: 0, addr: 0x1f_2e3d_4c5b_6a79, write: false, v2: true });
+  });
+
+  test('ids outside [1, 2^53) are refused', () => {
+    for (const id of [0, -1, 1.5, 2 ** 53, Number.NaN]) {
+      assert.throws(() => encodeHello(Buffer.alloc(HEADER_SIZE), 0, id), (e: unknown) => e instanceof TransferEngineError && e.code === ErrorCode.INVALID_ARGUMENT, String(id));
+    }
+  });
+
+  test('the answers are status frames Mooncake never sends: 5 confirmed, 4 another engine', () => {
+    assert.equal(STATUS_ENGINE_CONFIRMED_FRAME.toString('hex'), '050000005654434d');
+    assert.equal(STATUS_WRONG_ENGINE_FRAME.toString('hex'), '040000005654434d');
+    assert.equal(decodeStatus(STATUS_ENGINE_CONFIRMED_FRAME), 5);
+    assert.equal(decodeStatus(STATUS_WRONG_ENGINE_FRAME), 4);
   });
 });

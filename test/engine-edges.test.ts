@@ -6,7 +6,6 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import {
@@ -21,19 +20,12 @@ import {
 } from '../src/index.js';
 import { TransferEngine } from '../src/core.js';
 import { BatchTable } from '../src/api/batches.js';
+import { freePort } from './servers.js';
 import { spawnPeer, type PeerProcess } from './helpers.js';
 
 const MiB = 1 << 20;
 const QUIET = { ...process.env, MC_LOG_LEVEL: 'ERROR' };
 
-/** A loopback port free at the moment. */
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 describe('initialize: addresses and ports that cannot work are refused with the reason', () => {
   it('a wildcard host, a bind address of the other family, a bad port in the name', async () => {

@@ -21,6 +21,7 @@ import {
   STATUS_OK_FRAME,
 } from '../src/codec/wire.js';
 import { decodeSegmentDesc, encodeSegmentDesc } from '../src/codec/descriptor.js';
+import { freePort } from './servers.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { fillPattern } from './pattern.js';
 import { OK_FRAME, REJECT_FRAME, REMOTE_BASE, REMOTE_LEN, fakePeer, type FakePeer } from './fake-peer.js';
@@ -29,14 +30,6 @@ const SIZE = 1 << 20;
 const QUIET = { ...process.env, MC_LOG_LEVEL: 'ERROR' };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A free loopback port (bound and released). */
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 async function one(engine: TransferEngine, op: TransferOpcode, source: number, seg: SegmentHandle, target: number | bigint, length = SIZE): Promise<{ status: TaskStatus; code: string | undefined }> {
   const bid = engine.allocateBatchID(1);

@@ -89,8 +89,14 @@ interface Prepared {
   bytes: number;
 }
 
-/** A transfer validated, its target segment not yet known to be open. */
-type Validated = Omit<Prepared, 'handle' | 'requests'> & { pending: Array<{ source: number; target: bigint; length: number }>; opcode: TransferOpcode };
+/** A transfer checked completely; its target segment comes apart (it may not be open yet). */
+interface Validated {
+  core: CoreEngine;
+  opcode: TransferOpcode;
+  ranges: Array<{ source: number; target: bigint; length: number }>;
+  pins: number[];
+  bytes: number;
+}
 
 /** Memory registered from a buffer the caller passed. */
 interface UserRegion {
@@ -633,7 +639,7 @@ export class TransferEngine {
       throw teError(ErrorCode.INVALID_ARGUMENT, `unknown transport hint "${transportHint}"`);
     }
     const one = buffers.length === 1;
-    const pending: Validated['pending'] = [];
+    const ranges: Validated['ranges'] = [];
     const pins: number[] = [];
     let bytes = 0;
     for (let i = 0; i < buffers.length; i++) {
@@ -642,14 +648,14 @@ export class TransferEngine {
       const target = toRemoteAddress(peers[i]!, `peer buffer address${at}`);
       const { addr, owner } = this.local(buffers[i]!, length, `buffer${at}`);
       if (owner !== undefined) pins.push(owner);
-      pending.push({ source: addr, target, length });
+      ranges.push({ source: addr, target, length });
       bytes += length;
     }
-    return { core, pending, pins, bytes, opcode };
+    return { core, ranges, pins, bytes, opcode };
   }
 
   private withTarget(v: Validated, handle: SegmentHandle): Prepared {
-    const requests = v.pending.map((p) => ({ opcode: v.opcode, source: p.source, targetId: handle, targetOffset: p.target, length: p.length }));
+    const requests = v.ranges.map((p) => ({ opcode: v.opcode, source: p.source, targetId: handle, targetOffset: p.target, length: p.length }));
     return { core: v.core, handle, requests, pins: v.pins, bytes: v.bytes };
   }
 

@@ -95,17 +95,16 @@ export function encodeStatus(buf: Uint8Array, off: number, code: number): void {
   writeU32Pair(buf, off, code >>> 0, STATUS_MAGIC);
 }
 
-export const STATUS_OK_FRAME: Buffer = (() => {
+/** The 8-byte status frame of `code`, built once per code. */
+function statusFrame(code: number): Buffer {
   const b = Buffer.alloc(STATUS_SIZE);
-  encodeStatus(b, 0, STATUS_OK);
+  encodeStatus(b, 0, code);
   return b;
-})();
+}
 
-export const STATUS_REJECTED_FRAME: Buffer = (() => {
-  const b = Buffer.alloc(STATUS_SIZE);
-  encodeStatus(b, 0, STATUS_ADDR_REJECTED);
-  return b;
-})();
+export const STATUS_OK_FRAME: Buffer = statusFrame(STATUS_OK);
+
+export const STATUS_REJECTED_FRAME: Buffer = statusFrame(STATUS_ADDR_REJECTED);
 
 /**
  * Decode a status frame. Returns the status code (low 32 bits), or -1 when the
@@ -181,17 +180,9 @@ export function decodeFileHeader(buf: Uint8Array, off = 0): FileRequestHeader {
   };
 }
 
-export const STATUS_FILE_REJECTED_FRAME: Buffer = (() => {
-  const b = Buffer.alloc(STATUS_SIZE);
-  encodeStatus(b, 0, STATUS_FILE_REJECTED);
-  return b;
-})();
+export const STATUS_FILE_REJECTED_FRAME: Buffer = statusFrame(STATUS_FILE_REJECTED);
 
-export const STATUS_FILE_IO_ERROR_FRAME: Buffer = (() => {
-  const b = Buffer.alloc(STATUS_SIZE);
-  encodeStatus(b, 0, STATUS_FILE_IO_ERROR);
-  return b;
-})();
+export const STATUS_FILE_IO_ERROR_FRAME: Buffer = statusFrame(STATUS_FILE_IO_ERROR);
 
 // ------------------------------------------------------------ engine identity (ours)
 //
@@ -219,14 +210,6 @@ export function encodeHello(buf: Uint8Array, off: number, engineId: number): voi
   buf.fill(0, off + 17, off + HEADER_SIZE);
 }
 
-export const STATUS_WRONG_ENGINE_FRAME: Buffer = (() => {
-  const b = Buffer.alloc(STATUS_SIZE);
-  encodeStatus(b, 0, STATUS_WRONG_ENGINE);
-  return b;
-})();
+export const STATUS_WRONG_ENGINE_FRAME: Buffer = statusFrame(STATUS_WRONG_ENGINE);
 
-export const STATUS_ENGINE_CONFIRMED_FRAME: Buffer = (() => {
-  const b = Buffer.alloc(STATUS_SIZE);
-  encodeStatus(b, 0, STATUS_ENGINE_CONFIRMED);
-  return b;
-})();
+export const STATUS_ENGINE_CONFIRMED_FRAME: Buffer = statusFrame(STATUS_ENGINE_CONFIRMED);
