@@ -48,7 +48,7 @@ import {
   returnCodeFor,
   returnCodeName,
 } from './codes.js';
-import { BatchTable, MAX_FINISHED, type BatchRecord } from './batches.js';
+import { BatchTable, MAX_FINISHED, type BatchOutcome, type BatchRecord } from './batches.js';
 import { loadApiSettings, syncDeadlineMs, type Env } from './env.js';
 import { Logger, parseLogLevel, stderrSink, type LogLevelName, type LogSink } from './log.js';
 import { ManagedBuffers, MOONCAKE_BUDDY, SHM_BUDDY } from './managed-buffers.js';
@@ -678,16 +678,21 @@ export class TransferEngine {
       bytes: p.bytes,
       startedAt: performance.now(),
       outcome: undefined,
-      done: core.waitBatch(id).then((statuses) => {
-        record.outcome = batchError(statuses, what);
-        for (const pin of p.pins) this.managed?.unpin(pin);
-        try {
-          core.freeBatchID(id);
-        } catch {
-          /* the engine closed meanwhile: nothing left to free */
-        }
-        return record.outcome;
-      }),
+      // Never rejects: a failure to wait (not expected: the batch was just submitted) is the batch's outcome.
+      done: core.waitBatch(id).then(
+        (statuses) => finish(batchError(statuses, what)),
+        (e: unknown) => finish(e instanceof TransferEngineError ? e : teError(ErrorCode.PROTOCOL_ERROR, `${what}: ${String(e)}`, e)),
+      ),
+    };
+    const finish = (outcome: BatchOutcome): BatchOutcome => {
+      record.outcome = outcome;
+      for (const pin of p.pins) this.managed?.unpin(pin);
+      try {
+        core.freeBatchID(id);
+      } catch {
+        /* the engine closed meanwhile: nothing left to free */
+      }
+      return outcome;
     };
     return record;
   }
