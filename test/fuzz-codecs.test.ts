@@ -29,6 +29,12 @@ import { authKindAt, authFrameSize, encodeChallenge, encodeResponse, encodeAccep
 import { AuthClientSide } from '../src/auth.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
 import { Rng, U64_MAX, InputCounter, chunkSizes, show } from './fuzz-lib.js';
+import { decodeMessage, encodeMessage, type Codec } from '../src/store/codec/struct-pack.js';
+import { RequestDecoder, ResponseDecoder, encodeRequest as encodeRpcRequest, encodeResponse as encodeRpcResponse } from '../src/store/codec/coro-rpc.js';
+import { Master } from '../src/store/master-protocol.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const SEED = 0x5eed_2026;
 /** Inputs this file must try per run (with test/fuzz-servers.test.ts: over a million). */
@@ -819,6 +825,99 @@ describe('fuzz: auth exchange (client side)', () => {
       seen[key] = (seen[key] ?? 0) + 1;
     }
     for (const key of ['not a challenge', 'done', 'more', 'failed']) assert.ok((seen[key] ?? 0) > 500, JSON.stringify(seen));
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The Store master's wire (src/store/codec): captured frames of the real master and Python client
+// (test/store/vectors), mutated; every result decodes to a value that re-encodes to a valid message, or
+// is a typed error.
+
+function storeSamples(): Array<{ codec: Codec<unknown>; body: Buffer; frame: Buffer; request: boolean }> {
+  const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test/store/vectors');
+  const byId = new Map<number, (typeof Master)[keyof typeof Master]>(Object.values(Master).map((m) => [m.id, m]));
+  const out: Array<{ codec: Codec<unknown>; body: Buffer; frame: Buffer; request: boolean }> = [];
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.endsWith('.json') || f === 'function_ids.json') continue;
+    const file = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { connections: Array<{ messages: Array<{ function_id: number; direction: string; hex: string }> }> };
+    for (const c of file.connections) {
+      for (const m of c.messages) {
+        const method = byId.get(m.function_id);
+        if (!method) continue;
+        const frame = Buffer.from(m.hex, 'hex');
+        const request = m.direction === 'request';
+        const body = frame.subarray(request ? 20 : 16);
+        if (request && body.length === 0) continue;
+        out.push({ codec: (request ? method.args : method.result) as Codec<unknown>, body, frame, request });
+      }
+    }
+  }
+  return out;
+}
+
+describe('fuzz: Store master wire (struct_pack, coro_rpc)', () => {
+  const samples = storeSamples();
+
+  test('struct_pack: mutated captured bodies decode to re-encodable values or TE_MALFORMED (60k)', () => {
+    assert.ok(samples.length > 300, `${samples.length} captured bodies`);
+    const rng = new Rng(SEED ^ 0x570e);
+    let decoded = 0;
+    for (let i = 0; i < 60_000; i++) {
+      const s = rng.pick(samples);
+      const input = mutateBytes(rng, s.body);
+      const o = attempt(() => decodeMessage(s.codec, input), () => show(input));
+      if (!o.ok) {
+        expectCode(o, ErrorCode.MALFORMED, () => show(input));
+        continue;
+      }
+      // What decoded is a value of the type: it encodes, and that decodes to the same value.
+      const again = encodeMessage(s.codec, o.value);
+      assert.deepEqual(decodeMessage(s.codec, again), o.value, show(input));
+      decoded++;
+    }
+    counter.add('struct_pack message', 60_000);
+    assert.ok(decoded > 1_000, `decoded ${decoded}`);
+  });
+
+  test('coro_rpc: mutated captured frames in random chunks give whole frames or typed errors, never a hang (40k)', () => {
+    const rng = new Rng(SEED ^ 0xc0c0);
+    for (let i = 0; i < 40_000; i++) {
+      const s = rng.pick(samples);
+      const bytes = rng.chance(0.5) ? mutateBytes(rng, s.frame) : Buffer.concat([s.frame, rng.pick(samples).frame]);
+      const d = s.request ? new RequestDecoder({ maxFrame: 1 << 16 }) : new ResponseDecoder({ maxFrame: 1 << 16 });
+      let at = 0;
+      let frames = 0;
+      let failed = false;
+      for (const n of chunkSizes(rng, bytes.length)) {
+        const o = attempt(() => d.push(bytes.subarray(at, at + n)), () => show(bytes));
+        at += n;
+        if (!o.ok) {
+          assert.ok(o.error instanceof TransferEngineError && (o.error.code === ErrorCode.PROTOCOL_ERROR || o.error.code === ErrorCode.FRAME_TOO_LARGE), String(o.error));
+          failed = true;
+          break;
+        }
+        frames += o.value.length;
+      }
+      // An intact frame is always found whole, and what was buffered never exceeds the input.
+      if (!failed && bytes.length >= s.frame.length && bytes.subarray(0, s.frame.length).equals(s.frame)) assert.ok(frames >= 1, show(bytes));
+      if (!failed) assert.ok(d.pending <= bytes.length);
+    }
+    counter.add('coro_rpc frame', 40_000);
+  });
+
+  test('coro_rpc: encode then decode is the identity for random seqs, ids and bodies (10k)', () => {
+    const rng = new Rng(SEED ^ 0xc0c1);
+    for (let i = 0; i < 10_000; i++) {
+      const body = rng.bytes(rng.int(64));
+      const seq = rng.u32();
+      const id = rng.u32();
+      const [req] = new RequestDecoder({ maxFrame: 1 << 16 }).push(encodeRpcRequest(seq, id, body));
+      assert.deepEqual({ seq: req!.seq, id: req!.functionId, body: Buffer.from(req!.body) }, { seq, id, body });
+      const err = rng.int(256);
+      const [res] = new ResponseDecoder({ maxFrame: 1 << 16 }).push(encodeRpcResponse(seq, err, body));
+      assert.deepEqual({ seq: res!.seq, err: res!.errCode, body: Buffer.from(res!.body) }, { seq, err, body });
+    }
+    counter.add('coro_rpc frame (round trip)', 10_000);
   });
 });
 
