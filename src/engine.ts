@@ -1602,6 +1602,17 @@ export class TransferEngine {
     return this.directory?.flush() ?? Promise.resolve();
   }
 
+  /**
+   * Write this engine's rpc_meta and descriptor to the metadata store again,
+   * in the background (flushMetadata() waits for it): for a store that lost
+   * them, such as an HTTP metadata server that restarted empty. Nothing to do
+   * in P2P mode.
+   */
+  republishMetadata(): void {
+    this.ready();
+    this.directory?.republish();
+  }
+
   /** The metadata service in use: 'P2PHANDSHAKE', or the store's address. */
   get metadataServer(): string {
     this.ready();

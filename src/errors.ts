@@ -68,6 +68,8 @@ export const ErrorCode = {
   METADATA_REJECTED: 'TE_METADATA_REJECTED',
   /** Reading or writing a registered file failed (EIO, ENOSPC, the file shrank under us, ...). */
   IO_ERROR: 'TE_IO_ERROR',
+  /** Mooncake Store's master refused a call: the error carries Mooncake's ErrorCode (`storeCode`). */
+  STORE_ERROR: 'TE_STORE_ERROR',
   /** The peer requires our shared-secret authentication and this engine has no secret. */
   AUTH_REQUIRED: 'TE_AUTH_REQUIRED',
   /** Authentication failed: the secrets differ, or the peer does not authenticate while we require it. */

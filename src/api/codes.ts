@@ -119,6 +119,7 @@ const FROM_CORE: Readonly<Record<ErrorCode, number>> = {
   [ErrorCode.METADATA_REJECTED]: ERR_METADATA,
   // A transfer or exchange that ran and failed: the seed's generic failure.
   [ErrorCode.IO_ERROR]: ERR_FAILED,
+  [ErrorCode.STORE_ERROR]: ERR_FAILED,
   [ErrorCode.AUTH_REQUIRED]: ERR_FAILED,
   [ErrorCode.AUTH_FAILED]: ERR_FAILED,
 };

@@ -54,11 +54,14 @@ export class SegmentDirectory {
     private readonly maxDescriptorSize?: number,
   ) {
     // A store that lost our keys (Redis restarted empty): write both again.
-    store.onReconnect?.(() => {
-      if (!this.own || this.stopped) return;
-      this.rpcMetaDirty = true;
-      this.descriptorChanged();
-    });
+    store.onReconnect?.(() => this.republish());
+  }
+
+  /** Write rpc_meta and the descriptor again, in the background (a store that lost them, e.g. restarted empty). */
+  republish(): void {
+    if (!this.own || this.stopped) return;
+    this.rpcMetaDirty = true;
+    this.descriptorChanged();
   }
 
   /** rpc_meta must be written again before the next descriptor. */

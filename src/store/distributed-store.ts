@@ -1,0 +1,817 @@
+/**
+ * MooncakeDistributedStore: a Mooncake Store client, the Python binding's
+ * (`from mooncake.store import MooncakeDistributedStore`) in TypeScript. Same
+ * method names in camelCase, same parameters in the same order, same results
+ * (0 or Mooncake's negative ErrorCode; isExist 1/0; getSize the size; get an
+ * empty Buffer on failure), with `await` where the call does I/O.
+ *
+ * It is also a segment provider: setup mounts `globalSegmentSize` bytes of
+ * this process's memory to the master, whose other clients (Python's
+ * included) then write object replicas into it and read them from it over the
+ * transfer engine. Objects move over our core engine (TCP, or a plain copy
+ * when the replica is in our own segment).
+ *
+ * Flow of a put (docs/store-wire.md §4.3): PutStart (the master places the
+ * replicas and answers where), a WRITE of the value into each replica, PutEnd;
+ * PutRevoke if a write failed. A get: GetReplicaList (which grants a read
+ * lease), a READ from a complete replica within the lease.
+ */
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { TransferEngine as CoreEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../engine.js';
+import { ErrorCode, TransferEngineError, teError } from '../errors.js';
+import { splitHostPort } from '../net.js';
+import { Membership } from './membership.js';
+import {
+  Master,
+  ReplicaStatus,
+  ReplicaType,
+  StoreErrorCode,
+  type GetReplicaListResponse,
+  type Method,
+  type ReplicaDescriptor,
+  type Segment,
+  type UUID,
+} from './master-protocol.js';
+import { ReplicateConfig } from './replicate-config.js';
+import { RpcClient } from './rpc-client.js';
+import { parseSize } from './sizes.js';
+import { StagingBuffer } from './staging.js';
+import { StoreError, checkVersion, storeError } from './store-errors.js';
+
+export { ReplicateConfig };
+
+/** The dictionary form of setup (Python's keys, in camelCase). */
+export interface StoreConfig {
+  localHostname: string;
+  metadataServer: string;
+  /** Bytes this client contributes to the store (a number, or "512MB"); 0: none. Default 16 MiB, as Python's. */
+  globalSegmentSize?: number | bigint | string;
+  /** Bytes of the local buffer values are copied through. Default 16 MiB, as Python's. */
+  localBufferSize?: number | bigint | string;
+  protocol?: string;
+  rdmaDevices?: string;
+  /** `host:port` of mooncake_master (default 127.0.0.1:50051). */
+  masterServerAddr?: string;
+  tenantId?: string;
+}
+
+export interface StoreOptions {
+  /**
+   * A core engine to move objects with (Python's `engine=`): initialized, and
+   * left open by close(). Default: the store makes and owns one.
+   */
+  engine?: CoreEngine;
+  /** Where MC_* variables are read (default process.env). */
+  env?: Record<string, string | undefined>;
+}
+
+/** The detail of the last failed call. */
+export class StoreCallError extends Error {
+  override readonly name = 'StoreCallError';
+  constructor(
+    readonly method: string,
+    /** What the call returned (Mooncake's ErrorCode). */
+    readonly returnCode: number,
+    message: string,
+    cause: unknown,
+  ) {
+    super(`${method}: ${message}`, { cause });
+  }
+}
+
+const DEFAULT_SEGMENT = 16 << 20;
+const DEFAULT_MASTER = '127.0.0.1:50051';
+/** Mooncake's MC_STORE_CLIENT_MIN_PORT / MAX_PORT: a hostname without a port gets one of these, held for our life. */
+const CLIENT_PORT_MIN = 12300;
+const CLIENT_PORT_MAX = 14300;
+const RPC_TIMEOUT_MS = 30_000;
+
+type State = 'new' | 'setting-up' | 'ready' | 'closed';
+
+/** Bytes of a value as a view (no copy). */
+function viewOf(value: unknown, what: string): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value);
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  throw new TypeError(`${what} must be bytes (a Buffer, TypedArray, ArrayBuffer) or a string`);
+}
+
+function keyArg(method: string, key: unknown): string {
+  if (typeof key !== 'string') throw new TypeError(`${method}(): key must be a string, got ${typeof key}`);
+  return key;
+}
+
+export class MooncakeDistributedStore {
+  private state: State = 'new';
+  private engine: CoreEngine | null = null;
+  private ownsEngine = false;
+  private rpc: RpcClient | null = null;
+  private membership: Membership | null = null;
+  private staging: StagingBuffer | null = null;
+  private stagingBase = 0;
+  private hostname = '';
+  private tenant = 'default';
+  private portHolder: net.Server | null = null;
+  private lastError: StoreCallError | null = null;
+  /** User memory registered with registerBuffer: address -> length. */
+  private readonly registered = new Map<number, number>();
+
+  constructor(private readonly options: StoreOptions = {}) {}
+
+  // ------------------------------------------------------------ plumbing
+
+  /** Record a failure; return the code the call returns. Errors that are not ours (bugs) propagate. */
+  private fail(method: string, e: unknown): number {
+    if (!(e instanceof TransferEngineError)) throw e;
+    let code: number;
+    if (e instanceof StoreError) code = e.storeCode;
+    else if (e.code === ErrorCode.INVALID_ARGUMENT || e.code === ErrorCode.CLOSED || e.code === ErrorCode.NOT_INITIALIZED) code = StoreErrorCode.INVALID_PARAMS;
+    else code = StoreErrorCode.INTERNAL_ERROR;
+    this.lastError = new StoreCallError(method, code, e.message, e);
+    return code;
+  }
+
+  /** The detail of the last failed call (what it returned, the message, the cause), or null. */
+  getLastError(): StoreCallError | null {
+    return this.lastError;
+  }
+
+  private ready(): { engine: CoreEngine; rpc: RpcClient; membership: Membership } {
+    if (this.state === 'ready') return { engine: this.engine!, rpc: this.rpc!, membership: this.membership! };
+    throw teError(this.state === 'closed' ? ErrorCode.CLOSED : ErrorCode.NOT_INITIALIZED, this.state === 'closed' ? 'the store is closed' : 'call setup() first');
+  }
+
+  /** A master call whose transport failures become Mooncake's RPC_FAIL / RPC_TIMEOUT. */
+  private async master<A, R>(method: Method<A, R>, args: A): Promise<R> {
+    const { rpc } = this.ready();
+    try {
+      return await rpc.call(method, args);
+    } catch (e) {
+      if (!(e instanceof TransferEngineError) || e instanceof StoreError) throw e;
+      const code = e.code === ErrorCode.TIMEOUT ? StoreErrorCode.RPC_TIMEOUT : StoreErrorCode.RPC_FAIL;
+      throw new StoreError(code, `${method.name} to the master at ${rpc.label} failed: ${e.message}`, e);
+    }
+  }
+
+  // ------------------------------------------------------------ setup
+
+  /**
+   * Connect to the master, start (or adopt) the transfer engine, register the
+   * local buffer, and mount `globalSegmentSize` bytes as this client's segment.
+   * Returns 0, or Mooncake's negative ErrorCode (detail in getLastError()).
+   */
+  async setup(
+    localHostname: string | StoreConfig,
+    metadataServer?: string,
+    globalSegmentSize: number | bigint | string = DEFAULT_SEGMENT,
+    localBufferSize: number | bigint | string = DEFAULT_SEGMENT,
+    protocol = 'tcp',
+    rdmaDevices = '',
+    masterServerAddr = DEFAULT_MASTER,
+  ): Promise<number> {
+    const config: StoreConfig =
+      typeof localHostname === 'object' && localHostname !== null
+        ? localHostname
+        : { localHostname, metadataServer: metadataServer ?? '', globalSegmentSize, localBufferSize, protocol, rdmaDevices, masterServerAddr };
+    if (typeof config.localHostname !== 'string' || typeof config.metadataServer !== 'string') {
+      throw new TypeError('setup(): localHostname and metadataServer must be strings (or pass one config object)');
+    }
+    try {
+      if (this.state !== 'new') throw teError(ErrorCode.ALREADY_INITIALIZED, this.state === 'closed' ? 'the store is closed' : 'setup() may be called once');
+      this.state = 'setting-up';
+      try {
+        await this.start(config);
+        this.state = 'ready';
+        return StoreErrorCode.OK;
+      } catch (e) {
+        await this.teardown(false);
+        this.state = 'new';
+        throw e;
+      }
+    } catch (e) {
+      return this.fail('setup', e);
+    }
+  }
+
+  private async start(config: StoreConfig): Promise<void> {
+    const protocol = (config.protocol ?? 'tcp').toLowerCase();
+    if (protocol !== 'tcp') throw teError(ErrorCode.NOT_SUPPORTED, `protocol "${protocol}" is not supported on this host (no RDMA or GPU transports): use "tcp"`);
+    if (config.localHostname.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'localHostname is empty');
+    if (config.metadataServer.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, 'metadataServer is empty (a URL such as http://host:port/metadata, or P2PHANDSHAKE)');
+    const segmentSize = parseSize(config.globalSegmentSize ?? DEFAULT_SEGMENT, 'globalSegmentSize');
+    const bufferSize = parseSize(config.localBufferSize ?? DEFAULT_SEGMENT, 'localBufferSize');
+    this.tenant = config.tenantId ?? 'default';
+    const master = splitHostPort(config.masterServerAddr ?? DEFAULT_MASTER);
+    if (!master.port) throw teError(ErrorCode.INVALID_ARGUMENT, `masterServerAddr "${config.masterServerAddr ?? ''}" must be host:port`);
+
+    // The master first: a wrong address or version fails before anything is bound.
+    this.rpc = new RpcClient({ host: master.host, port: master.port, connectTimeoutMs: RPC_TIMEOUT_MS, callTimeoutMs: RPC_TIMEOUT_MS });
+    await this.callUnready(() => checkVersion(this.rpc!), 'ServiceReady');
+
+    const p2p = config.metadataServer === 'P2PHANDSHAKE';
+    this.hostname = p2p || splitHostPort(config.localHostname).port !== undefined ? config.localHostname : await this.holdPort(config.localHostname);
+    if (this.options.engine) {
+      this.engine = this.options.engine;
+    } else {
+      const env = this.options.env ?? process.env;
+      this.engine = new CoreEngine({ metadataServer: config.metadataServer, env });
+      this.ownsEngine = true;
+      await this.engine.init(this.hostname, splitHostPort(this.hostname).host);
+    }
+    const engine = this.engine;
+    if (bufferSize > 0) {
+      // Peers never address the local buffer: it is not published.
+      this.stagingBase = engine.allocateLocalMemory(bufferSize, '*', 'none');
+      this.staging = new StagingBuffer(bufferSize);
+    }
+    const clientId = randomUuid();
+    this.membership = new Membership(this.rpc, clientId, {
+      // A restarted master forgot us; with it, its embedded metadata server may have forgotten our segment.
+      remounted: () => {
+        try {
+          engine.republishMetadata();
+        } catch {
+          /* closed meanwhile */
+        }
+      },
+      failed: () => {},
+    });
+    if (segmentSize > 0) {
+      const base = engine.allocateLocalMemory(segmentSize);
+      await engine.flushMetadata(); // peers must find the segment before the master hands it out
+      const segment: Segment = {
+        id: randomUuid(),
+        name: this.hostname,
+        base: BigInt(base),
+        size: BigInt(segmentSize),
+        teEndpoint: engine.segmentName,
+        protocol,
+        hostId: '',
+      };
+      await this.callUnready(() => this.membership!.mount(segment), 'MountSegment');
+    }
+  }
+
+  /** A master call before the store is ready (setup): transport failures as RPC_FAIL / RPC_TIMEOUT. */
+  private async callUnready<T>(run: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await run();
+    } catch (e) {
+      if (!(e instanceof TransferEngineError) || e instanceof StoreError) throw e;
+      const code = e.code === ErrorCode.TIMEOUT ? StoreErrorCode.RPC_TIMEOUT : StoreErrorCode.RPC_FAIL;
+      throw new StoreError(code, `${what} to the master at ${this.rpc!.label} failed: ${e.message}`, e);
+    }
+  }
+
+  /**
+   * A hostname without a port gets a free one in Mooncake's client range,
+   * held by a listener for the store's life, so that two clients on one host
+   * never take the same segment name.
+   */
+  private async holdPort(host: string): Promise<string> {
+    const span = CLIENT_PORT_MAX - CLIENT_PORT_MIN + 1;
+    const start = Math.floor(Math.random() * span);
+    for (let k = 0; k < Math.min(span, 200); k++) {
+      const port = CLIENT_PORT_MIN + ((start + k * 7919) % span);
+      const server = net.createServer();
+      const ok = await new Promise<boolean>((resolve) => {
+        server.once('error', () => resolve(false));
+        server.listen({ host: '127.0.0.1', port, exclusive: true }, () => resolve(true));
+      });
+      if (ok) {
+        server.unref();
+        this.portHolder = server;
+        return `${host}:${port}`;
+      }
+    }
+    throw teError(ErrorCode.PORT_IN_USE, `no free port in [${CLIENT_PORT_MIN}, ${CLIENT_PORT_MAX}] to name this client's segment: give localHostname as host:port`);
+  }
+
+  /** The segment name this client mounted under (`host:port`), as Python's get_hostname. */
+  getHostname(): string {
+    return this.hostname;
+  }
+
+  /** The core engine moving the objects (Python's get_engine); null before setup. */
+  getEngine(): CoreEngine | null {
+    return this.engine;
+  }
+
+  // ------------------------------------------------------------ memory
+
+  /**
+   * Register memory for putFrom/getInto (zero copy): the memory itself, or an
+   * address inside memory the engine owns. Returns 0 or a negative code;
+   * getBufferAddress(memory) gives the address to use.
+   */
+  registerBuffer(memory: Uint8Array | ArrayBuffer, size?: number): number {
+    try {
+      const { engine } = this.ready();
+      const view = viewOf(memory, 'registerBuffer(): memory');
+      const n = size === undefined ? view.length : parseSize(size, 'size');
+      if (n <= 0 || n > view.length) throw teError(ErrorCode.INVALID_ARGUMENT, `size ${n} is not in [1, ${view.length}]`);
+      const addr = engine.registerLocalMemory(view.subarray(0, n), '*', 'none');
+      this.registered.set(addr, n);
+      this.addresses.set(view.buffer, [...(this.addresses.get(view.buffer) ?? []), { start: view.byteOffset, end: view.byteOffset + n, addr }]);
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail('registerBuffer', e);
+    }
+  }
+
+  private readonly addresses = new WeakMap<ArrayBufferLike, Array<{ start: number; end: number; addr: number }>>();
+
+  /** The address of registered memory's first byte (what putFrom/getInto take), or 0. */
+  getBufferAddress(memory: Uint8Array | ArrayBuffer): number {
+    const view = viewOf(memory, 'getBufferAddress(): memory');
+    const r = (this.addresses.get(view.buffer) ?? []).find((x) => view.byteOffset >= x.start && view.byteOffset < x.end);
+    return r ? r.addr + (view.byteOffset - r.start) : 0;
+  }
+
+  /** Unregister memory registered with registerBuffer (by its address or the memory). */
+  unregisterBuffer(memory: number | Uint8Array | ArrayBuffer): number {
+    try {
+      const { engine } = this.ready();
+      const addr = typeof memory === 'number' ? memory : this.getBufferAddress(memory);
+      if (!this.registered.has(addr)) throw teError(ErrorCode.INVALID_ARGUMENT, `no buffer registered with registerBuffer starts at ${addr}`);
+      engine.unregisterLocalMemory(addr);
+      this.registered.delete(addr);
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail('unregisterBuffer', e);
+    }
+  }
+
+  // ------------------------------------------------------------ put
+
+  /** Store `value` under `key`. 0, or a negative code. A key that exists already is left as it is (0, as Mooncake). */
+  async put(key: string, value: Uint8Array | ArrayBuffer | string, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    const m = 'put';
+    keyArg(m, key);
+    try {
+      const bytes = viewOf(value, 'put(): value');
+      await this.staged(bytes.length, async (addr, view) => {
+        view.set(bytes);
+        await this.putRange(key, addr, bytes.length, config);
+      });
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** put() from registered memory (registerBuffer), without a copy. */
+  async putFrom(key: string, bufferAddr: number, size: number, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    const m = 'putFrom';
+    keyArg(m, key);
+    try {
+      this.ready().engine.localView(bufferAddr, size); // inside registered memory
+      await this.putRange(key, bufferAddr, size, config);
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** Several puts; 0 when all succeeded, else the first failure's code. */
+  async putBatch(keys: string[], values: Array<Uint8Array | ArrayBuffer | string>, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    const m = 'putBatch';
+    try {
+      if (!Array.isArray(keys) || !Array.isArray(values) || keys.length !== values.length) {
+        throw teError(ErrorCode.INVALID_ARGUMENT, 'keys and values must be arrays of the same length');
+      }
+      const views = values.map((v, i) => viewOf(v, `putBatch(): values[${i}]`));
+      const results = await this.batchPutViews(keys, views, config);
+      const bad = results.find((r) => r !== StoreErrorCode.OK);
+      return bad ?? StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** Several putFrom; a code per key. */
+  async batchPutFrom(keys: string[], bufferAddrs: number[], sizes: number[], config: ReplicateConfig = new ReplicateConfig()): Promise<number[]> {
+    const m = 'batchPutFrom';
+    try {
+      if (!Array.isArray(keys) || !Array.isArray(bufferAddrs) || !Array.isArray(sizes) || keys.length !== bufferAddrs.length || keys.length !== sizes.length) {
+        throw teError(ErrorCode.INVALID_ARGUMENT, 'keys, bufferAddrs and sizes must be arrays of the same length');
+      }
+      const { engine } = this.ready();
+      for (let i = 0; i < keys.length; i++) engine.localView(bufferAddrs[i]!, sizes[i]!);
+      return await this.batchPutRanges(keys, bufferAddrs, sizes, config);
+    } catch (e) {
+      const code = this.fail(m, e);
+      return Array.isArray(keys) ? keys.map(() => code) : [];
+    }
+  }
+
+  private async batchPutViews(keys: string[], views: Uint8Array[], config: ReplicateConfig): Promise<number[]> {
+    const total = views.reduce((s, v) => s + v.length, 0);
+    let out: number[] = [];
+    await this.staged(total, async (addr, view) => {
+      const addrs: number[] = [];
+      let at = 0;
+      for (const v of views) {
+        view.set(v, at);
+        addrs.push(addr + at);
+        at += v.length;
+      }
+      out = await this.batchPutRanges(keys, addrs, views.map((v) => v.length), config);
+    });
+    return out;
+  }
+
+  /** BatchPutStart, one batch of WRITEs for every key that started, BatchPutEnd / BatchPutRevoke. */
+  private async batchPutRanges(keys: string[], addrs: number[], sizes: number[], config: ReplicateConfig): Promise<number[]> {
+    const { membership } = this.ready();
+    keys.forEach((k) => this.checkKey(k));
+    sizes.forEach((n) => this.checkLength(n));
+    this.checkConfig(config);
+    const started = await this.master(Master.BatchPutStart, [membership.clientId, keys, sizes.map(BigInt), config.toWire(), this.tenant]);
+    if (started.length !== keys.length) throw new StoreError(StoreErrorCode.INTERNAL_ERROR, `BatchPutStart answered ${started.length} results for ${keys.length} keys`);
+    const results = started.map((r) => (r.ok ? StoreErrorCode.OK : r.error === StoreErrorCode.OBJECT_ALREADY_EXISTS ? StoreErrorCode.OK : r.error));
+    const writes: number[] = [];
+    const transfers = started.map((r, i) => {
+      if (!r.ok) return Promise.resolve();
+      writes.push(i);
+      return this.transferReplicas(TransferOpcode.WRITE, addrs[i]!, sizes[i]!, r.value, keys[i]!).then(
+        () => {},
+        (e: unknown) => {
+          results[i] = e instanceof StoreError ? e.storeCode : StoreErrorCode.TRANSFER_FAIL;
+        },
+      );
+    });
+    await Promise.all(transfers);
+    const ended = writes.filter((i) => results[i] === StoreErrorCode.OK);
+    const revoked = writes.filter((i) => results[i] !== StoreErrorCode.OK);
+    if (ended.length > 0) {
+      const r = await this.master(Master.BatchPutEnd, [membership.clientId, ended.map((i) => ({ key: keys[i]!, objectChecksum: null })), ReplicaType.ALL, this.tenant]);
+      r.forEach((x, j) => {
+        if (!x.ok) results[ended[j]!] = x.error;
+      });
+    }
+    if (revoked.length > 0) await this.master(Master.BatchPutRevoke, [membership.clientId, revoked.map((i) => keys[i]!), ReplicaType.ALL, this.tenant]).catch(() => undefined);
+    return results;
+  }
+
+  /** PutStart, the WRITEs, PutEnd (or PutRevoke). */
+  private async putRange(key: string, addr: number, size: number, config: ReplicateConfig): Promise<void> {
+    const { membership } = this.ready();
+    this.checkKey(key);
+    this.checkLength(size);
+    this.checkConfig(config);
+    const r = await this.master(Master.PutStart, [membership.clientId, key, BigInt(size), config.toWire(), this.tenant]);
+    if (!r.ok) {
+      if (r.error === StoreErrorCode.OBJECT_ALREADY_EXISTS) return; // Mooncake's put: the object is there already
+      throw storeError(r.error, `PutStart of "${key}" (${size} bytes)`);
+    }
+    try {
+      await this.transferReplicas(TransferOpcode.WRITE, addr, size, r.value, key);
+    } catch (e) {
+      await this.master(Master.PutRevoke, [membership.clientId, key, ReplicaType.ALL, this.tenant]).catch(() => undefined);
+      throw e;
+    }
+    const end = await this.master(Master.PutEnd, [membership.clientId, { key, objectChecksum: null }, ReplicaType.ALL, this.tenant]);
+    if (!end.ok) throw storeError(end.error, `PutEnd of "${key}"`);
+  }
+
+  // ------------------------------------------------------------ get
+
+  /** The value under `key`, or an empty Buffer on failure (getLastError() says why). */
+  async get(key: string): Promise<Buffer> {
+    const m = 'get';
+    keyArg(m, key);
+    try {
+      return await this.getOne(key);
+    } catch (e) {
+      this.fail(m, e);
+      return Buffer.alloc(0);
+    }
+  }
+
+  private async getOne(key: string): Promise<Buffer> {
+    this.checkKey(key);
+    const t0 = performance.now();
+    const r = await this.master(Master.GetReplicaList, [key, this.tenant]);
+    if (!r.ok) throw storeError(r.error, `GetReplicaList of "${key}"`);
+    const size = objectSize(r.value, key);
+    let out = Buffer.alloc(0);
+    await this.staged(size, async (addr, view) => {
+      await this.readReplica(addr, size, r.value, key, t0);
+      out = Buffer.from(view.subarray(0, size));
+    });
+    return out;
+  }
+
+  /** Read the object into registered memory at `bufferAddr` (at most `size` bytes): the bytes read, or a negative code. */
+  async getInto(key: string, bufferAddr: number, size: number): Promise<number> {
+    const m = 'getInto';
+    keyArg(m, key);
+    try {
+      this.checkKey(key);
+      this.ready().engine.localView(bufferAddr, size);
+      const t0 = performance.now();
+      const r = await this.master(Master.GetReplicaList, [key, this.tenant]);
+      if (!r.ok) throw storeError(r.error, `GetReplicaList of "${key}"`);
+      const n = objectSize(r.value, key);
+      if (n > size) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `"${key}" is ${n} bytes; the buffer holds ${size}`);
+      await this.readReplica(bufferAddr, n, r.value, key, t0);
+      return n;
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** Several gets: a Buffer per key (empty where it failed). */
+  async getBatch(keys: string[]): Promise<Buffer[]> {
+    const m = 'getBatch';
+    try {
+      if (!Array.isArray(keys)) throw teError(ErrorCode.INVALID_ARGUMENT, 'keys must be an array');
+      keys.forEach((k) => this.checkKey(k));
+      const t0 = performance.now();
+      const lists = await this.master(Master.BatchGetReplicaList, [keys, this.tenant]);
+      const sizes = lists.map((l, i) => (l.ok ? safeSize(l.value, keys[i]!) : -1));
+      const total = sizes.reduce((s, n) => s + Math.max(0, n), 0);
+      const out = keys.map(() => Buffer.alloc(0));
+      await this.staged(Math.max(1, total), async (addr, view) => {
+        let at = 0;
+        const offsets = sizes.map((n) => {
+          const o = at;
+          at += Math.max(0, n);
+          return o;
+        });
+        await Promise.all(
+          lists.map(async (l, i) => {
+            if (!l.ok || sizes[i]! < 0) return;
+            try {
+              await this.readReplica(addr + offsets[i]!, sizes[i]!, l.value, keys[i]!, t0);
+              out[i] = Buffer.from(view.subarray(offsets[i]!, offsets[i]! + sizes[i]!));
+            } catch (e) {
+              this.fail(m, e);
+            }
+          }),
+        );
+      });
+      return out;
+    } catch (e) {
+      this.fail(m, e);
+      return Array.isArray(keys) ? keys.map(() => Buffer.alloc(0)) : [];
+    }
+  }
+
+  /** Several getInto: the bytes read, or a negative code, per key. */
+  async batchGetInto(keys: string[], bufferAddrs: number[], sizes: number[]): Promise<number[]> {
+    const m = 'batchGetInto';
+    try {
+      if (!Array.isArray(keys) || !Array.isArray(bufferAddrs) || !Array.isArray(sizes) || keys.length !== bufferAddrs.length || keys.length !== sizes.length) {
+        throw teError(ErrorCode.INVALID_ARGUMENT, 'keys, bufferAddrs and sizes must be arrays of the same length');
+      }
+      const { engine } = this.ready();
+      keys.forEach((k) => this.checkKey(k));
+      for (let i = 0; i < keys.length; i++) engine.localView(bufferAddrs[i]!, sizes[i]!);
+      const t0 = performance.now();
+      const lists = await this.master(Master.BatchGetReplicaList, [keys, this.tenant]);
+      return await Promise.all(
+        lists.map(async (l, i) => {
+          try {
+            if (!l.ok) throw storeError(l.error, `GetReplicaList of "${keys[i]!}"`);
+            const n = objectSize(l.value, keys[i]!);
+            if (n > sizes[i]!) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `"${keys[i]!}" is ${n} bytes; its buffer holds ${sizes[i]!}`);
+            await this.readReplica(bufferAddrs[i]!, n, l.value, keys[i]!, t0);
+            return n;
+          } catch (e) {
+            return this.fail(m, e);
+          }
+        }),
+      );
+    } catch (e) {
+      const code = this.fail(m, e);
+      return Array.isArray(keys) ? keys.map(() => code) : [];
+    }
+  }
+
+  // ------------------------------------------------------------ queries and removal
+
+  /** 1 if `key` exists, 0 if not, or a negative code. */
+  async isExist(key: string): Promise<number> {
+    const m = 'isExist';
+    keyArg(m, key);
+    try {
+      this.checkKey(key);
+      const r = await this.master(Master.ExistKey, [key, this.tenant]);
+      if (!r.ok) throw storeError(r.error, `ExistKey of "${key}"`);
+      return r.value ? 1 : 0;
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** isExist per key. */
+  async batchIsExist(keys: string[]): Promise<number[]> {
+    const m = 'batchIsExist';
+    try {
+      if (!Array.isArray(keys)) throw teError(ErrorCode.INVALID_ARGUMENT, 'keys must be an array');
+      keys.forEach((k) => this.checkKey(k));
+      const r = await this.master(Master.BatchExistKey, [keys, this.tenant]);
+      return r.map((x) => (x.ok ? (x.value ? 1 : 0) : x.error));
+    } catch (e) {
+      const code = this.fail(m, e);
+      return Array.isArray(keys) ? keys.map(() => code) : [];
+    }
+  }
+
+  /** The size of the object under `key`, or a negative code. (It takes a read lease, as Mooncake's does.) */
+  async getSize(key: string): Promise<number> {
+    const m = 'getSize';
+    keyArg(m, key);
+    try {
+      this.checkKey(key);
+      const r = await this.master(Master.GetReplicaList, [key, this.tenant]);
+      if (!r.ok) throw storeError(r.error, `GetReplicaList of "${key}"`);
+      return objectSize(r.value, key);
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** Remove an object: 0 or a negative code (OBJECT_HAS_LEASE while a read lease runs, unless `force`). */
+  async remove(key: string, force = false): Promise<number> {
+    const m = 'remove';
+    keyArg(m, key);
+    try {
+      this.checkKey(key);
+      const r = await this.master(Master.Remove, [key, force === true, this.tenant]);
+      if (!r.ok) throw storeError(r.error, `Remove of "${key}"`);
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** Remove the objects whose keys match `regex` (the master's ECMAScript-like regex): how many, or a negative code. */
+  async removeByRegex(regex: string, force = false): Promise<number> {
+    const m = 'removeByRegex';
+    try {
+      if (typeof regex !== 'string') throw teError(ErrorCode.INVALID_ARGUMENT, 'regex must be a string');
+      const r = await this.master(Master.RemoveByRegex, [regex, force === true, this.tenant]);
+      if (!r.ok) throw storeError(r.error, `RemoveByRegex of /${regex}/`);
+      return Number(r.value);
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  /** Remove every object (of this tenant): how many, or a negative code. */
+  async removeAll(force = false): Promise<number> {
+    const m = 'removeAll';
+    try {
+      return Number(await this.master(Master.RemoveAll, [force === true, this.tenant]));
+    } catch (e) {
+      return this.fail(m, e);
+    }
+  }
+
+  // ------------------------------------------------------------ close
+
+  /** Unmount our segment, stop pinging, close the connection and (if ours) the engine. Idempotent. */
+  async close(): Promise<number> {
+    if (this.state === 'closed') return StoreErrorCode.OK;
+    const wasReady = this.state === 'ready';
+    this.state = 'closed';
+    await this.teardown(wasReady);
+    return StoreErrorCode.OK;
+  }
+
+  private async teardown(unmount: boolean): Promise<void> {
+    await this.membership?.stop(unmount);
+    this.membership = null;
+    this.rpc?.close();
+    this.rpc = null;
+    this.staging?.close();
+    this.staging = null;
+    if (this.ownsEngine) await this.engine?.close();
+    else if (this.engine) {
+      for (const addr of this.registered.keys()) this.engine.unregisterLocalMemory(addr);
+    }
+    this.engine = null;
+    this.registered.clear();
+    this.portHolder?.close();
+    this.portHolder = null;
+  }
+
+  // ------------------------------------------------------------ transfers
+
+  /** Run `fn` with a block of the local buffer big enough for `size` bytes: its address and a view of it. */
+  private async staged(size: number, fn: (addr: number, view: Uint8Array) => Promise<void>): Promise<void> {
+    const { engine } = this.ready();
+    const staging = this.staging;
+    if (!staging) throw new StoreError(StoreErrorCode.INVALID_PARAMS, 'this store has no local buffer (localBufferSize 0): use putFrom/getInto with registered memory');
+    if (size > staging.capacity) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `${size} bytes do not fit in the local buffer of ${staging.capacity} bytes (localBufferSize)`);
+    const n = Math.max(1, size);
+    const off = await staging.acquire(n);
+    try {
+      await fn(this.stagingBase + off, engine.localView(this.stagingBase + off, n));
+    } finally {
+      staging.release(off, n);
+    }
+  }
+
+  /** One batch: the same bytes written to (or read from) every memory replica. */
+  private async transferReplicas(opcode: TransferOpcode, addr: number, size: number, replicas: ReplicaDescriptor[], key: string): Promise<void> {
+    const { engine } = this.ready();
+    if (replicas.length === 0) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `the master placed no replica of "${key}"`);
+    const requests: TransferRequest[] = replicas.map((rep) => {
+      const d = memoryBuffer(rep);
+      if (!d) throw new StoreError(StoreErrorCode.NOT_SUPPORTED, `a replica of "${key}" is not in memory (variant ${rep.descriptor.index}): this client reads and writes memory replicas only`);
+      if (d.size !== BigInt(size)) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `a replica of "${key}" is ${d.size} bytes, not ${size}`);
+      return { opcode, source: addr, targetId: engine.segmentHandle(d.transportEndpoint), targetOffset: d.bufferAddress, length: size };
+    });
+    await this.runBatch(requests, `${opcode === TransferOpcode.WRITE ? 'writing' : 'reading'} "${key}"`);
+  }
+
+  private async runBatch(requests: TransferRequest[], what: string): Promise<void> {
+    const { engine } = this.ready();
+    const id = engine.allocateBatchID(requests.length);
+    try {
+      engine.submitTransfer(id, requests);
+      const st = await engine.waitBatch(id);
+      const bad = st.find((s) => s.status !== TaskStatus.COMPLETED);
+      if (bad) throw new StoreError(StoreErrorCode.TRANSFER_FAIL, `${what} failed: ${bad.error?.message ?? TaskStatus[bad.status]}`, bad.error);
+    } finally {
+      try {
+        engine.freeBatchID(id);
+      } catch {
+        /* closed meanwhile, or the batch never got its tasks */
+      }
+    }
+  }
+
+  /**
+   * READ a complete memory replica (the next one if a read fails) within the
+   * read lease the master granted at `t0`: a read that ends after it may have
+   * raced an eviction, and fails LEASE_EXPIRED as Mooncake's does.
+   */
+  private async readReplica(addr: number, size: number, list: GetReplicaListResponse, key: string, t0: number): Promise<void> {
+    const complete = list.replicas.filter((r) => r.status === ReplicaStatus.COMPLETE && memoryBuffer(r));
+    if (complete.length === 0) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `"${key}" has no complete memory replica`);
+    let last: unknown;
+    for (const rep of complete) {
+      try {
+        await this.transferReplicas(TransferOpcode.READ, addr, size, [rep], key);
+        if (performance.now() - t0 > Number(list.leaseTtlMs)) {
+          throw new StoreError(StoreErrorCode.LEASE_EXPIRED, `reading "${key}" ended after its ${list.leaseTtlMs} ms read lease`);
+        }
+        return;
+      } catch (e) {
+        last = e;
+        if (e instanceof StoreError && e.storeCode === StoreErrorCode.LEASE_EXPIRED) throw e;
+      }
+    }
+    throw last;
+  }
+
+  private checkKey(key: string): void {
+    if (key.length === 0) throw new StoreError(StoreErrorCode.INVALID_KEY, 'the key is empty');
+  }
+
+  private checkLength(n: number): void {
+    if (!Number.isSafeInteger(n) || n <= 0) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `a value of ${String(n)} bytes: values are 1 byte or more`);
+  }
+
+  private checkConfig(config: ReplicateConfig): void {
+    if (!(config instanceof ReplicateConfig)) throw new TypeError('config must be a ReplicateConfig');
+    // As the wheel's client: this placement needs the host id of a same-node allocator this client does not run.
+    if (config.preferAllocInSameNode) throw new StoreError(StoreErrorCode.INVALID_PARAMS, 'preferAllocInSameNode is not supported by this client (as by the Python client over TCP)');
+  }
+}
+
+/** The memory buffer of a replica, or null for disk and other kinds. */
+function memoryBuffer(r: ReplicaDescriptor): { size: bigint; bufferAddress: bigint; transportEndpoint: string } | null {
+  const d = r.descriptor;
+  if (d.index === 0 || d.index === 1) return d.value.bufferDescriptor;
+  return null;
+}
+
+/** The object's size: its first replica's (as Mooncake's get_size). */
+function objectSize(list: GetReplicaListResponse, key: string): number {
+  const first = list.replicas[0];
+  const d = first ? memoryBuffer(first) : null;
+  if (!first || !d) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `"${key}" has no memory replica`);
+  if (d.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `"${key}" claims ${d.size} bytes`);
+  return Number(d.size);
+}
+
+function safeSize(list: GetReplicaListResponse, key: string): number {
+  try {
+    return objectSize(list, key);
+  } catch {
+    return -1;
+  }
+}
+
+function randomUuid(): UUID {
+  const b = randomBytes(16);
+  return { first: b.readBigUInt64LE(0), second: b.readBigUInt64LE(8) };
+}
