@@ -16,7 +16,7 @@ if (skip) console.warn(`\n*** SKIPPING store-harness: ${skip} ***\n`);
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** The master forgets a silent client after this long (default 10 s; Pings come every 1 s). */
-const CLIENT_TTL_S = 3;
+const CLIENT_TTL_S = 4;
 /** docs/store-wire.md ErrorCode values the Python binding returns. */
 const OBJECT_NOT_FOUND = -704;
 const OBJECT_HAS_LEASE = -706;

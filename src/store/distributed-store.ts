@@ -89,6 +89,17 @@ const RPC_TIMEOUT_MS = 30_000;
 
 type State = 'new' | 'setting-up' | 'ready' | 'closed';
 
+/** Our errors that mean "the call's arguments (or the store's state) cannot work": Mooncake's INVALID_PARAMS. */
+const INVALID_PARAMS_CODES: ReadonlySet<ErrorCode> = new Set([
+  ErrorCode.INVALID_ARGUMENT,
+  ErrorCode.ADDRESS_NOT_REGISTERED,
+  ErrorCode.MEMORY_DETACHED,
+  ErrorCode.ADDRESS_OVERLAPPED,
+  ErrorCode.CLOSED,
+  ErrorCode.NOT_INITIALIZED,
+  ErrorCode.ALREADY_INITIALIZED,
+]);
+
 /** Bytes of a value as a view (no copy). */
 function viewOf(value: unknown, what: string): Uint8Array {
   if (value instanceof Uint8Array) return value;
@@ -127,7 +138,7 @@ export class MooncakeDistributedStore {
     if (!(e instanceof TransferEngineError)) throw e;
     let code: number;
     if (e instanceof StoreError) code = e.storeCode;
-    else if (e.code === ErrorCode.INVALID_ARGUMENT || e.code === ErrorCode.CLOSED || e.code === ErrorCode.NOT_INITIALIZED) code = StoreErrorCode.INVALID_PARAMS;
+    else if (INVALID_PARAMS_CODES.has(e.code)) code = StoreErrorCode.INVALID_PARAMS;
     else code = StoreErrorCode.INTERNAL_ERROR;
     this.lastError = new StoreCallError(method, code, e.message, e);
     return code;
