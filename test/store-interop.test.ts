@@ -153,6 +153,26 @@ describe('store: Node and Python clients on one mooncake_master', { skip: skip ?
     assert.equal(await py.removeAll(true), 0);
   });
 
+  test('same host, both ends ours: objects in a shared-memory segment are copied directly, not sent over TCP', async () => {
+    const owner = new MooncakeDistributedStore({ env: ENV, shm: true });
+    assert.equal(await owner.setup('127.0.0.1', master.metadataUrl, '32MB', '8MB', 'tcp', '', master.address), 0, owner.getLastError()?.message);
+    try {
+      const cfg = new ReplicateConfig({ preferredSegments: [owner.getHostname()] });
+      const before = node.getEngine()!.stats();
+      const served = owner.getEngine()!.stats().requestsServed;
+      assert.equal(await node.put('shm-1', pattern(1100, 2 * MiB), cfg), 0, node.getLastError()?.message);
+      assert.deepEqual(digest(await node.get('shm-1')), patternDigest(1100, 2 * MiB));
+      const after = node.getEngine()!.stats();
+      assert.equal(after.shmCopies - before.shmCopies, 2, 'the WRITE and the READ were copies through shared memory');
+      assert.equal(owner.getEngine()!.stats().requestsServed, served, "nothing went over the owner's data port");
+      // Python reads the same object from the owner over TCP.
+      assert.deepEqual(await py.get('shm-1'), patternDigest(1100, 2 * MiB));
+      assert.equal(await node.remove('shm-1', true), 0);
+    } finally {
+      await owner.close();
+    }
+  });
+
   test('a key that exists already: put returns 0 and leaves it, as Python', async () => {
     assert.equal(await node.put('dup', pattern(800, 100)), 0);
     assert.equal(await node.put('dup', pattern(801, 200)), 0);

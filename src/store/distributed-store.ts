@@ -64,6 +64,13 @@ export interface StoreOptions {
   engine?: CoreEngine;
   /** Where MC_* variables are read (default process.env). */
   env?: Record<string, string | undefined>;
+  /**
+   * Put this client's segment in shared memory (/dev/shm, its pages committed
+   * at setup), so that other engines of ours on this host copy objects into
+   * and out of it directly instead of through TCP (README, Shared memory).
+   * Needs the native addon; only with a store-made engine. Default false.
+   */
+  shm?: boolean;
 }
 
 /** The detail of the last failed call. */
@@ -227,14 +234,14 @@ export class MooncakeDistributedStore {
       this.engine = this.options.engine;
     } else {
       const env = this.options.env ?? process.env;
-      this.engine = new CoreEngine({ metadataServer: config.metadataServer, env });
+      this.engine = new CoreEngine({ metadataServer: config.metadataServer, env, ...(this.options.shm ? { shm: true } : {}) });
       this.ownsEngine = true;
       await this.engine.init(this.hostname, splitHostPort(this.hostname).host);
     }
     const engine = this.engine;
     if (bufferSize > 0) {
-      // Peers never address the local buffer: it is not published.
-      this.stagingBase = engine.allocateLocalMemory(bufferSize, '*', 'none');
+      // Peers never address the local buffer: it is not published (nor worth shared memory).
+      this.stagingBase = engine.registerLocalMemory(new ArrayBuffer(bufferSize), '*', 'none');
       this.staging = new StagingBuffer(bufferSize);
     }
     const clientId = randomUuid();
