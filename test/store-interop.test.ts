@@ -270,6 +270,9 @@ describe('store: bad input and bad masters', { skip: skip ?? false }, () => {
 
   test('empty keys, empty values, values larger than the local buffer, bad configs: the codes Python returns', async () => {
     assert.equal(await node.put('', pattern(1, 10)), StoreErrorCode.INVALID_KEY);
+    assert.equal(await node.put('k'.repeat(64 * 1024 + 1), pattern(1, 10)), StoreErrorCode.INVALID_KEY);
+    assert.match(node.getLastError()!.message, /keys are at most 65536/);
+    assert.equal(await node.isExist('x'.repeat(100_000)), StoreErrorCode.INVALID_KEY);
     assert.equal(await node.put('k', new Uint8Array(0)), StoreErrorCode.INVALID_PARAMS);
     assert.equal(await node.put('k', Buffer.alloc(5 * MiB)), StoreErrorCode.INVALID_PARAMS);
     assert.match(node.getLastError()!.message, /local buffer/);

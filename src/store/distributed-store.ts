@@ -93,6 +93,8 @@ const DEFAULT_MASTER = '127.0.0.1:50051';
 const CLIENT_PORT_MIN = 12300;
 const CLIENT_PORT_MAX = 14300;
 const RPC_TIMEOUT_MS = 30_000;
+/** Longest key accepted (UTF-8 bytes): ours, the master has none. */
+export const MAX_KEY_BYTES = 64 * 1024;
 
 type State = 'new' | 'setting-up' | 'ready' | 'closed';
 
@@ -792,6 +794,9 @@ export class MooncakeDistributedStore {
 
   private checkKey(key: string): void {
     if (key.length === 0) throw new StoreError(StoreErrorCode.INVALID_KEY, 'the key is empty');
+    // The master sets no limit; a key this long is a bug in the caller, and every call would carry it.
+    const n = Buffer.byteLength(key);
+    if (n > MAX_KEY_BYTES) throw new StoreError(StoreErrorCode.INVALID_KEY, `the key is ${n} bytes; keys are at most ${MAX_KEY_BYTES}`);
   }
 
   private checkLength(n: number): void {
