@@ -173,6 +173,41 @@ describe('store: Node and Python clients on one mooncake_master', { skip: skip ?
     }
   });
 
+  test('replicaNum 2: both replicas written; the object survives the segment of one of them leaving', async () => {
+    const other = await PythonStore.start({ master: master.address, metadata: master.metadataUrl, globalSegmentSize: 16 * MiB, localBufferSize: 16 * MiB });
+    let closed = false;
+    try {
+      const cfg = new ReplicateConfig({ replicaNum: 2, preferredSegments: [other.hostname, node.getHostname()] });
+      assert.equal(await node.put('two', pattern(1200, 3 * MiB), cfg), 0, node.getLastError()?.message);
+      assert.deepEqual(await other.get('two'), patternDigest(1200, 3 * MiB));
+      await other.stop(); // unmounts its segment: the replica there goes
+      closed = true;
+      assert.deepEqual(digest(await node.get('two')), patternDigest(1200, 3 * MiB), node.getLastError()?.message);
+      assert.deepEqual(await py.get('two'), patternDigest(1200, 3 * MiB));
+    } finally {
+      if (!closed) await other.stop();
+    }
+  });
+
+  test('an engine passed in (Python\'s engine=): objects move over it, and close() leaves it open', async () => {
+    const { TransferEngine } = await import('../src/core.js');
+    const engine = new TransferEngine({ metadataServer: master.metadataUrl, env: ENV });
+    await engine.init('127.0.0.1:14999', '127.0.0.1');
+    const s = new MooncakeDistributedStore({ engine });
+    try {
+      assert.equal(await s.setup('127.0.0.1:14999', master.metadataUrl, '8MB', '8MB', 'tcp', '', master.address), 0, s.getLastError()?.message);
+      assert.equal(s.getEngine(), engine);
+      assert.equal(await s.put('via-engine', pattern(1300, 1000), new ReplicateConfig({ preferredSegments: [s.getHostname()] })), 0);
+      assert.deepEqual(await py.get('via-engine'), patternDigest(1300, 1000));
+      assert.equal(await s.close(), 0);
+      assert.equal(engine.segmentName, '127.0.0.1:14999', 'the engine is still open');
+      assert.deepEqual(engine.getLocalSegmentDescriptor().buffers, [], "and holds none of the store's memory");
+    } finally {
+      await s.close();
+      await engine.close();
+    }
+  });
+
   test('a key that exists already: put returns 0 and leaves it, as Python', async () => {
     assert.equal(await node.put('dup', pattern(800, 100)), 0);
     assert.equal(await node.put('dup', pattern(801, 200)), 0);

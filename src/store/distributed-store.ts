@@ -58,10 +58,11 @@ export interface StoreConfig {
 
 export interface StoreOptions {
   /**
-   * A core engine to move objects with (Python's `engine=`): initialized, and
-   * left open by close(). Default: the store makes and owns one.
+   * An engine to move objects with (Python's `engine=`): a core engine, or
+   * the high-level TransferEngine (its getEngine()), initialized, and left
+   * open by close(). Default: the store makes and owns one.
    */
-  engine?: CoreEngine;
+  engine?: CoreEngine | { getEngine(): CoreEngine | null };
   /** Where MC_* variables are read (default process.env). */
   env?: Record<string, string | undefined>;
   /**
@@ -137,6 +138,8 @@ export class MooncakeDistributedStore {
   private lastError: StoreCallError | null = null;
   /** User memory registered with registerBuffer: address -> length. */
   private readonly registered = new Map<number, number>();
+  /** Memory the store registered itself (local buffer, segment): unregistered at close from an engine not ours. */
+  private readonly ownMemory: number[] = [];
 
   constructor(private readonly options: StoreOptions = {}) {}
 
@@ -233,7 +236,10 @@ export class MooncakeDistributedStore {
     const p2p = config.metadataServer === 'P2PHANDSHAKE';
     this.hostname = p2p || splitHostPort(config.localHostname).port !== undefined ? config.localHostname : await this.holdPort(config.localHostname);
     if (this.options.engine) {
-      this.engine = this.options.engine;
+      const given = this.options.engine;
+      const core = given instanceof CoreEngine ? given : given.getEngine();
+      if (!core) throw teError(ErrorCode.NOT_INITIALIZED, 'the engine passed in options.engine is not initialized');
+      this.engine = core;
     } else {
       const env = this.options.env ?? process.env;
       this.engine = new CoreEngine({ metadataServer: config.metadataServer, env, ...(this.options.shm ? { shm: true } : {}) });
@@ -244,6 +250,7 @@ export class MooncakeDistributedStore {
     if (bufferSize > 0) {
       // Peers never address the local buffer: it is not published (nor worth shared memory).
       this.stagingBase = engine.registerLocalMemory(new ArrayBuffer(bufferSize), '*', 'none');
+      this.ownMemory.push(this.stagingBase);
       this.staging = new StagingBuffer(bufferSize);
     }
     const clientId = randomUuid();
@@ -260,6 +267,7 @@ export class MooncakeDistributedStore {
     });
     if (segmentSize > 0) {
       const base = engine.allocateLocalMemory(segmentSize);
+      this.ownMemory.push(base);
       await engine.flushMetadata(); // peers must find the segment before the master hands it out
       const segment: Segment = {
         id: randomUuid(),
@@ -713,8 +721,16 @@ export class MooncakeDistributedStore {
     this.staging = null;
     if (this.ownsEngine) await this.engine?.close();
     else if (this.engine) {
-      for (const addr of this.registered.keys()) this.engine.unregisterLocalMemory(addr);
+      // Someone else's engine: leave it as we found it (transfers of ours have ended: every call awaits its own).
+      for (const addr of [...this.registered.keys(), ...this.ownMemory]) {
+        try {
+          this.engine.unregisterLocalMemory(addr);
+        } catch {
+          /* the engine was closed by its owner meanwhile */
+        }
+      }
     }
+    this.ownMemory.length = 0;
     this.engine = null;
     this.registered.clear();
     this.portHolder?.close();
