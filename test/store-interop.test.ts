@@ -208,6 +208,24 @@ describe('store: Node and Python clients on one mooncake_master', { skip: skip ?
     }
   });
 
+  test('P2PHANDSHAKE metadata: segments found through their owners, both ways', async () => {
+    const a = new MooncakeDistributedStore({ env: ENV });
+    const b = await PythonStore.start({ master: master.address, metadata: 'P2PHANDSHAKE', globalSegmentSize: 16 * MiB, localBufferSize: 16 * MiB });
+    try {
+      assert.equal(await a.setup('127.0.0.1', 'P2PHANDSHAKE', '16MB', '8MB', 'tcp', '', master.address), 0, a.getLastError()?.message);
+      assert.match(a.getHostname(), /^127\.0\.0\.1:\d+$/);
+      assert.equal(await a.put('p2p-1', pattern(1400, MiB), new ReplicateConfig({ preferredSegments: [a.getHostname()] })), 0, a.getLastError()?.message);
+      assert.deepEqual(await b.get('p2p-1'), patternDigest(1400, MiB));
+      assert.equal(await b.put('p2p-2', 1401, MiB, { preferred_segments: [b.hostname] }), 0);
+      assert.deepEqual(digest(await a.get('p2p-2')), patternDigest(1401, MiB), a.getLastError()?.message);
+      await a.remove('p2p-1', true);
+      await a.remove('p2p-2', true);
+    } finally {
+      await a.close();
+      await b.stop();
+    }
+  });
+
   test('a key that exists already: put returns 0 and leaves it, as Python', async () => {
     assert.equal(await node.put('dup', pattern(800, 100)), 0);
     assert.equal(await node.put('dup', pattern(801, 200)), 0);

@@ -233,8 +233,8 @@ export class MooncakeDistributedStore {
     this.rpc = new RpcClient({ host: master.host, port: master.port, connectTimeoutMs: RPC_TIMEOUT_MS, callTimeoutMs: RPC_TIMEOUT_MS });
     await this.callUnready(() => checkVersion(this.rpc!), 'ServiceReady');
 
-    const p2p = config.metadataServer === 'P2PHANDSHAKE';
-    this.hostname = p2p || splitHostPort(config.localHostname).port !== undefined ? config.localHostname : await this.holdPort(config.localHostname);
+    // The segment's name (what preferredSegment names): host:port, a port held for our life when none is given.
+    this.hostname = splitHostPort(config.localHostname).port !== undefined ? config.localHostname : await this.holdPort(config.localHostname);
     if (this.options.engine) {
       const given = this.options.engine;
       const core = given instanceof CoreEngine ? given : given.getEngine();
