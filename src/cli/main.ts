@@ -7,12 +7,14 @@ import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
 import { runBench } from './bench.js';
 import { runMetadataServer } from './metadata-server.js';
+import { runStoreBench } from './store-bench.js';
 
 type Command = (argv: readonly string[]) => Promise<number>;
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   bench: runBench,
   'metadata-server': runMetadataServer,
+  'store-bench': runStoreBench,
 };
 
 const USAGE = `Usage: transfer-engine <command> [flags]
@@ -20,6 +22,7 @@ const USAGE = `Usage: transfer-engine <command> [flags]
 Commands:
   bench             measure batched TCP transfers (see transfer-engine bench --help)
   metadata-server   an HTTP metadata server, Mooncake-compatible (see transfer-engine metadata-server --help)
+  store-bench       Mooncake Store stress benchmark: prefill/decode against a mooncake_master (see transfer-engine store-bench --help)
 
 Flags:
   -h, --help    show this help
