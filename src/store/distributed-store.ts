@@ -767,19 +767,77 @@ export class MooncakeDistributedStore {
     await this.runBatch(requests, `${opcode === TransferOpcode.WRITE ? 'writing' : 'reading'} "${key}"`);
   }
 
-  private async runBatch(requests: TransferRequest[], what: string): Promise<void> {
-    const { engine } = this.ready();
-    const id = engine.allocateBatchID(requests.length);
+  /**
+   * Run requests as part of one engine batch with every other call of this
+   * turn of the event loop: a store batch's keys (each its own PutStart
+   * replicas or read) then cost one batch and one pump of the lanes, not one each.
+   */
+  private runBatch(requests: TransferRequest[], what: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pendingTransfers.push({ requests, what, resolve, reject });
+      if (this.pendingTransfers.length === 1) queueMicrotask(() => void this.flushTransfers());
+    });
+  }
+
+  private readonly pendingTransfers: Array<{ requests: TransferRequest[]; what: string; resolve: () => void; reject: (e: unknown) => void }> = [];
+
+  private async flushTransfers(): Promise<void> {
+    const group = this.pendingTransfers.splice(0);
+    let engine: CoreEngine;
     try {
-      engine.submitTransfer(id, requests);
+      engine = this.ready().engine;
+    } catch (e) {
+      for (const g of group) g.reject(e);
+      return;
+    }
+    const all = group.flatMap((g) => g.requests);
+    let id = 0;
+    try {
+      id = engine.allocateBatchID(all.length);
+      try {
+        engine.submitTransfer(id, all);
+      } catch {
+        // One request refused at submission would refuse them all: each call on its own says whose it was.
+        engine.freeBatchID(id);
+        for (const g of group) void this.runAlone(engine, g);
+        return;
+      }
       const st = await engine.waitBatch(id);
-      const bad = st.find((s) => s.status !== TaskStatus.COMPLETED);
-      if (bad) throw new StoreError(StoreErrorCode.TRANSFER_FAIL, `${what} failed: ${bad.error?.message ?? TaskStatus[bad.status]}`, bad.error);
+      let at = 0;
+      for (const g of group) {
+        const mine = st.slice(at, at + g.requests.length);
+        at += g.requests.length;
+        const bad = mine.find((x) => x.status !== TaskStatus.COMPLETED);
+        if (bad) g.reject(new StoreError(StoreErrorCode.TRANSFER_FAIL, `${g.what} failed: ${bad.error?.message ?? TaskStatus[bad.status]}`, bad.error));
+        else g.resolve();
+      }
+    } catch (e) {
+      for (const g of group) g.reject(e);
     } finally {
       try {
-        engine.freeBatchID(id);
+        if (id) engine.freeBatchID(id);
       } catch {
-        /* closed meanwhile, or the batch never got its tasks */
+        /* freed above, or the engine closed meanwhile */
+      }
+    }
+  }
+
+  private async runAlone(engine: CoreEngine, g: { requests: TransferRequest[]; what: string; resolve: () => void; reject: (e: unknown) => void }): Promise<void> {
+    let id = 0;
+    try {
+      id = engine.allocateBatchID(g.requests.length);
+      engine.submitTransfer(id, g.requests);
+      const st = await engine.waitBatch(id);
+      const bad = st.find((x) => x.status !== TaskStatus.COMPLETED);
+      if (bad) g.reject(new StoreError(StoreErrorCode.TRANSFER_FAIL, `${g.what} failed: ${bad.error?.message ?? TaskStatus[bad.status]}`, bad.error));
+      else g.resolve();
+    } catch (e) {
+      g.reject(e);
+    } finally {
+      try {
+        if (id) engine.freeBatchID(id);
+      } catch {
+        /* the engine closed meanwhile */
       }
     }
   }

@@ -469,9 +469,16 @@ export function md5Hash32(data: Uint8Array | string): number {
   return createHash('md5').update(data).digest().readUInt32BE(0);
 }
 
-/** The 31-bit type hash of a layout string (bit 0 clear). */
+const hashes = new WeakMap<Uint8Array, number>();
+
+/** The 31-bit type hash of a layout string (bit 0 clear); computed once per layout object (codecs keep theirs). */
 export function typeHash(layout: Uint8Array): number {
-  return (md5Hash32(layout) & 0xfffffffe) >>> 0;
+  let h = hashes.get(layout);
+  if (h === undefined) {
+    h = (md5Hash32(layout) & 0xfffffffe) >>> 0;
+    hashes.set(layout, h);
+  }
+  return h;
 }
 
 const WIDTH_BITS: Record<LengthWidth, number> = { 1: 0, 2: 1, 4: 2, 8: 3 };
