@@ -21,6 +21,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median, sizeLabel, updateBenchmarksMd, waitIdle } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..'); // dist/benchmarks -> repo root
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -157,17 +158,6 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, 
   });
 }
 
-async function waitIdle(): Promise<number> {
-  const deadline = Date.now() + idleWait * 1000;
-  let load = os.loadavg()[0]!;
-  while (load >= maxLoad && Date.now() < deadline) {
-    log(`1-min load ${load.toFixed(2)} >= ${maxLoad}: waiting for an idle machine...`);
-    await new Promise((r) => setTimeout(r, 15_000));
-    load = os.loadavg()[0]!;
-  }
-  if (load >= maxLoad) log(`still busy (load ${load.toFixed(2)}) after ${idleWait} s: measuring anyway`);
-  return load;
-}
 
 // ---------------------------------------------------------------- targets
 
@@ -272,16 +262,10 @@ interface Row {
   s: Series;
 }
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 const fmt = (x: number, d = 2): string => (Number.isFinite(x) ? (x < 0.1 && d === 2 ? x.toFixed(3) : x.toFixed(d)) : 'n/a');
 const cell = (xs: number[]): string => (xs.length ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})` : 'n/a');
-const label = (size: number): string => (size >= 1 << 20 ? `${size / (1 << 20)} MiB` : `${size / 1024} KiB`);
+const label = sizeLabel;
 
 async function attempt(what: string, f: () => Promise<number>, into: number[]): Promise<void> {
   try {
@@ -307,7 +291,7 @@ async function main(): Promise<void> {
   const started = new Date();
   try {
     for (const size of sizes) {
-      loads.push(await waitIdle());
+      loads.push(await waitIdle(maxLoad, idleWait, log));
       log(`block ${label(size)}: starting targets (load ${os.loadavg()[0]!.toFixed(2)})`);
       const mcT = mc ? await mooncakeTarget(mc, size) : null;
       const ourT = await ourTarget(size);
@@ -353,7 +337,7 @@ async function main(): Promise<void> {
   const out = render(rows, loads, started);
   process.stdout.write(`${out.text}\n`);
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(rows, null, 1));
-  if (!values['no-update']) updateBenchmarksMd(out.text);
+  if (!values['no-update']) updateBenchmarksMd(ROOT, BEGIN, END, '## Side by side: Mooncake, iperf3, memcpy (bench:compare)', out.text, log);
   process.exitCode = out.failed ? 1 : 0;
 }
 
@@ -417,18 +401,5 @@ function render(rows: Row[], loads: number[], started: Date): { text: string; fa
   return { text: lines.join('\n'), failed };
 }
 
-function updateBenchmarksMd(table: string): void {
-  const file = path.join(ROOT, 'BENCHMARKS.md');
-  const md = fs.readFileSync(file, 'utf8');
-  const block = `${BEGIN}\n${table}\n${END}`;
-  const a = md.indexOf(BEGIN);
-  const b = md.indexOf(END);
-  const next =
-    a >= 0 && b > a
-      ? md.slice(0, a) + block + md.slice(b + END.length)
-      : `${md.trimEnd()}\n\n## Side by side: Mooncake, iperf3, memcpy (bench:compare)\n\n${block}\n`;
-  fs.writeFileSync(file, next);
-  log(`BENCHMARKS.md updated (${path.relative(process.cwd(), file)})`);
-}
 
 await main();

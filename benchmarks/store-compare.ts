@@ -36,6 +36,7 @@ import { parseArgs } from 'node:util';
 import { ensureInteropEnv, mooncakeEnv, PYTHON } from '../test/interop/mooncake.js';
 import { MooncakeMaster } from '../test/store-harness/master.js';
 import { PythonStore } from '../test/store-harness/python-store.js';
+import { median, sizeLabel, updateBenchmarksMd, waitIdle } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..'); // dist/benchmarks -> repo root
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -79,17 +80,6 @@ function requestsFor(size: number): number {
   return Math.max(batch, Math.min(maxRequests, Math.floor((volumeMiB * MiB) / size)));
 }
 
-async function waitIdle(): Promise<number> {
-  const deadline = Date.now() + idleWait * 1000;
-  let load = os.loadavg()[0]!;
-  while (load >= maxLoad && Date.now() < deadline) {
-    log(`1-min load ${load.toFixed(2)} >= ${maxLoad}: waiting for an idle machine...`);
-    await new Promise((r) => setTimeout(r, 15_000));
-    load = os.loadavg()[0]!;
-  }
-  if (load >= maxLoad) log(`still busy (load ${load.toFixed(2)}) after ${idleWait} s: measuring anyway`);
-  return load;
-}
 
 /** What one role run reports (Mooncake's statistics keys; both sides print them). */
 interface Stats {
@@ -142,14 +132,8 @@ interface Row {
   s: Series;
 }
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-const label = (size: number): string => (size >= MiB ? `${size / MiB} MiB` : `${size / 1024} KiB`);
+const label = sizeLabel;
 
 async function main(): Promise<void> {
   const skip = ensureInteropEnv();
@@ -171,7 +155,7 @@ async function main(): Promise<void> {
     };
     for (const size of sizes) {
       const requests = requestsFor(size);
-      loads.push(await waitIdle());
+      loads.push(await waitIdle(maxLoad, idleWait, log));
       log(`${label(size)} x ${requests} keys, batch ${batch} (load ${os.loadavg()[0]!.toFixed(2)})`);
       // Warm-up, not counted: each decodes the other's prefill (Node verifies every byte), which also faults in the holder's pages.
       await runRole('python', 'put', master, size, requests);
@@ -207,7 +191,7 @@ async function main(): Promise<void> {
   const out = render(rows, loads, started);
   process.stdout.write(`${out.text}\n`);
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(rows, null, 1));
-  if (!values['no-update']) updateBenchmarksMd(out.text);
+  if (!values['no-update']) updateBenchmarksMd(ROOT, BEGIN, END, SECTION, out.text, log);
   process.exitCode = out.failed ? 1 : 0;
 }
 
@@ -256,15 +240,5 @@ function render(rows: Row[], loads: number[], started: Date): { text: string; fa
   return { text: lines.join('\n'), failed };
 }
 
-function updateBenchmarksMd(table: string): void {
-  const file = path.join(ROOT, 'BENCHMARKS.md');
-  const md = fs.readFileSync(file, 'utf8');
-  const block = `${BEGIN}\n${table}\n${END}`;
-  const a = md.indexOf(BEGIN);
-  const b = md.indexOf(END);
-  const next = a >= 0 && b > a ? md.slice(0, a) + block + md.slice(b + END.length) : `${md.trimEnd()}\n\n${SECTION}\n\n${block}\n`;
-  fs.writeFileSync(file, next);
-  log(`BENCHMARKS.md updated (${path.relative(process.cwd(), file)})`);
-}
 
 await main();
