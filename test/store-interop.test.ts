@@ -226,6 +226,27 @@ describe('store: Node and Python clients on one mooncake_master', { skip: skip ?
     }
   });
 
+  test('upsert replaces what put leaves; batch forms; batchRemove per key, a leased key refused', async () => {
+    assert.equal(await node.put('u-1', pattern(1500, 100)), 0);
+    assert.equal(await node.upsert('u-1', pattern(1501, 200)), 0, node.getLastError()?.message);
+    assert.deepEqual(await py.get('u-1'), patternDigest(1501, 200));
+    assert.equal(await py.upsert('u-1', 1502, 300), 0);
+    assert.deepEqual(digest(await node.get('u-1')), patternDigest(1502, 300));
+    assert.equal(await node.upsertBatch(['u-1', 'u-2'], [pattern(1503, 10), pattern(1504, 20)]), 0, node.getLastError()?.message);
+    assert.deepEqual(await py.getBatch(['u-1', 'u-2']), [patternDigest(1503, 10), patternDigest(1504, 20)]);
+    const mem = Buffer.from(pattern(1505, 4096));
+    assert.equal(node.registerBuffer(mem), 0);
+    const at = node.getBufferAddress(mem);
+    assert.equal(await node.upsertFrom('u-2', at, 4096), 0);
+    assert.deepEqual(await node.batchUpsertFrom(['u-3'], [at], [4096]), [0]);
+    assert.deepEqual(await py.getBatch(['u-2', 'u-3']), [patternDigest(1505, 4096), patternDigest(1505, 4096)]);
+    assert.equal(node.unregisterBuffer(at), 0);
+    // u-2 and u-3 were just read (leases): a plain batch remove refuses them, as Python's does; force removes all.
+    assert.deepEqual(await node.batchRemove(['u-2', 'u-3', 'u-none']), await py.batchRemove(['u-2', 'u-3', 'u-none']));
+    assert.deepEqual((await node.batchRemove(['u-1', 'u-2', 'u-3'], true)), [0, 0, 0]);
+    assert.deepEqual(await py.batchIsExist(['u-1', 'u-2', 'u-3']), [0, 0, 0]);
+  });
+
   test('a key that exists already: put returns 0 and leaves it, as Python', async () => {
     assert.equal(await node.put('dup', pattern(800, 100)), 0);
     assert.equal(await node.put('dup', pattern(801, 200)), 0);

@@ -99,6 +99,9 @@ export const MAX_KEY_BYTES = 64 * 1024;
 
 type State = 'new' | 'setting-up' | 'ready' | 'closed';
 
+/** put: a key that exists is left as it is; upsert: it is replaced (Mooncake's two write calls). */
+type WriteMode = 'put' | 'upsert';
+
 /** Our errors that mean "the call's arguments (or the store's state) cannot work": Mooncake's INVALID_PARAMS. */
 const INVALID_PARAMS_CODES: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.INVALID_ARGUMENT,
@@ -372,137 +375,180 @@ export class MooncakeDistributedStore {
     }
   }
 
-  // ------------------------------------------------------------ put
+  // ------------------------------------------------------------ put and upsert
 
   /** Store `value` under `key`. 0, or a negative code. A key that exists already is left as it is (0, as Mooncake). */
-  async put(key: string, value: Uint8Array | ArrayBuffer | string, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
-    const m = 'put';
-    keyArg(m, key);
-    try {
-      const bytes = viewOf(value, 'put(): value');
-      await this.staged(bytes.length, async (addr, view) => {
-        view.set(bytes);
-        await this.putRange(key, addr, bytes.length, config);
-      });
-      return StoreErrorCode.OK;
-    } catch (e) {
-      return this.fail(m, e);
-    }
+  put(key: string, value: Uint8Array | ArrayBuffer | string, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    return this.writeOne('put', key, value, config);
+  }
+
+  /** Store `value` under `key`, replacing an existing object (Mooncake's upsert). 0, or a negative code. */
+  upsert(key: string, value: Uint8Array | ArrayBuffer | string, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    return this.writeOne('upsert', key, value, config);
   }
 
   /** put() from registered memory (registerBuffer), without a copy. */
-  async putFrom(key: string, bufferAddr: number, size: number, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
-    const m = 'putFrom';
+  putFrom(key: string, bufferAddr: number, size: number, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    return this.writeOneFrom('put', key, bufferAddr, size, config);
+  }
+
+  /** upsert() from registered memory, without a copy. */
+  upsertFrom(key: string, bufferAddr: number, size: number, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    return this.writeOneFrom('upsert', key, bufferAddr, size, config);
+  }
+
+  /** Several puts; 0 when all succeeded, else the first failure's code. */
+  putBatch(keys: string[], values: Array<Uint8Array | ArrayBuffer | string>, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    return this.writeBatch('put', keys, values, config);
+  }
+
+  /** Several upserts; 0 when all succeeded, else the first failure's code. */
+  upsertBatch(keys: string[], values: Array<Uint8Array | ArrayBuffer | string>, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
+    return this.writeBatch('upsert', keys, values, config);
+  }
+
+  /** Several putFrom; a code per key. */
+  batchPutFrom(keys: string[], bufferAddrs: number[], sizes: number[], config: ReplicateConfig = new ReplicateConfig()): Promise<number[]> {
+    return this.writeBatchFrom('put', keys, bufferAddrs, sizes, config);
+  }
+
+  /** Several upsertFrom; a code per key. */
+  batchUpsertFrom(keys: string[], bufferAddrs: number[], sizes: number[], config: ReplicateConfig = new ReplicateConfig()): Promise<number[]> {
+    return this.writeBatchFrom('upsert', keys, bufferAddrs, sizes, config);
+  }
+
+  private async writeOne(mode: WriteMode, key: string, value: Uint8Array | ArrayBuffer | string, config: ReplicateConfig): Promise<number> {
+    keyArg(mode, key);
+    try {
+      const bytes = viewOf(value, `${mode}(): value`);
+      await this.staged(bytes.length, async (addr, view) => {
+        view.set(bytes);
+        await this.writeRange(mode, key, addr, bytes.length, config);
+      });
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail(mode, e);
+    }
+  }
+
+  private async writeOneFrom(mode: WriteMode, key: string, bufferAddr: number, size: number, config: ReplicateConfig): Promise<number> {
+    const m = `${mode}From`;
     keyArg(m, key);
     try {
       this.ready().engine.localView(bufferAddr, size); // inside registered memory
-      await this.putRange(key, bufferAddr, size, config);
+      await this.writeRange(mode, key, bufferAddr, size, config);
       return StoreErrorCode.OK;
     } catch (e) {
       return this.fail(m, e);
     }
   }
 
-  /** Several puts; 0 when all succeeded, else the first failure's code. */
-  async putBatch(keys: string[], values: Array<Uint8Array | ArrayBuffer | string>, config: ReplicateConfig = new ReplicateConfig()): Promise<number> {
-    const m = 'putBatch';
+  private async writeBatch(mode: WriteMode, keys: string[], values: Array<Uint8Array | ArrayBuffer | string>, config: ReplicateConfig): Promise<number> {
+    const m = `${mode}Batch`;
     try {
       if (!Array.isArray(keys) || !Array.isArray(values) || keys.length !== values.length) {
         throw teError(ErrorCode.INVALID_ARGUMENT, 'keys and values must be arrays of the same length');
       }
-      const views = values.map((v, i) => viewOf(v, `putBatch(): values[${i}]`));
-      const results = await this.batchPutViews(keys, views, config);
-      const bad = results.find((r) => r !== StoreErrorCode.OK);
-      return bad ?? StoreErrorCode.OK;
+      const views = values.map((v, i) => viewOf(v, `${m}(): values[${i}]`));
+      const total = views.reduce((sum, v) => sum + v.length, 0);
+      let results: number[] = [];
+      await this.staged(total, async (addr, view) => {
+        const addrs: number[] = [];
+        let at = 0;
+        for (const v of views) {
+          view.set(v, at);
+          addrs.push(addr + at);
+          at += v.length;
+        }
+        results = await this.writeRanges(mode, keys, addrs, views.map((v) => v.length), config);
+      });
+      return results.find((r) => r !== StoreErrorCode.OK) ?? StoreErrorCode.OK;
     } catch (e) {
       return this.fail(m, e);
     }
   }
 
-  /** Several putFrom; a code per key. */
-  async batchPutFrom(keys: string[], bufferAddrs: number[], sizes: number[], config: ReplicateConfig = new ReplicateConfig()): Promise<number[]> {
-    const m = 'batchPutFrom';
+  private async writeBatchFrom(mode: WriteMode, keys: string[], bufferAddrs: number[], sizes: number[], config: ReplicateConfig): Promise<number[]> {
+    const m = mode === 'put' ? 'batchPutFrom' : 'batchUpsertFrom';
     try {
       if (!Array.isArray(keys) || !Array.isArray(bufferAddrs) || !Array.isArray(sizes) || keys.length !== bufferAddrs.length || keys.length !== sizes.length) {
         throw teError(ErrorCode.INVALID_ARGUMENT, 'keys, bufferAddrs and sizes must be arrays of the same length');
       }
       const { engine } = this.ready();
       for (let i = 0; i < keys.length; i++) engine.localView(bufferAddrs[i]!, sizes[i]!);
-      return await this.batchPutRanges(keys, bufferAddrs, sizes, config);
+      return await this.writeRanges(mode, keys, bufferAddrs, sizes, config);
     } catch (e) {
       const code = this.fail(m, e);
       return Array.isArray(keys) ? keys.map(() => code) : [];
     }
   }
 
-  private async batchPutViews(keys: string[], views: Uint8Array[], config: ReplicateConfig): Promise<number[]> {
-    const total = views.reduce((s, v) => s + v.length, 0);
-    let out: number[] = [];
-    await this.staged(total, async (addr, view) => {
-      const addrs: number[] = [];
-      let at = 0;
-      for (const v of views) {
-        view.set(v, at);
-        addrs.push(addr + at);
-        at += v.length;
-      }
-      out = await this.batchPutRanges(keys, addrs, views.map((v) => v.length), config);
-    });
-    return out;
-  }
-
-  /** BatchPutStart, one batch of WRITEs for every key that started, BatchPutEnd / BatchPutRevoke. */
-  private async batchPutRanges(keys: string[], addrs: number[], sizes: number[], config: ReplicateConfig): Promise<number[]> {
+  /** (Batch)PutStart or (Batch)UpsertStart, one batch of WRITEs for every key that started, the End or Revoke. */
+  private async writeRanges(mode: WriteMode, keys: string[], addrs: number[], sizes: number[], config: ReplicateConfig): Promise<number[]> {
     const { membership } = this.ready();
+    const id = membership.clientId;
     keys.forEach((k) => this.checkKey(k));
     sizes.forEach((n) => this.checkLength(n));
     this.checkConfig(config);
-    const started = await this.master(Master.BatchPutStart, [membership.clientId, keys, sizes.map(BigInt), config.toWire(), this.tenant]);
-    if (started.length !== keys.length) throw new StoreError(StoreErrorCode.INTERNAL_ERROR, `BatchPutStart answered ${started.length} results for ${keys.length} keys`);
-    const results = started.map((r) => (r.ok ? StoreErrorCode.OK : r.error === StoreErrorCode.OBJECT_ALREADY_EXISTS ? StoreErrorCode.OK : r.error));
+    const start = mode === 'put' ? Master.BatchPutStart : Master.BatchUpsertStart;
+    const started = await this.master(start, [id, keys, sizes.map(BigInt), config.toWire(), this.tenant]);
+    if (started.length !== keys.length) throw new StoreError(StoreErrorCode.INTERNAL_ERROR, `${start.name} answered ${started.length} results for ${keys.length} keys`);
+    // A put of a key that exists is a success that writes nothing (Mooncake's put).
+    const results = started.map((r) => (r.ok || (mode === 'put' && r.error === StoreErrorCode.OBJECT_ALREADY_EXISTS) ? StoreErrorCode.OK : r.error));
     const writes: number[] = [];
-    const transfers = started.map((r, i) => {
-      if (!r.ok) return Promise.resolve();
-      writes.push(i);
-      return this.transferReplicas(TransferOpcode.WRITE, addrs[i]!, sizes[i]!, r.value, keys[i]!).then(
-        () => {},
-        (e: unknown) => {
+    await Promise.all(
+      started.map((r, i) => {
+        if (!r.ok) return undefined;
+        writes.push(i);
+        return this.transferReplicas(TransferOpcode.WRITE, addrs[i]!, sizes[i]!, r.value, keys[i]!).catch((e: unknown) => {
           results[i] = e instanceof StoreError ? e.storeCode : StoreErrorCode.TRANSFER_FAIL;
-        },
-      );
-    });
-    await Promise.all(transfers);
+        });
+      }),
+    );
     const ended = writes.filter((i) => results[i] === StoreErrorCode.OK);
     const revoked = writes.filter((i) => results[i] !== StoreErrorCode.OK);
     if (ended.length > 0) {
-      const r = await this.master(Master.BatchPutEnd, [membership.clientId, ended.map((i) => ({ key: keys[i]!, objectChecksum: null })), ReplicaType.ALL, this.tenant]);
+      const metas = ended.map((i) => ({ key: keys[i]!, objectChecksum: null }));
+      const r =
+        mode === 'put'
+          ? await this.master(Master.BatchPutEnd, [id, metas, ReplicaType.ALL, this.tenant])
+          : await this.master(Master.BatchUpsertEnd, [id, metas, this.tenant]);
       r.forEach((x, j) => {
         if (!x.ok) results[ended[j]!] = x.error;
       });
     }
-    if (revoked.length > 0) await this.master(Master.BatchPutRevoke, [membership.clientId, revoked.map((i) => keys[i]!), ReplicaType.ALL, this.tenant]).catch(() => undefined);
+    if (revoked.length > 0) {
+      const gone = revoked.map((i) => keys[i]!);
+      const revoke =
+        mode === 'put'
+          ? this.master(Master.BatchPutRevoke, [id, gone, ReplicaType.ALL, this.tenant])
+          : this.master(Master.BatchUpsertRevoke, [id, gone, this.tenant]);
+      await revoke.catch(() => undefined); // the failure reported is the transfer's
+    }
     return results;
   }
 
-  /** PutStart, the WRITEs, PutEnd (or PutRevoke). */
-  private async putRange(key: string, addr: number, size: number, config: ReplicateConfig): Promise<void> {
+  /** PutStart or UpsertStart, the WRITEs, the End (or Revoke). */
+  private async writeRange(mode: WriteMode, key: string, addr: number, size: number, config: ReplicateConfig): Promise<void> {
     const { membership } = this.ready();
+    const id = membership.clientId;
     this.checkKey(key);
     this.checkLength(size);
     this.checkConfig(config);
-    const r = await this.master(Master.PutStart, [membership.clientId, key, BigInt(size), config.toWire(), this.tenant]);
+    const [start, end, revoke] = mode === 'put' ? [Master.PutStart, Master.PutEnd, Master.PutRevoke] : [Master.UpsertStart, Master.UpsertEnd, Master.UpsertRevoke];
+    const r = await this.master(start, [id, key, BigInt(size), config.toWire(), this.tenant]);
     if (!r.ok) {
-      if (r.error === StoreErrorCode.OBJECT_ALREADY_EXISTS) return; // Mooncake's put: the object is there already
-      throw storeError(r.error, `PutStart of "${key}" (${size} bytes)`);
+      if (mode === 'put' && r.error === StoreErrorCode.OBJECT_ALREADY_EXISTS) return; // Mooncake's put: the object is there already
+      throw storeError(r.error, `${start.name} of "${key}" (${size} bytes)`);
     }
     try {
       await this.transferReplicas(TransferOpcode.WRITE, addr, size, r.value, key);
     } catch (e) {
-      await this.master(Master.PutRevoke, [membership.clientId, key, ReplicaType.ALL, this.tenant]).catch(() => undefined);
+      await this.master(revoke, [id, key, ReplicaType.ALL, this.tenant]).catch(() => undefined);
       throw e;
     }
-    const end = await this.master(Master.PutEnd, [membership.clientId, { key, objectChecksum: null }, ReplicaType.ALL, this.tenant]);
-    if (!end.ok) throw storeError(end.error, `PutEnd of "${key}"`);
+    const done = await this.master(end, [id, { key, objectChecksum: null }, ReplicaType.ALL, this.tenant]);
+    if (!done.ok) throw storeError(done.error, `${end.name} of "${key}"`);
   }
 
   // ------------------------------------------------------------ get
@@ -675,6 +721,20 @@ export class MooncakeDistributedStore {
       return StoreErrorCode.OK;
     } catch (e) {
       return this.fail(m, e);
+    }
+  }
+
+  /** remove() per key: 0 or a negative code each. */
+  async batchRemove(keys: string[], force = false): Promise<number[]> {
+    const m = 'batchRemove';
+    try {
+      if (!Array.isArray(keys)) throw teError(ErrorCode.INVALID_ARGUMENT, 'keys must be an array');
+      keys.forEach((k) => this.checkKey(k));
+      const r = await this.master(Master.BatchRemove, [keys, force === true, this.tenant]);
+      return r.map((x) => (x.ok ? StoreErrorCode.OK : x.error));
+    } catch (e) {
+      const code = this.fail(m, e);
+      return Array.isArray(keys) ? keys.map(() => code) : [];
     }
   }
 
