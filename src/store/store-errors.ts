@@ -25,7 +25,18 @@ export function storeError(code: number, what: string): StoreError {
 
 /** ServiceReady: the master must speak our store version (Mooncake refuses another with INVALID_VERSION). */
 export async function checkVersion(rpc: RpcClient): Promise<void> {
-  const r = await rpc.call(Master.ServiceReady, null);
+  let r;
+  try {
+    r = await rpc.call(Master.ServiceReady, null);
+  } catch (e) {
+    // A reply of another type (its type hash or layout differs) is another version of the protocol.
+    if (!(e instanceof TransferEngineError) || e.code !== ErrorCode.MALFORMED) throw e;
+    throw new StoreError(
+      StoreErrorCode.INVALID_VERSION,
+      `the master at ${rpc.label} answered ServiceReady in another format (${e.message}): it speaks another store version than "${STORE_PROTOCOL_VERSION}" (that of mooncake 0.3.13.post1), which this client speaks`,
+      e,
+    );
+  }
   if (!r.ok) throw storeError(r.error, 'ServiceReady');
   if (r.value !== STORE_PROTOCOL_VERSION) {
     throw new StoreError(
