@@ -14,22 +14,21 @@
  * Flow of a put (docs/store-wire.md §4.3): PutStart (the master places the
  * replicas and answers where), a WRITE of the value into each replica, PutEnd;
  * PutRevoke if a write failed. A get: GetReplicaList (which grants a read
- * lease), a READ from a complete replica within the lease.
+ * lease), a READ from a complete replica within the lease. The transfers
+ * themselves: src/store/replica-io.ts.
  */
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { TransferEngine as CoreEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../engine.js';
+import { TransferEngine as CoreEngine } from '../engine.js';
 import { ErrorCode, TransferEngineError, teError } from '../errors.js';
 import { splitHostPort } from '../net.js';
 import { Membership } from './membership.js';
 import {
   Master,
-  ReplicaStatus,
   ReplicaType,
   StoreErrorCode,
   type GetReplicaListResponse,
   type Method,
-  type ReplicaDescriptor,
   type Segment,
   type UUID,
 } from './master-protocol.js';
@@ -38,6 +37,7 @@ import { RpcClient } from './rpc-client.js';
 import { parseSize } from './sizes.js';
 import { StagingBuffer } from './staging.js';
 import { StoreError, checkVersion, storeError } from './store-errors.js';
+import { ReplicaIO, objectSize } from './replica-io.js';
 
 export { ReplicateConfig };
 
@@ -133,8 +133,7 @@ export class MooncakeDistributedStore {
   private ownsEngine = false;
   private rpc: RpcClient | null = null;
   private membership: Membership | null = null;
-  private staging: StagingBuffer | null = null;
-  private stagingBase = 0;
+  private io: ReplicaIO | null = null;
   private hostname = '';
   private tenant = 'default';
   private portHolder: net.Server | null = null;
@@ -164,8 +163,8 @@ export class MooncakeDistributedStore {
     return this.lastError;
   }
 
-  private ready(): { engine: CoreEngine; rpc: RpcClient; membership: Membership } {
-    if (this.state === 'ready') return { engine: this.engine!, rpc: this.rpc!, membership: this.membership! };
+  private ready(): { engine: CoreEngine; rpc: RpcClient; membership: Membership; io: ReplicaIO } {
+    if (this.state === 'ready') return { engine: this.engine!, rpc: this.rpc!, membership: this.membership!, io: this.io! };
     throw teError(this.state === 'closed' ? ErrorCode.CLOSED : ErrorCode.NOT_INITIALIZED, this.state === 'closed' ? 'the store is closed' : 'call setup() first');
   }
 
@@ -250,12 +249,10 @@ export class MooncakeDistributedStore {
       await this.engine.init(this.hostname, splitHostPort(this.hostname).host);
     }
     const engine = this.engine;
-    if (bufferSize > 0) {
-      // Peers never address the local buffer: it is not published (nor worth shared memory).
-      this.stagingBase = engine.registerLocalMemory(new ArrayBuffer(bufferSize), '*', 'none');
-      this.ownMemory.push(this.stagingBase);
-      this.staging = new StagingBuffer(bufferSize);
-    }
+    // Peers never address the local buffer: it is not published (nor worth shared memory).
+    const stagingBase = bufferSize > 0 ? engine.registerLocalMemory(new ArrayBuffer(bufferSize), '*', 'none') : 0;
+    if (stagingBase) this.ownMemory.push(stagingBase);
+    this.io = new ReplicaIO(engine, bufferSize > 0 ? new StagingBuffer(bufferSize) : null, stagingBase);
     const clientId = randomUuid();
     this.membership = new Membership(this.rpc, clientId, {
       // A restarted master forgot us; with it, its embedded metadata server may have forgotten our segment.
@@ -421,7 +418,7 @@ export class MooncakeDistributedStore {
     keyArg(mode, key);
     try {
       const bytes = viewOf(value, `${mode}(): value`);
-      await this.staged(bytes.length, async (addr, view) => {
+      await this.ready().io.staged(bytes.length, async (addr, view) => {
         view.set(bytes);
         await this.writeRange(mode, key, addr, bytes.length, config);
       });
@@ -452,7 +449,7 @@ export class MooncakeDistributedStore {
       const views = values.map((v, i) => viewOf(v, `${m}(): values[${i}]`));
       const total = views.reduce((sum, v) => sum + v.length, 0);
       let results: number[] = [];
-      await this.staged(total, async (addr, view) => {
+      await this.ready().io.staged(total, async (addr, view) => {
         const addrs: number[] = [];
         let at = 0;
         for (const v of views) {
@@ -500,7 +497,7 @@ export class MooncakeDistributedStore {
       started.map((r, i) => {
         if (!r.ok) return undefined;
         writes.push(i);
-        return this.transferReplicas(TransferOpcode.WRITE, addrs[i]!, sizes[i]!, r.value, keys[i]!).catch((e: unknown) => {
+        return this.ready().io.write(addrs[i]!, sizes[i]!, r.value, keys[i]!).catch((e: unknown) => {
           results[i] = e instanceof StoreError ? e.storeCode : StoreErrorCode.TRANSFER_FAIL;
         });
       }),
@@ -542,7 +539,7 @@ export class MooncakeDistributedStore {
       throw storeError(r.error, `${start.name} of "${key}" (${size} bytes)`);
     }
     try {
-      await this.transferReplicas(TransferOpcode.WRITE, addr, size, r.value, key);
+      await this.ready().io.write(addr, size, r.value, key);
     } catch (e) {
       await this.master(revoke, [id, key, ReplicaType.ALL, this.tenant]).catch(() => undefined);
       throw e;
@@ -572,8 +569,8 @@ export class MooncakeDistributedStore {
     if (!r.ok) throw storeError(r.error, `GetReplicaList of "${key}"`);
     const size = objectSize(r.value, key);
     let out = Buffer.alloc(0);
-    await this.staged(size, async (addr, view) => {
-      await this.readReplica(addr, size, r.value, key, t0);
+    await this.ready().io.staged(size, async (addr, view) => {
+      await this.ready().io.read(addr, size, r.value, key, t0);
       out = Buffer.from(view.subarray(0, size));
     });
     return out;
@@ -591,7 +588,7 @@ export class MooncakeDistributedStore {
       if (!r.ok) throw storeError(r.error, `GetReplicaList of "${key}"`);
       const n = objectSize(r.value, key);
       if (n > size) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `"${key}" is ${n} bytes; the buffer holds ${size}`);
-      await this.readReplica(bufferAddr, n, r.value, key, t0);
+      await this.ready().io.read(bufferAddr, n, r.value, key, t0);
       return n;
     } catch (e) {
       return this.fail(m, e);
@@ -606,10 +603,10 @@ export class MooncakeDistributedStore {
       keys.forEach((k) => this.checkKey(k));
       const t0 = performance.now();
       const lists = await this.master(Master.BatchGetReplicaList, [keys, this.tenant]);
-      const sizes = lists.map((l, i) => (l.ok ? safeSize(l.value, keys[i]!) : -1));
+      const sizes = lists.map((l, i) => (l.ok ? sizeOrNone(l.value, keys[i]!) : -1));
       const total = sizes.reduce((s, n) => s + Math.max(0, n), 0);
       const out = keys.map(() => Buffer.alloc(0));
-      await this.staged(Math.max(1, total), async (addr, view) => {
+      await this.ready().io.staged(Math.max(1, total), async (addr, view) => {
         let at = 0;
         const offsets = sizes.map((n) => {
           const o = at;
@@ -620,7 +617,7 @@ export class MooncakeDistributedStore {
           lists.map(async (l, i) => {
             if (!l.ok || sizes[i]! < 0) return;
             try {
-              await this.readReplica(addr + offsets[i]!, sizes[i]!, l.value, keys[i]!, t0);
+              await this.ready().io.read(addr + offsets[i]!, sizes[i]!, l.value, keys[i]!, t0);
               out[i] = Buffer.from(view.subarray(offsets[i]!, offsets[i]! + sizes[i]!));
             } catch (e) {
               this.fail(m, e);
@@ -653,7 +650,7 @@ export class MooncakeDistributedStore {
             if (!l.ok) throw storeError(l.error, `GetReplicaList of "${keys[i]!}"`);
             const n = objectSize(l.value, keys[i]!);
             if (n > sizes[i]!) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `"${keys[i]!}" is ${n} bytes; its buffer holds ${sizes[i]!}`);
-            await this.readReplica(bufferAddrs[i]!, n, l.value, keys[i]!, t0);
+            await this.ready().io.read(bufferAddrs[i]!, n, l.value, keys[i]!, t0);
             return n;
           } catch (e) {
             return this.fail(m, e);
@@ -777,8 +774,8 @@ export class MooncakeDistributedStore {
     this.membership = null;
     this.rpc?.close();
     this.rpc = null;
-    this.staging?.close();
-    this.staging = null;
+    this.io?.close();
+    this.io = null;
     if (this.ownsEngine) await this.engine?.close();
     else if (this.engine) {
       // Someone else's engine: leave it as we found it (transfers of ours have ended: every call awaits its own).
@@ -795,135 +792,6 @@ export class MooncakeDistributedStore {
     this.registered.clear();
     this.portHolder?.close();
     this.portHolder = null;
-  }
-
-  // ------------------------------------------------------------ transfers
-
-  /** Run `fn` with a block of the local buffer big enough for `size` bytes: its address and a view of it. */
-  private async staged(size: number, fn: (addr: number, view: Uint8Array) => Promise<void>): Promise<void> {
-    const { engine } = this.ready();
-    const staging = this.staging;
-    if (!staging) throw new StoreError(StoreErrorCode.INVALID_PARAMS, 'this store has no local buffer (localBufferSize 0): use putFrom/getInto with registered memory');
-    if (size > staging.capacity) throw new StoreError(StoreErrorCode.INVALID_PARAMS, `${size} bytes do not fit in the local buffer of ${staging.capacity} bytes (localBufferSize)`);
-    const n = Math.max(1, size);
-    const off = await staging.acquire(n);
-    try {
-      await fn(this.stagingBase + off, engine.localView(this.stagingBase + off, n));
-    } finally {
-      staging.release(off, n);
-    }
-  }
-
-  /** One batch: the same bytes written to (or read from) every memory replica. */
-  private async transferReplicas(opcode: TransferOpcode, addr: number, size: number, replicas: ReplicaDescriptor[], key: string): Promise<void> {
-    const { engine } = this.ready();
-    if (replicas.length === 0) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `the master placed no replica of "${key}"`);
-    const requests: TransferRequest[] = replicas.map((rep) => {
-      const d = memoryBuffer(rep);
-      if (!d) throw new StoreError(StoreErrorCode.NOT_SUPPORTED, `a replica of "${key}" is not in memory (variant ${rep.descriptor.index}): this client reads and writes memory replicas only`);
-      if (d.size !== BigInt(size)) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `a replica of "${key}" is ${d.size} bytes, not ${size}`);
-      return { opcode, source: addr, targetId: engine.segmentHandle(d.transportEndpoint), targetOffset: d.bufferAddress, length: size };
-    });
-    await this.runBatch(requests, `${opcode === TransferOpcode.WRITE ? 'writing' : 'reading'} "${key}"`);
-  }
-
-  /**
-   * Run requests as part of one engine batch with every other call of this
-   * turn of the event loop: a store batch's keys (each its own PutStart
-   * replicas or read) then cost one batch and one pump of the lanes, not one each.
-   */
-  private runBatch(requests: TransferRequest[], what: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pendingTransfers.push({ requests, what, resolve, reject });
-      if (this.pendingTransfers.length === 1) queueMicrotask(() => void this.flushTransfers());
-    });
-  }
-
-  private readonly pendingTransfers: Array<{ requests: TransferRequest[]; what: string; resolve: () => void; reject: (e: unknown) => void }> = [];
-
-  private async flushTransfers(): Promise<void> {
-    const group = this.pendingTransfers.splice(0);
-    let engine: CoreEngine;
-    try {
-      engine = this.ready().engine;
-    } catch (e) {
-      for (const g of group) g.reject(e);
-      return;
-    }
-    const all = group.flatMap((g) => g.requests);
-    let id = 0;
-    try {
-      id = engine.allocateBatchID(all.length);
-      try {
-        engine.submitTransfer(id, all);
-      } catch {
-        // One request refused at submission would refuse them all: each call on its own says whose it was.
-        engine.freeBatchID(id);
-        for (const g of group) void this.runAlone(engine, g);
-        return;
-      }
-      const st = await engine.waitBatch(id);
-      let at = 0;
-      for (const g of group) {
-        const mine = st.slice(at, at + g.requests.length);
-        at += g.requests.length;
-        const bad = mine.find((x) => x.status !== TaskStatus.COMPLETED);
-        if (bad) g.reject(new StoreError(StoreErrorCode.TRANSFER_FAIL, `${g.what} failed: ${bad.error?.message ?? TaskStatus[bad.status]}`, bad.error));
-        else g.resolve();
-      }
-    } catch (e) {
-      for (const g of group) g.reject(e);
-    } finally {
-      try {
-        if (id) engine.freeBatchID(id);
-      } catch {
-        /* freed above, or the engine closed meanwhile */
-      }
-    }
-  }
-
-  private async runAlone(engine: CoreEngine, g: { requests: TransferRequest[]; what: string; resolve: () => void; reject: (e: unknown) => void }): Promise<void> {
-    let id = 0;
-    try {
-      id = engine.allocateBatchID(g.requests.length);
-      engine.submitTransfer(id, g.requests);
-      const st = await engine.waitBatch(id);
-      const bad = st.find((x) => x.status !== TaskStatus.COMPLETED);
-      if (bad) g.reject(new StoreError(StoreErrorCode.TRANSFER_FAIL, `${g.what} failed: ${bad.error?.message ?? TaskStatus[bad.status]}`, bad.error));
-      else g.resolve();
-    } catch (e) {
-      g.reject(e);
-    } finally {
-      try {
-        if (id) engine.freeBatchID(id);
-      } catch {
-        /* the engine closed meanwhile */
-      }
-    }
-  }
-
-  /**
-   * READ a complete memory replica (the next one if a read fails) within the
-   * read lease the master granted at `t0`: a read that ends after it may have
-   * raced an eviction, and fails LEASE_EXPIRED as Mooncake's does.
-   */
-  private async readReplica(addr: number, size: number, list: GetReplicaListResponse, key: string, t0: number): Promise<void> {
-    const complete = list.replicas.filter((r) => r.status === ReplicaStatus.COMPLETE && memoryBuffer(r));
-    if (complete.length === 0) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `"${key}" has no complete memory replica`);
-    let last: unknown;
-    for (const rep of complete) {
-      try {
-        await this.transferReplicas(TransferOpcode.READ, addr, size, [rep], key);
-        if (performance.now() - t0 > Number(list.leaseTtlMs)) {
-          throw new StoreError(StoreErrorCode.LEASE_EXPIRED, `reading "${key}" ended after its ${list.leaseTtlMs} ms read lease`);
-        }
-        return;
-      } catch (e) {
-        last = e;
-        if (e instanceof StoreError && e.storeCode === StoreErrorCode.LEASE_EXPIRED) throw e;
-      }
-    }
-    throw last;
   }
 
   private checkKey(key: string): void {
@@ -944,23 +812,8 @@ export class MooncakeDistributedStore {
   }
 }
 
-/** The memory buffer of a replica, or null for disk and other kinds. */
-function memoryBuffer(r: ReplicaDescriptor): { size: bigint; bufferAddress: bigint; transportEndpoint: string } | null {
-  const d = r.descriptor;
-  if (d.index === 0 || d.index === 1) return d.value.bufferDescriptor;
-  return null;
-}
-
-/** The object's size: its first replica's (as Mooncake's get_size). */
-function objectSize(list: GetReplicaListResponse, key: string): number {
-  const first = list.replicas[0];
-  const d = first ? memoryBuffer(first) : null;
-  if (!first || !d) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `"${key}" has no memory replica`);
-  if (d.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new StoreError(StoreErrorCode.INVALID_REPLICA, `"${key}" claims ${d.size} bytes`);
-  return Number(d.size);
-}
-
-function safeSize(list: GetReplicaListResponse, key: string): number {
+/** The object's size, or -1 when it has no memory replica (a batch's other keys go on). */
+function sizeOrNone(list: GetReplicaListResponse, key: string): number {
   try {
     return objectSize(list, key);
   } catch {
