@@ -722,6 +722,12 @@ export class TransferEngine {
     this.directory?.descriptorChanged();
   }
 
+  /** The address of the memory's first byte if it is registered (and not detached), else 0. */
+  addressOf(mem: Uint8Array | ArrayBuffer): number {
+    this.ready();
+    return this.registry.addressOf(mem instanceof Uint8Array ? mem : new Uint8Array(mem));
+  }
+
   /** A view of registered memory: `[addr, addr+length)` must lie inside one region. */
   localView(addr: number, length: number): Uint8Array {
     this.ready();

@@ -249,6 +249,18 @@ export class MemoryRegistry {
     return null;
   }
 
+  /**
+   * The address of `bytes`' first byte when it lies in registered memory,
+   * else 0. Detached memory has no address (its regions stay registered,
+   * but no transfer may use them).
+   */
+  addressOf(bytes: Uint8Array): number {
+    if (bytes.buffer.byteLength === 0) return 0;
+    const at = bytes.byteOffset;
+    const r = (this.byMemory.get(bytes.buffer) ?? []).find((x) => at >= x.byteOffset && at < x.byteOffset + x.length);
+    return r && !r.detached ? r.addr + (at - r.byteOffset) : 0;
+  }
+
   /** Registered regions in address (= registration) order. */
   list(): readonly Region[] {
     return this.regions;

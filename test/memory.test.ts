@@ -92,6 +92,26 @@ describe('MemoryRegistry: address allocation', () => {
     assert.equal(reg.list().length, 0);
   });
 
+  test('addressOf: the address of a view into registered memory, 0 outside it, once unregistered, or once detached', () => {
+    const reg = new MemoryRegistry();
+    const mem = new ArrayBuffer(3 * 4096);
+    const r = reg.register(new Uint8Array(mem, 4096, 4096));
+    assert.equal(reg.addressOf(new Uint8Array(mem, 4096, 1)), r.addr);
+    assert.equal(reg.addressOf(new Uint8Array(mem, 4096 + 100)), r.addr + 100);
+    assert.equal(reg.addressOf(new Uint8Array(mem, 8191, 1)), r.addr + 4095);
+    assert.equal(reg.addressOf(new Uint8Array(mem, 4095, 1)), 0, 'the byte before');
+    assert.equal(reg.addressOf(new Uint8Array(mem, 8192, 1)), 0, 'the byte after');
+    assert.equal(reg.addressOf(new Uint8Array(4096)), 0, 'other memory');
+    reg.unregister(r.addr);
+    assert.equal(reg.addressOf(new Uint8Array(mem, 4096, 1)), 0, 'unregistered');
+    const moved = new ArrayBuffer(4096);
+    const view = new Uint8Array(moved);
+    const m = reg.register(view);
+    assert.equal(reg.addressOf(view), m.addr);
+    structuredClone(moved, { transfer: [moved] });
+    assert.equal(reg.addressOf(view), 0, 'detached');
+  });
+
   test('keeps location and remoteAccessible', () => {
     const reg = new MemoryRegistry();
     const d = reg.register(Buffer.alloc(1));

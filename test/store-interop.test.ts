@@ -110,7 +110,10 @@ describe('store: Node and Python clients on one mooncake_master', { skip: skip ?
     mem.fill(0);
     assert.deepEqual(await node.batchGetInto(['zb-2', 'zb-missing'], [base, base + MiB], [MiB, MiB]), [MiB, StoreErrorCode.OBJECT_NOT_FOUND]);
     assert.equal(sha(mem.subarray(0, MiB)), patternDigest(501, MiB).sha);
+    assert.equal(node.getBufferAddress(mem.subarray(MiB)), base + MiB, 'an address inside the registration');
     assert.equal(node.unregisterBuffer(base), 0);
+    assert.equal(node.getBufferAddress(mem), 0, 'unregistered memory has no address');
+    assert.equal(node.getBufferAddress(Buffer.alloc(16)), 0, 'nor has memory never registered');
   });
 
   test('an object a Python client places in the Node segment lives in Node memory: a second Python client reads it from us', async () => {

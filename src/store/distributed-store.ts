@@ -168,15 +168,20 @@ export class MooncakeDistributedStore {
     throw teError(this.state === 'closed' ? ErrorCode.CLOSED : ErrorCode.NOT_INITIALIZED, this.state === 'closed' ? 'the store is closed' : 'call setup() first');
   }
 
-  /** A master call whose transport failures become Mooncake's RPC_FAIL / RPC_TIMEOUT. */
-  private async master<A, R>(method: Method<A, R>, args: A): Promise<R> {
+  /** A master call once the store is ready. */
+  private master<A, R>(method: Method<A, R>, args: A): Promise<R> {
     const { rpc } = this.ready();
+    return this.overRpc(rpc, method.name, () => rpc.call(method, args));
+  }
+
+  /** Talk to the master: transport failures become Mooncake's RPC_FAIL / RPC_TIMEOUT. */
+  private async overRpc<T>(rpc: RpcClient, what: string, run: () => Promise<T>): Promise<T> {
     try {
-      return await rpc.call(method, args);
+      return await run();
     } catch (e) {
       if (!(e instanceof TransferEngineError) || e instanceof StoreError) throw e;
       const code = e.code === ErrorCode.TIMEOUT ? StoreErrorCode.RPC_TIMEOUT : StoreErrorCode.RPC_FAIL;
-      throw new StoreError(code, `${method.name} to the master at ${rpc.label} failed: ${e.message}`, e);
+      throw new StoreError(code, `${what} to the master at ${rpc.label} failed: ${e.message}`, e);
     }
   }
 
@@ -232,8 +237,9 @@ export class MooncakeDistributedStore {
     if (!master.port) throw teError(ErrorCode.INVALID_ARGUMENT, `masterServerAddr "${config.masterServerAddr ?? ''}" must be host:port`);
 
     // The master first: a wrong address or version fails before anything is bound.
-    this.rpc = new RpcClient({ host: master.host, port: master.port, connectTimeoutMs: RPC_TIMEOUT_MS, callTimeoutMs: RPC_TIMEOUT_MS });
-    await this.callUnready(() => checkVersion(this.rpc!), 'ServiceReady');
+    const rpc = new RpcClient({ host: master.host, port: master.port, connectTimeoutMs: RPC_TIMEOUT_MS, callTimeoutMs: RPC_TIMEOUT_MS });
+    this.rpc = rpc;
+    await this.overRpc(rpc, 'ServiceReady', () => checkVersion(rpc));
 
     // The segment's name (what preferredSegment names): host:port, a port held for our life when none is given.
     this.hostname = splitHostPort(config.localHostname).port !== undefined ? config.localHostname : await this.holdPort(config.localHostname);
@@ -254,7 +260,7 @@ export class MooncakeDistributedStore {
     if (stagingBase) this.ownMemory.push(stagingBase);
     this.io = new ReplicaIO(engine, bufferSize > 0 ? new StagingBuffer(bufferSize) : null, stagingBase);
     const clientId = randomUuid();
-    this.membership = new Membership(this.rpc, clientId, {
+    this.membership = new Membership(rpc, clientId, {
       // A restarted master forgot us; with it, its embedded metadata server may have forgotten our segment.
       remounted: () => {
         try {
@@ -278,18 +284,8 @@ export class MooncakeDistributedStore {
         protocol,
         hostId: '',
       };
-      await this.callUnready(() => this.membership!.mount(segment), 'MountSegment');
-    }
-  }
-
-  /** A master call before the store is ready (setup): transport failures as RPC_FAIL / RPC_TIMEOUT. */
-  private async callUnready<T>(run: () => Promise<T>, what: string): Promise<T> {
-    try {
-      return await run();
-    } catch (e) {
-      if (!(e instanceof TransferEngineError) || e instanceof StoreError) throw e;
-      const code = e.code === ErrorCode.TIMEOUT ? StoreErrorCode.RPC_TIMEOUT : StoreErrorCode.RPC_FAIL;
-      throw new StoreError(code, `${what} to the master at ${this.rpc!.label} failed: ${e.message}`, e);
+      const membership = this.membership;
+      await this.overRpc(rpc, 'MountSegment', () => membership.mount(segment));
     }
   }
 
@@ -342,20 +338,16 @@ export class MooncakeDistributedStore {
       if (n <= 0 || n > view.length) throw teError(ErrorCode.INVALID_ARGUMENT, `size ${n} is not in [1, ${view.length}]`);
       const addr = engine.registerLocalMemory(view.subarray(0, n), '*', 'none');
       this.registered.set(addr, n);
-      this.addresses.set(view.buffer, [...(this.addresses.get(view.buffer) ?? []), { start: view.byteOffset, end: view.byteOffset + n, addr }]);
       return StoreErrorCode.OK;
     } catch (e) {
       return this.fail('registerBuffer', e);
     }
   }
 
-  private readonly addresses = new WeakMap<ArrayBufferLike, Array<{ start: number; end: number; addr: number }>>();
-
   /** The address of registered memory's first byte (what putFrom/getInto take), or 0. */
   getBufferAddress(memory: Uint8Array | ArrayBuffer): number {
     const view = viewOf(memory, 'getBufferAddress(): memory');
-    const r = (this.addresses.get(view.buffer) ?? []).find((x) => view.byteOffset >= x.start && view.byteOffset < x.end);
-    return r ? r.addr + (view.byteOffset - r.start) : 0;
+    return this.state === 'ready' ? this.engine!.addressOf(view) : 0;
   }
 
   /** Unregister memory registered with registerBuffer (by its address or the memory). */
