@@ -12,7 +12,7 @@ import net from 'node:net';
 import { RpcClient, RpcError } from '../src/store/rpc-client.js';
 import { RequestDecoder, encodeResponse, RpcErrc, type RequestFrame } from '../src/store/codec/coro-rpc.js';
 import { decodeMessage, encodeMessage, string, struct, u16 } from '../src/store/codec/struct-pack.js';
-import { Master } from '../src/store/master-protocol.js';
+import { Master, ReplicateConfig as ReplicateConfigCodec } from '../src/store/master-protocol.js';
 import { StagingBuffer } from '../src/store/staging.js';
 import { parseSize } from '../src/store/sizes.js';
 import { ReplicateConfig } from '../src/store/replicate-config.js';
@@ -296,7 +296,7 @@ describe('ReplicateConfig.toWire', () => {
     assert.equal(w.groupIds, null);
   });
 
-  test('bad counts and lists are TE_INVALID_ARGUMENT naming the field', () => {
+  test('bad counts, lists and enums are TE_INVALID_ARGUMENT naming the field, before anything is sent', () => {
     const bad: Array<[Partial<ReplicateConfig>, RegExp]> = [
       [{ replicaNum: 0 }, /replicaNum/],
       [{ replicaNum: -1 }, /replicaNum/],
@@ -306,9 +306,11 @@ describe('ReplicateConfig.toWire', () => {
       [{ preferredSegments: 'h:1' as unknown as string[] }, /preferredSegments/],
       [{ preferredSegments: [1 as unknown as string] }, /preferredSegments/],
       [{ groupIds: [null as unknown as string] }, /groupIds/],
+      [{ softPinAction: 9 as unknown as 0 }, /softPinAction/],
+      [{ dataType: 'x' as unknown as number }, /x is not a uint8/],
     ];
     for (const [init, re] of bad) {
-      assert.throws(() => new ReplicateConfig(init).toWire(), (e: unknown) => code(ErrorCode.INVALID_ARGUMENT)(e) && re.test((e as Error).message), JSON.stringify(init));
+      assert.throws(() => encodeMessage(ReplicateConfigCodec, new ReplicateConfig(init).toWire()), (e: unknown) => code(ErrorCode.INVALID_ARGUMENT)(e) && re.test((e as Error).message), JSON.stringify(init));
     }
   });
 });

@@ -43,6 +43,10 @@ export class ReplicateConfig {
       return v as string[];
     };
     if (count(this.replicaNum, 'replicaNum') === 0n) throw teError(ErrorCode.INVALID_ARGUMENT, 'ReplicateConfig.replicaNum must be at least 1');
+    // A u8 on the wire: any byte would encode, but the master knows only these.
+    if (!(Object.values(SoftPinAction) as number[]).includes(this.softPinAction)) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `ReplicateConfig.softPinAction ${String(this.softPinAction)} is not one of SoftPinAction (${Object.entries(SoftPinAction).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+    }
     return {
       replicaNum: count(this.replicaNum, 'replicaNum'),
       nofReplicaNum: count(this.nofReplicaNum, 'nofReplicaNum'),
