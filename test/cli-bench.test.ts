@@ -11,30 +11,14 @@ import { LatencyHistogram } from '../src/cli/bench/histogram.js';
 import { describeStop, integrityVerdict } from '../src/cli/bench/initiator.js';
 import type { ThreadResult } from '../src/cli/bench/thread.js';
 import { shmNativeAvailable } from '../src/shm/native.js';
+import { runCli, type CliRun } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
-interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+type RunResult = CliRun;
 
 function cli(args: string[], timeoutMs = 30_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runCli(args, { timeoutMs });
 }
 
 type Json = Record<string, unknown>;

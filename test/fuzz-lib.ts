@@ -7,6 +7,18 @@ import fs from 'node:fs';
 
 export const U64_MAX = (1n << 64n) - 1n;
 
+/** mulberry32: a seeded float stream in [0, 1), for workloads (sizes, choices) that must replay exactly. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** xorshift32: small, fast and reproducible. */
 export class Rng {
   private s: number;

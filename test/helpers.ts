@@ -1,5 +1,5 @@
 /** Test helpers: a peer engine in a child process (test/fixtures/peer.ts). */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
@@ -115,4 +115,31 @@ export async function initPeer(p: PeerProcess, init: Record<string, unknown> = {
 
 export function sha256(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');
+}
+
+/** What one run of the `transfer-engine` command did. */
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+const CLI_MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+/** Run `transfer-engine ...args` (the built CLI) to its end; SIGKILLed after `timeoutMs`. */
+export function runCli(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
 }

@@ -1,13 +1,14 @@
 /**
  * Self-test of the store harness (test/store-harness/), against the real parts only: the wheel's
- * mooncake_master and two Python MooncakeDistributedStore clients. It checks that the harness
+ * mooncake_master (and then ours, which must pass the same checks) and two Python
+ * MooncakeDistributedStore clients. It checks that the harness
  * drives them as documented (test/store/CAPTURES.md, docs/store-wire.md §4), so the store tests
  * built on it can trust what it reports. Under CI=true a missing wheel fails this file.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ensureInteropEnv } from './interop/mooncake.js';
-import { MooncakeMaster, sleep } from './store-harness/master.js';
+import { MASTER_KINDS, MooncakeMaster, sleep } from './store-harness/master.js';
 import { PythonStore, pattern, patternDigest } from './store-harness/python-store.js';
 
 const skip = ensureInteropEnv();
@@ -32,14 +33,14 @@ async function waitFor<T>(what: string, ms: number, probe: () => Promise<T>, don
   }
 }
 
-describe('store harness: real mooncake_master + Python store clients', { skip: skip ?? false }, () => {
+for (const kind of MASTER_KINDS) describe(`store harness: ${kind === 'mooncake' ? 'real mooncake_master' : 'our master (transfer-engine master)'} + Python store clients`, { skip: skip ?? false }, () => {
   let master: MooncakeMaster;
   let a: PythonStore; // the store killed in the "leaves" test
   let b: PythonStore;
   const logs = (): string => `--- master:\n${master.log.slice(-3000)}\n--- store A:\n${a.stderr.slice(-1500)}\n--- store B:\n${b.stderr.slice(-1500)}`;
 
   before(async () => {
-    master = await MooncakeMaster.start({ clientTtlS: CLIENT_TTL_S });
+    master = await MooncakeMaster.start({ kind, clientTtlS: CLIENT_TTL_S });
     const init = { master: master.address, metadata: master.metadataUrl, globalSegmentSize: 16 * MiB, localBufferSize: 16 * MiB };
     [a, b] = await Promise.all([PythonStore.start(init), PythonStore.start(init)]);
   });

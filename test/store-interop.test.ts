@@ -14,7 +14,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { MooncakeDistributedStore, ReplicateConfig, StoreErrorCode } from '../src/store.js';
 import { ensureInteropEnv } from './interop/mooncake.js';
-import { MooncakeMaster, killOnExit } from './store-harness/master.js';
+import { MASTER_KINDS, MooncakeMaster, killOnExit } from './store-harness/master.js';
 import { PythonStore, pattern, patternDigest } from './store-harness/python-store.js';
 import { encodeResponse, RequestDecoder } from '../src/store/codec/coro-rpc.js';
 import { encodeMessage, expected, i32, string } from '../src/store/codec/struct-pack.js';
@@ -43,13 +43,15 @@ async function nodeStore(master: MooncakeMaster, sizes: { segment: string; buffe
   return s;
 }
 
-describe('store: Node and Python clients on one mooncake_master', { skip: skip ?? false }, () => {
+const masterName = (kind: string): string => (kind === 'mooncake' ? 'mooncake_master' : 'our master');
+
+for (const kind of MASTER_KINDS) describe(`store: Node and Python clients on one ${masterName(kind)}`, { skip: skip ?? false }, () => {
   let master: MooncakeMaster;
   let node: MooncakeDistributedStore;
   let py: PythonStore;
 
   before(async () => {
-    master = await MooncakeMaster.start({ leaseTtlMs: 1000 });
+    master = await MooncakeMaster.start({ kind, leaseTtlMs: 1000 });
     node = await nodeStore(master, { segment: '256MB', buffer: '80MB' });
     py = await PythonStore.start({ master: master.address, metadata: master.metadataUrl, globalSegmentSize: 256 * MiB, localBufferSize: 80 * MiB });
   });
@@ -258,9 +260,9 @@ describe('store: Node and Python clients on one mooncake_master', { skip: skip ?
   });
 });
 
-describe('store: faults', { skip: skip ?? false }, () => {
+for (const kind of MASTER_KINDS) describe(`store: faults (${masterName(kind)})`, { skip: skip ?? false }, () => {
   test('master killed and restarted: our client re-mounts and works again (objects from before are gone, as with Mooncake)', async () => {
-    const master = await MooncakeMaster.start();
+    const master = await MooncakeMaster.start({ kind });
     const node = await nodeStore(master, { segment: '32MB', buffer: '16MB' });
     try {
       assert.equal(await node.put('before', pattern(900, 1000)), 0);
@@ -283,7 +285,7 @@ describe('store: faults', { skip: skip ?? false }, () => {
   });
 
   test('a Node client killed: its segment leaves the master and gets of its objects fail cleanly', async () => {
-    const master = await MooncakeMaster.start({ clientTtlS: 3 });
+    const master = await MooncakeMaster.start({ kind, clientTtlS: 3 });
     const reader = await nodeStore(master, { segment: '16MB', buffer: '16MB' });
     const child: ChildProcess = fork(fileURLToPath(new URL('./fixtures/store-node.js', import.meta.url)), [master.address, master.metadataUrl, 'victim', '3'], {
       env: ENV,

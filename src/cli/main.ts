@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
 import { runBench } from './bench.js';
+import { runMaster } from './master.js';
 import { runMetadataServer } from './metadata-server.js';
 import { runStoreBench } from './store-bench.js';
 
@@ -13,6 +14,7 @@ type Command = (argv: readonly string[]) => Promise<number>;
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   bench: runBench,
+  master: runMaster,
   'metadata-server': runMetadataServer,
   'store-bench': runStoreBench,
 };
@@ -21,6 +23,7 @@ const USAGE = `Usage: transfer-engine <command> [flags]
 
 Commands:
   bench             measure batched TCP transfers (see transfer-engine bench --help)
+  master            a Mooncake Store master, wire-compatible with mooncake_master (see transfer-engine master --help)
   metadata-server   an HTTP metadata server, Mooncake-compatible (see transfer-engine metadata-server --help)
   store-bench       Mooncake Store stress benchmark: prefill/decode against a mooncake_master (see transfer-engine store-bench --help)
 

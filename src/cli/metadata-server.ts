@@ -5,6 +5,7 @@
  */
 import { MetadataHttpServer } from '../metadata/http-server.js';
 import { formatFlagHelp, parseFlags, UsageError, type FlagSpecs } from './args.js';
+import { untilStopSignal } from './signals.js';
 
 export const METADATA_SERVER_FLAGS = {
   host: { type: 'string', description: 'address to listen on (0.0.0.0 serves other hosts)', defaultText: '127.0.0.1' },
@@ -41,15 +42,7 @@ export async function runMetadataServer(argv: readonly string[]): Promise<number
     const persisted = flags.data_dir ? `, ${server.size} key(s) loaded from ${flags.data_dir}` : ' (memory only)';
     process.stdout.write(`Metadata server listening on ${server.url}${persisted}. Stop with Ctrl-C or SIGTERM.\n`);
   }
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   await server.close();
   return 0;
 }

@@ -32,6 +32,15 @@ export interface MetadataHttpServerOptions {
   port: number;
   /** Persist the store here (created if missing) and reload it on start. */
   dataDir?: string;
+  /** More read-only pages (GET/HEAD) by path, e.g. a Store master's /metrics; `/health` here replaces the default. */
+  pages?: Readonly<Record<string, () => HttpPage>>;
+}
+
+/** A generated read-only page. */
+export interface HttpPage {
+  status: number;
+  body: string;
+  type: string;
 }
 
 /** File name for a key: keys may hold '/', ':' or anything, and be long. */
@@ -155,6 +164,22 @@ export class MetadataHttpServer {
       url = new URL(req.url ?? '/', 'http://localhost');
     } catch {
       send(400, 'bad request URL');
+      return;
+    }
+    const page = this.options.pages && Object.hasOwn(this.options.pages, url.pathname) ? this.options.pages[url.pathname] : undefined;
+    if (page) {
+      req.resume();
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        send(405, 'method not allowed');
+        return;
+      }
+      let p: HttpPage;
+      try {
+        p = page();
+      } catch (e) {
+        p = { status: 500, body: `cannot render ${url.pathname}: ${e instanceof Error ? e.message : String(e)}`, type: 'text/plain; charset=utf-8' };
+      }
+      send(p.status, p.body, p.type);
       return;
     }
     if (url.pathname === '/health') {

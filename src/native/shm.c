@@ -6,7 +6,8 @@
  *  - map a peer's file and copy in or out of it (peer side). A peer's mapping
  *    is never handed to JS: every access goes through guarded_copy(), which
  *    turns the SIGBUS of a truncated file into a thrown error;
- *  - flock() for the reaper, posix_memalign() for direct I/O buffers.
+ *  - flock() for the reaper, posix_memalign() for direct I/O buffers;
+ *  - map a whole existing file as an owned region (a store file segment).
  *
  * Everything else (names, sizes, unlink, close, fstat of owned fds) is done
  * in TypeScript. Context-aware (NAPI_MODULE_INIT), no per-process state but
@@ -249,6 +250,49 @@ static napi_value make_handle(napi_env env, mapping_t *m, int *adopted) {
 }
 
 /*
+ * { fd, buffer, handle } over an owned MAP_SHARED mapping: an external
+ * ArrayBuffer and a handle, both finalized. On failure everything is undone
+ * (the file unlinked too when `unlink_on_fail`: a region we just created).
+ */
+static napi_value owned_mapping(napi_env env, void *addr, size_t size, int fd, const char *path, int unlink_on_fail) {
+  mapping_t *m = calloc(1, sizeof *m);
+  if (m == NULL) {
+    munmap(addr, size);
+    if (unlink_on_fail) unlink(path);
+    close(fd);
+    return throw_err(env, "ERR_TE_SHM_OS", ENOMEM, "calloc", path);
+  }
+  m->addr = addr;
+  m->len = size;
+  m->fd = -1; /* the fd (and its lock) belongs to JS, which closes it on free */
+  m->refs = 1;
+
+  napi_value buffer, handle, fdv, obj;
+  if (napi_create_external_arraybuffer(env, addr, size, finalize_mapping, m, &buffer) != napi_ok) {
+    munmap(addr, size);
+    free(m);
+    if (unlink_on_fail) unlink(path);
+    close(fd);
+    return throw_err(env, "ERR_TE_SHM_NAPI", 0, NULL, "cannot create an external ArrayBuffer over the mapping");
+  }
+  m->refs = 2; /* from here on both the buffer and the handle must be finalized */
+  int adopted;
+  handle = make_handle(env, m, &adopted);
+  if (handle == NULL) {
+    if (!adopted) m->refs = 1; /* only the buffer's finalizer will run */
+    close(fd);
+    if (unlink_on_fail) unlink(path);
+    return throw_err(env, "ERR_TE_SHM_NAPI", 0, NULL, "cannot create a mapping handle");
+  }
+  CHECK(napi_create_int32(env, fd, &fdv));
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_set_named_property(env, obj, "fd", fdv));
+  CHECK(napi_set_named_property(env, obj, "buffer", buffer));
+  CHECK(napi_set_named_property(env, obj, "handle", handle));
+  return obj;
+}
+
+/*
  * createShm(path, size, populate) -> { fd, buffer, handle }
  * O_CREAT|O_EXCL 0600, a shared flock (the reaper's "owner alive" test: it
  * is released by the kernel however the process dies), posix_fallocate (pages
@@ -286,41 +330,61 @@ static napi_value CreateShm(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_err(env, "ERR_TE_SHM_OS", e, "mmap", path);
   }
-  mapping_t *m = calloc(1, sizeof *m);
-  if (m == NULL) {
-    munmap(addr, size);
-    unlink(path);
-    close(fd);
-    return throw_err(env, "ERR_TE_SHM_OS", ENOMEM, "calloc", path);
-  }
-  m->addr = addr;
-  m->len = size;
-  m->fd = -1; /* the fd (and its lock) belongs to JS, which closes it on free */
-  m->refs = 1;
+  return owned_mapping(env, addr, size, fd, path, 1);
+}
 
-  napi_value buffer, handle, fdv, obj;
-  if (napi_create_external_arraybuffer(env, addr, size, finalize_mapping, m, &buffer) != napi_ok) {
-    munmap(addr, size);
-    free(m);
-    unlink(path);
+/*
+ * mapFile(path) -> { fd, buffer, handle, size }
+ * An existing regular file mapped MAP_SHARED read-write, for a store file
+ * segment whose bytes live in the file (they outlive the process: the page
+ * cache writes them back). An exclusive flock, released by the kernel however
+ * we die, keeps two providers from serving one file. Released with
+ * releaseOwned like a /dev/shm region; syncMapping flushes it first.
+ */
+static napi_value MapFile(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[4096];
+  if (get_args(env, info, 1, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return throw_err(env, "ERR_TE_SHM_OS", errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
     close(fd);
-    return throw_err(env, "ERR_TE_SHM_NAPI", 0, NULL, "cannot create an external ArrayBuffer over the mapping");
+    return throw_err(env, "ERR_TE_SHM_OS", e, "fstat", path);
   }
-  m->refs = 2; /* from here on both the buffer and the handle must be finalized */
-  int adopted;
-  handle = make_handle(env, m, &adopted);
-  if (handle == NULL) {
-    if (!adopted) m->refs = 1; /* only the buffer's finalizer will run */
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
     close(fd);
-    unlink(path);
-    return throw_err(env, "ERR_TE_SHM_NAPI", 0, NULL, "cannot create a mapping handle");
+    return throw_err(env, "ERR_TE_SHM_ARGS", 0, NULL, S_ISREG(st.st_mode) ? "the file is empty" : "not a regular file");
   }
-  CHECK(napi_create_int32(env, fd, &fdv));
-  CHECK(napi_create_object(env, &obj));
-  CHECK(napi_set_named_property(env, obj, "fd", fdv));
-  CHECK(napi_set_named_property(env, obj, "buffer", buffer));
-  CHECK(napi_set_named_property(env, obj, "handle", handle));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_err(env, "ERR_TE_SHM_OS", e, "flock", path);
+  }
+  size_t size = (size_t)st.st_size;
+  void *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) {
+    int e = errno;
+    close(fd);
+    return throw_err(env, "ERR_TE_SHM_OS", e, "mmap", path);
+  }
+  napi_value obj = owned_mapping(env, addr, size, fd, path, 0);
+  if (obj == NULL) return NULL;
+  napi_value sz;
+  CHECK(napi_create_double(env, (double)size, &sz));
+  CHECK(napi_set_named_property(env, obj, "size", sz));
   return obj;
+}
+
+/* syncMapping(handle): msync(MS_SYNC) of an owned mapping still mapped (a no-op after release). */
+static napi_value SyncMapping(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  mapping_t *m = get_mapping(env, argv[0], 0);
+  if (m == NULL || m->unmapped) return NULL;
+  if (msync(m->addr, m->len, MS_SYNC) != 0) return throw_err(env, "ERR_TE_SHM_OS", errno, "msync", "cannot flush the mapping");
+  return NULL;
 }
 
 /*
@@ -602,6 +666,8 @@ NAPI_MODULE_INIT() {
       {"allocAligned", NULL, AllocAligned, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addressModulo", NULL, AddressModulo, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sigbusGuardInstalled", NULL, SigbusGuardInstalled, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mapFile", NULL, MapFile, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncMapping", NULL, SyncMapping, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -34,6 +34,10 @@ export interface ShmNative {
   allocAligned(size: number, alignment: number): ArrayBuffer;
   addressModulo(view: ArrayBuffer | ArrayBufferView, modulus: number): number;
   sigbusGuardInstalled(): boolean;
+  /** An existing regular file, flock(LOCK_EX), mapped MAP_SHARED read-write (a store file segment). */
+  mapFile(path: string): OwnedMapping & { size: number };
+  /** msync(MS_SYNC) of an owned mapping; a no-op once released. */
+  syncMapping(handle: NativeHandle): void;
 }
 
 /** peerCopy flag, tests only: skip the fstat pre-check so the SIGBUS guard itself is exercised. */

@@ -37,6 +37,7 @@ import { RpcClient } from './rpc-client.js';
 import { parseSize } from './sizes.js';
 import { StagingBuffer } from './staging.js';
 import { StoreError, checkVersion, storeError } from './store-errors.js';
+import { MappedFile } from './file-segment.js';
 import { ReplicaIO, objectSize } from './replica-io.js';
 
 export { ReplicateConfig };
@@ -142,6 +143,8 @@ export class MooncakeDistributedStore {
   private readonly registered = new Map<number, number>();
   /** Memory the store registered itself (local buffer, segment): unregistered at close from an engine not ours. */
   private readonly ownMemory: number[] = [];
+  /** Files mounted as segments, by the path given: the mapping, its address, its segment. */
+  private readonly files = new Map<string, { file: MappedFile; base: number; segment: Segment }>();
 
   constructor(private readonly options: StoreOptions = {}) {}
 
@@ -222,6 +225,91 @@ export class MooncakeDistributedStore {
       }
     } catch (e) {
       return this.fail('setup', e);
+    }
+  }
+
+  /**
+   * Python's `setup_with_files` (seed 004): setup with no memory segment, then
+   * every file in `files` mounted as a segment (mountFileSegment). Any file
+   * that cannot be mounted fails the whole setup.
+   */
+  async setupWithFiles(
+    localHostname: string,
+    metadataServer: string,
+    files: readonly string[],
+    localBufferSize: number | bigint | string = DEFAULT_SEGMENT,
+    protocol = 'tcp',
+    protocolArg = '',
+    masterServerAddr = DEFAULT_MASTER,
+  ): Promise<number> {
+    if (!Array.isArray(files) || files.some((f) => typeof f !== 'string')) throw new TypeError('setupWithFiles(): files must be an array of paths');
+    const rc = await this.setup(localHostname, metadataServer, 0, localBufferSize, protocol, protocolArg, masterServerAddr);
+    if (rc !== StoreErrorCode.OK) return rc;
+    for (const f of files) {
+      const m = await this.mountFileSegment(f);
+      if (m !== StoreErrorCode.OK) {
+        const err = this.lastError;
+        await this.close();
+        this.lastError = err;
+        return m;
+      }
+    }
+    return StoreErrorCode.OK;
+  }
+
+  /**
+   * Mount the file at `path` (existing, non-empty, regular, writable) as a
+   * segment of the store: the master places replicas in it, and any client
+   * reads and writes them through our data port. Its objects outlive this
+   * process: mounting the same file again (here or after a restart) gives them
+   * back, as far as the master (ours) still holds them. 0, or a negative code.
+   */
+  async mountFileSegment(path: string): Promise<number> {
+    let mapped: MappedFile | null = null;
+    let base = 0;
+    try {
+      const { engine, membership } = this.ready();
+      if (this.files.has(path)) throw new StoreError(StoreErrorCode.SEGMENT_ALREADY_EXISTS, `file ${path} is mounted already`);
+      try {
+        mapped = MappedFile.open(path);
+      } catch (e) {
+        // Another process (a provider still alive) serves the file: the segment exists already.
+        if (e instanceof TransferEngineError && e.code === ErrorCode.REGION_BUSY) throw new StoreError(StoreErrorCode.SEGMENT_ALREADY_EXISTS, e.message, e);
+        throw e;
+      }
+      base = engine.registerLocalMemory(mapped.memory, '*');
+      await engine.flushMetadata(); // peers must find the segment before the master hands it out
+      const segment: Segment = { id: mapped.id, name: this.hostname, base: BigInt(base), size: BigInt(mapped.size), teEndpoint: engine.segmentName, protocol: 'tcp', hostId: '' };
+      await this.overRpc(this.rpc!, 'MountSegment', () => membership.mount(segment));
+      this.files.set(path, { file: mapped, base, segment });
+      return StoreErrorCode.OK;
+    } catch (e) {
+      if (base) this.engine?.unregisterLocalMemory(base);
+      mapped?.close();
+      return this.fail('mountFileSegment', e);
+    }
+  }
+
+  /**
+   * Unmount a file mounted with mountFileSegment: no new replicas go there,
+   * and the file is flushed and released. Our master keeps its objects for a
+   * later mount of the same file; Mooncake's drops them. 0, or a negative code.
+   */
+  async unmountFileSegment(path: string): Promise<number> {
+    try {
+      const { engine, membership } = this.ready();
+      const f = this.files.get(path);
+      if (!f) throw new StoreError(StoreErrorCode.SEGMENT_NOT_FOUND, `file ${path} is not mounted`);
+      this.files.delete(path);
+      try {
+        await this.overRpc(this.rpc!, 'UnmountSegment', () => membership.unmount(f.segment.id));
+      } finally {
+        engine.unregisterLocalMemory(f.base);
+        f.file.close();
+      }
+      return StoreErrorCode.OK;
+    } catch (e) {
+      return this.fail('unmountFileSegment', e);
     }
   }
 
@@ -780,6 +868,16 @@ export class MooncakeDistributedStore {
       }
     }
     this.ownMemory.length = 0;
+    // After the engine stopped serving them: flushed, unmapped, unlocked.
+    for (const f of this.files.values()) {
+      try {
+        if (!this.ownsEngine) this.engine?.unregisterLocalMemory(f.base);
+      } catch {
+        /* the engine was closed by its owner meanwhile */
+      }
+      f.file.close();
+    }
+    this.files.clear();
     this.engine = null;
     this.registered.clear();
     this.portHolder?.close();

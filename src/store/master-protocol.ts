@@ -93,6 +93,19 @@ const errorCode: Codec<number> = i32;
 export const UUID = struct({ first: u64, second: u64 }, { packAlign: 8, align: 8 });
 export type UUID = Infer<typeof UUID>;
 
+/**
+ * Ours, not Mooncake's: the second half of the id of every segment that is a
+ * mounted file ("TEFILESG" in ASCII; src/store/file-segment.ts). Our master
+ * keeps the objects of such a segment when its provider leaves (they are in
+ * the file) and drops those of any other. A random 128-bit id of a Mooncake
+ * client carries it with odds of 2^-64.
+ */
+export const FILE_SEGMENT_TAG = 0x5445_4649_4c45_5347n;
+
+export function isFileSegmentId(id: UUID): boolean {
+  return id.second === FILE_SEGMENT_TAG;
+}
+
 export const Segment = struct({
   id: UUID,
   /** Logical name (what preferred_segment names): the client's local hostname `host:port`. */

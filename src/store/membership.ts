@@ -86,6 +86,15 @@ export class Membership {
     }
   }
 
+  /** UnmountSegment of one mounted segment; it is no longer remounted. Throws the master's error. */
+  async unmount(segmentId: UUID): Promise<void> {
+    const i = this.segments.findIndex((s) => s.id.first === segmentId.first && s.id.second === segmentId.second);
+    if (i < 0) return;
+    const [segment] = this.segments.splice(i, 1);
+    const r = await this.rpc.call(Master.UnmountSegment, [segmentId, this.clientId]);
+    if (!r.ok) throw storeError(r.error, `UnmountSegment of ${segment!.name}`);
+  }
+
   /** Stop pinging; then, unless `unmount` is false, unmount every segment (failures are reported, not thrown). */
   async stop(unmount = true): Promise<void> {
     this.stopped = true;

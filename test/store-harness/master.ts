@@ -1,6 +1,7 @@
 /**
- * The real `mooncake_master` of the pinned wheel, for store tests: the binary itself (not the
- * .venv/bin wrapper, which would be orphaned by a signal), on free loopback ports, with its
+ * A Store master process for store tests: the real `mooncake_master` of the pinned wheel (the
+ * binary itself, not the .venv/bin wrapper, which would be orphaned by a signal), or ours
+ * (`transfer-engine master`, given the same flags), on free loopback ports, with its
  * embedded HTTP metadata server. The command line is the one test/store/CAPTURES.md recorded,
  * minus the 1 s lease (opt in with `leaseTtlMs`).
  *
@@ -8,6 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { mooncakeBinary, mooncakeEnv } from '../interop/mooncake.js';
 import { freePort } from '../servers.js';
 
@@ -46,7 +48,18 @@ export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'S
   clearTimeout(t);
 }
 
+/** Which master: the wheel's `mooncake_master`, or ours (`transfer-engine master`, same flags). */
+export type MasterKind = 'mooncake' | 'ours';
+
+/** Both, for suites that run against each. */
+export const MASTER_KINDS: readonly MasterKind[] = ['mooncake', 'ours'];
+
+/** Our CLI, as built by `npm run build:all` (this file runs from dist/test/store-harness). */
+const OUR_CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
 export interface MasterOptions {
+  /** Default 'mooncake'. */
+  kind?: MasterKind;
   /** `--default_kv_lease_ttl` in ms (the master's default is 10000). */
   leaseTtlMs?: number;
   /** `--client_ttl` in s: how long a client without a Ping keeps its segments (default 10). */
@@ -85,6 +98,7 @@ export class MooncakeMaster {
   private output = '';
 
   private constructor(
+    readonly kind: MasterKind,
     readonly rpcPort: number,
     readonly httpPort: number,
     readonly metricsPort: number,
@@ -97,8 +111,9 @@ export class MooncakeMaster {
     const rpcPort = opts.port ?? (await freePort());
     const httpPort = http ? await distinctFreePort([rpcPort]) : 0;
     const metricsPort = await distinctFreePort([rpcPort, httpPort]);
+    const kind = opts.kind ?? 'mooncake';
     const argv = [
-      mooncakeBinary('mooncake_master'),
+      ...(kind === 'mooncake' ? [mooncakeBinary('mooncake_master')] : [process.execPath, OUR_CLI, 'master']),
       `--rpc_port=${rpcPort}`,
       '--rpc_address=127.0.0.1',
       // The admin/metrics server defaults to 0.0.0.0:9003: a free loopback port avoids clashes.
@@ -113,7 +128,7 @@ export class MooncakeMaster {
       '--logtostderr=1',
       ...(opts.extraArgs ?? []),
     ];
-    const m = new MooncakeMaster(rpcPort, httpPort, metricsPort, argv);
+    const m = new MooncakeMaster(kind, rpcPort, httpPort, metricsPort, argv);
     await m.launch();
     return m;
   }
@@ -176,7 +191,7 @@ export class MooncakeMaster {
     const keep = (d: Buffer): void => this.note(d.toString(), false);
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
-    child.once('exit', (code, sig) => this.note(`--- harness: mooncake_master exited (${sig ?? code})`));
+    child.once('exit', (code, sig) => this.note(`--- harness: ${this.kind} master exited (${sig ?? code})`));
     try {
       await this.waitReady(child);
     } catch (e) {
@@ -188,10 +203,10 @@ export class MooncakeMaster {
   private async waitReady(child: ChildProcess): Promise<void> {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
-      if (!isAlive(child)) throw new Error(`mooncake_master exited before it was ready:\n${this.output}`);
+      if (!isAlive(child)) throw new Error(`${this.kind} master exited before it was ready:\n${this.output}`);
       const rpc = await canConnect(this.rpcPort);
       if (rpc && (!this.httpPort || (await metadataAnswers(this.metadataUrl)))) return;
-      if (Date.now() > deadline) throw new Error(`mooncake_master was not ready within ${READY_TIMEOUT_MS} ms:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`${this.kind} master was not ready within ${READY_TIMEOUT_MS} ms:\n${this.output}`);
       await sleep(100);
     }
   }

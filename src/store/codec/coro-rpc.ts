@@ -81,6 +81,9 @@ export function encodeResponse(seq: number, errCode: number, body: Uint8Array): 
   return out;
 }
 
+/** The attachment of (almost) every frame: none. Frozen-length, shared. */
+const NO_BYTES = new Uint8Array(0);
+
 export interface FrameDecoderOptions {
   /** Largest body plus attachment accepted; a larger length is a protocol error before anything is buffered. */
   maxFrame: number;
@@ -107,13 +110,34 @@ abstract class FrameDecoder<F> {
   }
 
   push(chunk: Uint8Array): F[] {
+    const { frames, error } = this.pushUntilError(chunk);
+    if (error !== null) throw error;
+    return frames;
+  }
+
+  /**
+   * As push(), but a protocol error ends the frames instead of discarding
+   * them: the frames complete before the bad header, and the error. A server
+   * answers those frames before it closes, as Mooncake's master does, however
+   * the bytes were segmented.
+   */
+  pushUntilError(chunk: Uint8Array): { frames: F[]; error: unknown } {
+    const out: F[] = [];
+    try {
+      this.consume(chunk, out);
+      return { frames: out, error: null };
+    } catch (e) {
+      return { frames: out, error: e };
+    }
+  }
+
+  private consume(chunk: Uint8Array, out: F[]): void {
     if (chunk.length > 0) {
-      this.chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+      this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
       this.buffered += chunk.length;
     }
-    const out: F[] = [];
     for (;;) {
-      if (this.buffered < this.headerSize) return out;
+      if (this.buffered < this.headerSize) return;
       const head = this.peek(this.headerSize);
       if (head[0] !== MAGIC) throw teError(ErrorCode.PROTOCOL_ERROR, `coro_rpc: bad magic 0x${head[0]!.toString(16)} (not a coro_rpc peer, or out of step)`);
       if (head[1] !== VERSION) throw teError(ErrorCode.PROTOCOL_ERROR, `coro_rpc: unknown protocol version ${head[1]}`);
@@ -122,7 +146,7 @@ abstract class FrameDecoder<F> {
         throw teError(ErrorCode.FRAME_TOO_LARGE, `coro_rpc: a frame of ${bodyLen + attachLen} bytes exceeds the ${this.options.maxFrame}-byte limit`);
       }
       const total = this.headerSize + bodyLen + attachLen;
-      if (this.buffered < total) return out;
+      if (this.buffered < total) return;
       const frame = this.take(total);
       out.push(this.frame(frame, bodyLen, attachLen));
     }
@@ -140,11 +164,14 @@ abstract class FrameDecoder<F> {
 
   private take(n: number): Buffer {
     const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const frame = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
     this.buffered -= n;
-    return frame;
+    // The common case, one chunk holding exactly the frame: no views made.
+    if (all.length === n) {
+      this.chunks = [];
+      return all;
+    }
+    this.chunks = [all.subarray(n)];
+    return all.subarray(0, n);
   }
 }
 
@@ -159,7 +186,7 @@ export class ResponseDecoder extends FrameDecoder<ResponseFrame> {
 
   protected frame(b: Buffer, bodyLen: number, attachLen: number): ResponseFrame {
     const body = b.subarray(RESPONSE_HEADER_SIZE, RESPONSE_HEADER_SIZE + bodyLen);
-    return { seq: b.readUInt32LE(4), errCode: b[2]!, body, attachment: b.subarray(RESPONSE_HEADER_SIZE + bodyLen, RESPONSE_HEADER_SIZE + bodyLen + attachLen) };
+    return { seq: b.readUInt32LE(4), errCode: b[2]!, body, attachment: attachLen === 0 ? NO_BYTES : b.subarray(RESPONSE_HEADER_SIZE + bodyLen, RESPONSE_HEADER_SIZE + bodyLen + attachLen) };
   }
 }
 
@@ -179,7 +206,7 @@ export class RequestDecoder extends FrameDecoder<RequestFrame> {
       seq: b.readUInt32LE(4),
       functionId: b.readUInt32LE(8),
       body,
-      attachment: b.subarray(REQUEST_HEADER_SIZE + bodyLen, REQUEST_HEADER_SIZE + bodyLen + attachLen),
+      attachment: attachLen === 0 ? NO_BYTES : b.subarray(REQUEST_HEADER_SIZE + bodyLen, REQUEST_HEADER_SIZE + bodyLen + attachLen),
     };
   }
 }

@@ -53,8 +53,10 @@ export class Writer {
   /** Fixed-width integer of `bytes` bytes, little-endian (two's complement for negatives). */
   int(v: number | bigint, bytes: 1 | 2 | 4 | 8): void {
     this.room(bytes);
-    if (bytes === 8) this.buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), this.pos);
-    else this.buf.writeUIntLE(Number(BigInt.asUintN(bytes * 8, BigInt(v))), this.pos, bytes);
+    if (bytes === 8) this.buf.writeBigUInt64LE(typeof v === 'bigint' && v >= 0n ? v : BigInt.asUintN(64, BigInt(v)), this.pos);
+    // Numbers up to 32 bits without BigInt: every request and reply writes several of these.
+    else if (typeof v === 'number') this.buf.writeUIntLE(v < 0 ? v + 2 ** (bytes * 8) : v, this.pos, bytes);
+    else this.buf.writeUIntLE(Number(BigInt.asUintN(bytes * 8, v)), this.pos, bytes);
     this.pos += bytes;
   }
 
@@ -122,9 +124,16 @@ export class Reader {
     return u >= 2 ** (bits - 1) ? u - 2 ** bits : u;
   }
 
+  private dv: DataView | undefined;
+
+  /** One view for the whole message, made on the first 64-bit or float read. */
+  private view(): DataView {
+    return (this.dv ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength));
+  }
+
   u64(what: string): bigint {
     this.need(8, what);
-    const v = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.pos, 8).readBigUInt64LE(0);
+    const v = this.view().getBigUint64(this.pos, true);
     this.pos += 8;
     return v;
   }
@@ -135,14 +144,14 @@ export class Reader {
 
   f64(what: string): number {
     this.need(8, what);
-    const v = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.pos, 8).readDoubleLE(0);
+    const v = this.view().getFloat64(this.pos, true);
     this.pos += 8;
     return v;
   }
 
   f32(what: string): number {
     this.need(4, what);
-    const v = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.pos, 4).readFloatLE(0);
+    const v = this.view().getFloat32(this.pos, true);
     this.pos += 4;
     return v;
   }
@@ -519,6 +528,13 @@ export function encodeMessage<T>(codec: Codec<T>, value: T, options: EncodeOptio
   return w.finish();
 }
 
+/** `got` is `want` and its terminating 00 (a byte loop: no Buffer objects on the hot path of every request). */
+function sameLayout(got: Uint8Array, want: Uint8Array): boolean {
+  if (got[want.length] !== 0) return false;
+  for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) return false;
+  return true;
+}
+
 /**
  * Decode a whole message as `codec`: the hash must be the codec's, a layout
  * string (if present) must equal its layout byte for byte, and compatible
@@ -540,9 +556,7 @@ export function decodeMessage<T>(codec: Codec<T>, buf: Uint8Array, what = 'messa
     width = ([1, 2, 4, 8] as const)[(meta >> 3) & 0b11]!;
     if (meta & METAINFO_LAYOUT) {
       const layout = head.bytes(codec.layout.length + 1, `${what}: layout string`);
-      if (layout[codec.layout.length] !== 0 || !Buffer.from(layout.subarray(0, codec.layout.length)).equals(Buffer.from(codec.layout))) {
-        malformed(`${what}: the layout string differs from the expected type's`);
-      }
+      if (!sameLayout(layout, codec.layout)) malformed(`${what}: the layout string differs from the expected type's`);
     }
   }
   return codec.read(new Reader(buf, width, head.pos));

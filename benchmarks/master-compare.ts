@@ -1,0 +1,125 @@
+/**
+ * `npm run bench:master`: our Store master (`transfer-engine master`) against
+ * the wheel's `mooncake_master`, with the same client: the wheel's Python
+ * MooncakeDistributedStore running benchmarks/store/master_bench.py. Rounds
+ * alternate the masters (M O, O M, ...) so drift hits both alike; each round
+ * starts a fresh master. Per operation: the median rate over the rounds with
+ * its spread (min-max), the ratio ours/Mooncake, and the median per-call p50
+ * and p99 latency. Small operations are calls per second (`exist` is a master
+ * call and nothing else; put_small and get_small add a 64 B local copy); the
+ * 1 MiB ones MiB/s. It refreshes its table in BENCHMARKS.md between its markers.
+ *
+ *   node dist/benchmarks/master-compare.js [--rounds 5] [--small 2000] [--large 64]
+ *     [--max-load 0.8] [--idle-wait 600] [--no-update] [--json FILE]
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { ensureInteropEnv, mooncakeEnv, PYTHON } from '../test/interop/mooncake.js';
+import { MooncakeMaster, type MasterKind } from '../test/store-harness/master.js';
+import { median, updateBenchmarksMd, waitIdle } from './lib.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SCRIPT = path.join(ROOT, 'benchmarks', 'store', 'master_bench.py');
+const BEGIN = '<!-- bench:master:begin -->';
+const END = '<!-- bench:master:end -->';
+const SECTION = '## Store master: ours against mooncake_master (issue 18)';
+const MiB = 1024 * 1024;
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    small: { type: 'string', default: '2000' },
+    large: { type: 'string', default: '64' },
+    'max-load': { type: 'string', default: '0.8' },
+    'idle-wait': { type: 'string', default: '600' },
+    'no-update': { type: 'boolean', default: false },
+    json: { type: 'string' },
+  },
+});
+const rounds = Number(values.rounds);
+const small = Number(values.small);
+const large = Number(values.large);
+
+interface OpResult {
+  op: string;
+  n: number;
+  seconds: number;
+  p50_us: number;
+  p99_us: number;
+  bytes: number;
+}
+
+const OPS = ['exist', 'put_small', 'get_small', 'put_1m', 'get_1m'] as const;
+const log = (msg: string): void => {
+  process.stderr.write(`[master-compare] ${msg}\n`);
+};
+
+function runClient(master: MooncakeMaster): Promise<OpResult[]> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      PYTHON,
+      [SCRIPT, master.address, master.metadataUrl, String(small), String(large)],
+      { env: mooncakeEnv({ MC_TCP_BIND_ADDRESS: '127.0.0.1' }), timeout: 600_000, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`master_bench.py against ${master.kind}: ${err.message}\n${stderr.slice(-2000)}`));
+        else resolve(stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as OpResult));
+      },
+    );
+  });
+}
+
+/** Calls/s for small ops, MiB/s for 1 MiB ones. */
+const rate = (r: OpResult): number => (r.bytes > 0 ? r.bytes / MiB / r.seconds : r.n / r.seconds);
+
+async function main(): Promise<void> {
+  const skip = ensureInteropEnv();
+  if (skip) throw new Error(`the pinned wheel is needed: ${skip}`);
+  const load = await waitIdle(Number(values['max-load']), Number(values['idle-wait']), log);
+  const results: Record<MasterKind, Record<string, OpResult[]>> = { mooncake: {}, ours: {} };
+  for (let r = 0; r < rounds; r++) {
+    const order: MasterKind[] = r % 2 === 0 ? ['mooncake', 'ours'] : ['ours', 'mooncake'];
+    for (const kind of order) {
+      const master = await MooncakeMaster.start({ kind });
+      try {
+        for (const res of await runClient(master)) (results[kind][res.op] ??= []).push(res);
+      } finally {
+        await master.stop();
+      }
+      log(`round ${r + 1}/${rounds} ${kind}: done`);
+    }
+  }
+  const rows: string[] = [
+    `| operation | unit | mooncake_master (median, min-max) | ours (median, min-max) | ours / Mooncake | p50 / p99 us Mooncake | p50 / p99 us ours |`,
+    '|---|---|---:|---:|---:|---:|---:|',
+  ];
+  const summary: Record<string, unknown> = {};
+  for (const op of OPS) {
+    const m = results.mooncake[op] ?? [];
+    const o = results.ours[op] ?? [];
+    const mr = m.map(rate);
+    const or = o.map(rate);
+    const unit = op.endsWith('1m') ? 'MiB/s' : 'calls/s';
+    const f = (xs: number[]): string => `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
+    const lat = (xs: OpResult[]): string => `${median(xs.map((x) => x.p50_us)).toFixed(0)} / ${median(xs.map((x) => x.p99_us)).toFixed(0)}`;
+    const ratio = median(or) / median(mr);
+    rows.push(`| ${op} | ${unit} | ${f(mr)} | ${f(or)} | ${ratio.toFixed(2)}x | ${lat(m)} | ${lat(o)} |`);
+    summary[op] = { unit, mooncake: mr, ours: or, ratio, mooncakeLatency: m.map((x) => [x.p50_us, x.p99_us]), oursLatency: o.map((x) => [x.p50_us, x.p99_us]) };
+  }
+  const text = [
+    `Command: \`npm run bench:master -- --rounds ${rounds} --small ${small} --large ${large}\` (${new Date().toISOString().slice(0, 10)}, 1-min load ${load.toFixed(2)} at start).`,
+    `Client: the wheel's Python MooncakeDistributedStore (benchmarks/store/master_bench.py), one 512 MiB segment, on loopback; a fresh master per round, rounds alternating.`,
+    '',
+    ...rows,
+  ].join('\n');
+  process.stdout.write(`${text}\n`);
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify({ rounds, small, large, load, summary }, null, 2));
+  if (!values['no-update']) updateBenchmarksMd(ROOT, BEGIN, END, SECTION, text, log);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exitCode = 1;
+});

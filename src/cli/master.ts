@@ -1,0 +1,134 @@
+/**
+ * `transfer-engine master`: a Mooncake Store master on the wire of the
+ * wheel's `mooncake_master` (src/master/), with its flags under their
+ * Mooncake names (either `_` or `-` spelling). Serves until SIGINT/SIGTERM.
+ */
+import { DEFAULT_MASTER_CONFIG, type MasterConfig } from '../master/config.js';
+import { StoreMaster } from '../master/master.js';
+import { formatFlagHelp, parseFlags, UsageError, type FlagSpecs } from './args.js';
+import { untilStopSignal } from './signals.js';
+
+export const MASTER_FLAGS = {
+  rpc_port: { type: 'integer', description: 'port of the master RPC service; 0 picks a free one (with --port unset)', defaultText: '50051 (--port)' },
+  port: { type: 'integer', description: 'deprecated spelling of --rpc_port (Mooncake keeps it)', defaultText: '50051' },
+  rpc_address: { type: 'string', description: 'address the RPC service listens on', defaultText: '0.0.0.0' },
+  default_kv_lease_ttl: { type: 'string', description: 'read lease granted with each replica list: ms, or a duration (500ms, 10s, 1m, 1h)', defaultText: '10000' },
+  default_kv_soft_pin_ttl: { type: 'string', description: 'soft pin TTL when a put enables one without a TTL (ms or duration)', defaultText: '1800000' },
+  max_kv_soft_pin_ttl: { type: 'string', description: 'largest soft pin TTL a put may ask for (ms or duration)', defaultText: '86400000' },
+  allow_evict_soft_pinned_objects: { type: 'boolean', description: 'evict soft-pinned objects when nothing else can go', defaultText: 'true' },
+  eviction_high_watermark_ratio: { type: 'number', description: 'used/capacity above which eviction starts (0 < r <= 1)', defaultText: '0.9' },
+  eviction_ratio: { type: 'number', description: 'share of the capacity one eviction round frees (0 <= r < 1)', defaultText: '0.05' },
+  client_ttl: { type: 'integer', description: 'seconds a client may go without a ping before its segments are unmounted', defaultText: '10' },
+  put_start_discard_timeout_sec: { type: 'integer', description: 'seconds after which an unfinished put no longer blocks its key', defaultText: '30' },
+  put_start_release_timeout_sec: { type: 'integer', description: 'seconds after which the space of an unfinished put is reused', defaultText: '600' },
+  enable_http_metadata_server: { type: 'boolean', description: 'also serve the HTTP metadata server (engines use http://HOST:PORT/metadata)', defaultText: 'false' },
+  http_metadata_server_port: { type: 'integer', description: 'port of the HTTP metadata server', defaultText: '8080' },
+  http_metadata_server_host: { type: 'string', description: 'address of the HTTP metadata server', defaultText: '0.0.0.0' },
+  metadata_data_dir: { type: 'string', description: 'persist the HTTP metadata server in this directory (as metadata-server --data_dir)', defaultText: 'none: memory only' },
+  metrics_port: { type: 'integer', description: 'port serving /metrics (Prometheus) and /health; -1: none', defaultText: '9003' },
+  metrics_host: { type: 'string', description: 'address serving /metrics and /health', defaultText: '0.0.0.0' },
+  max_connections: { type: 'integer', description: 'RPC connections served at once; more are closed at accept', defaultText: String(DEFAULT_MASTER_CONFIG.maxConnections) },
+  json: { type: 'boolean', description: 'print the ready line as one JSON object' },
+  // Accepted so mooncake_master command lines keep working; they change nothing here.
+  enable_metric_reporting: { type: 'boolean', description: "accepted for mooncake_master command lines (our metrics are served, not logged)" },
+  logtostderr: { type: 'boolean', description: 'accepted for mooncake_master command lines (we log to stderr always)' },
+} as const satisfies FlagSpecs;
+
+export const MASTER_HELP = `Usage: transfer-engine master [flags]
+
+A Mooncake Store master: Mooncake's Python and C++ store clients (the
+mooncake-transfer-engine wheel, 0.3.13.post1) and transfer-engine/store use
+it as they use mooncake_master (master_server_addr HOST:PORT). Flags take
+mooncake_master's names, with _ or -.
+
+Flags:
+${formatFlagHelp(MASTER_FLAGS)}
+`;
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { '': 1, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Milliseconds from "10000", "500ms", "10s", "1m" or "1h" (mooncake_master's duration flags). */
+export function parseDurationMs(flag: string, text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(text);
+  const unit = DURATION_UNITS[(m?.[2] ?? '').toLowerCase()];
+  const v = m && unit !== undefined ? Number(m[1]) * unit : NaN;
+  if (!Number.isFinite(v) || !Number.isSafeInteger(Math.round(v))) throw new UsageError(`--${flag}=${text}: not a duration (examples: 10000, 500ms, 10s, 1m, 1h)`);
+  return Math.round(v);
+}
+
+function port(flag: string, v: number, allowNone = false): number {
+  if ((allowNone && v === -1) || (v >= 0 && v <= 65535)) return v;
+  throw new UsageError(`--${flag}=${v}: not a port number`);
+}
+
+/** The master's settings from its flags; every mistake a UsageError. */
+export function masterConfigFromFlags(argv: readonly string[]): { config: Partial<MasterConfig>; help: boolean; json: boolean; metrics: { host: string; port: number } | null; http: { host: string; port: number; dataDir?: string } | null } {
+  const { flags: f, positionals, help } = parseFlags(argv, MASTER_FLAGS);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const ratio = (flag: string, v: number | undefined, lo: number, hi: number, loOpen: boolean): number | undefined => {
+    if (v === undefined) return undefined;
+    if (v > hi || v < lo || (loOpen && v === lo)) throw new UsageError(`--${flag}=${v}: must be in ${loOpen ? '(' : '['}${lo}, ${hi}]`);
+    return v;
+  };
+  const seconds = (flag: string, v: number | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    if (v < 0) throw new UsageError(`--${flag}=${v}: must not be negative`);
+    return v * 1000;
+  };
+  const duration = (flag: string, v: string | undefined): number | undefined => (v === undefined ? undefined : parseDurationMs(flag, v));
+  // mooncake_master: --rpc_port wins unless it is 0, then --port.
+  const rpcPort = f.rpc_port !== undefined && f.rpc_port !== 0 ? port('rpc_port', f.rpc_port) : f.port !== undefined ? port('port', f.port) : f.rpc_port ?? DEFAULT_MASTER_CONFIG.rpcPort;
+  const config: Partial<MasterConfig> = {
+    rpcPort,
+    rpcAddress: f.rpc_address,
+    leaseTtlMs: duration('default_kv_lease_ttl', f.default_kv_lease_ttl),
+    softPinTtlMs: duration('default_kv_soft_pin_ttl', f.default_kv_soft_pin_ttl),
+    maxSoftPinTtlMs: duration('max_kv_soft_pin_ttl', f.max_kv_soft_pin_ttl),
+    allowEvictSoftPinned: f.allow_evict_soft_pinned_objects,
+    evictionHighWatermark: ratio('eviction_high_watermark_ratio', f.eviction_high_watermark_ratio, 0, 1, true),
+    evictionRatio: ratio('eviction_ratio', f.eviction_ratio, 0, 0.999999, false),
+    clientTtlMs: seconds('client_ttl', f.client_ttl),
+    putStartDiscardMs: seconds('put_start_discard_timeout_sec', f.put_start_discard_timeout_sec),
+    putStartReleaseMs: seconds('put_start_release_timeout_sec', f.put_start_release_timeout_sec),
+    maxConnections: f.max_connections,
+  };
+  if (config.rpcAddress !== undefined && config.rpcAddress.length === 0) throw new UsageError('--rpc_address must not be empty');
+  if (config.clientTtlMs === 0) throw new UsageError('--client_ttl=0: every client would expire at once');
+  if (config.maxConnections !== undefined && config.maxConnections < 1) throw new UsageError(`--max_connections=${config.maxConnections}: must be at least 1`);
+  const metricsPort = port('metrics_port', f.metrics_port ?? 9003, true);
+  const metrics = metricsPort === -1 ? null : { host: f.metrics_host ?? '0.0.0.0', port: metricsPort };
+  if (f.metadata_data_dir !== undefined && !f.enable_http_metadata_server) throw new UsageError('--metadata_data_dir needs --enable_http_metadata_server');
+  const http = f.enable_http_metadata_server
+    ? {
+        host: f.http_metadata_server_host ?? '0.0.0.0',
+        port: port('http_metadata_server_port', f.http_metadata_server_port ?? 8080),
+        ...(f.metadata_data_dir ? { dataDir: f.metadata_data_dir } : {}),
+      }
+    : null;
+  return { config, help, json: f.json ?? false, metrics, http };
+}
+
+export async function runMaster(argv: readonly string[]): Promise<number> {
+  const parsed = masterConfigFromFlags(argv);
+  if (parsed.help) {
+    process.stdout.write(MASTER_HELP);
+    return 0;
+  }
+  const master = await StoreMaster.start({ ...parsed.config, metrics: parsed.metrics, httpMetadata: parsed.http });
+  const ready = {
+    event: 'master_ready',
+    rpc: `${master.config.rpcAddress}:${master.rpcPort}`,
+    rpcPort: master.rpcPort,
+    metricsPort: master.metricsPort,
+    metadataUrl: master.metadataUrl,
+    pid: process.pid,
+  };
+  if (parsed.json) process.stdout.write(`${JSON.stringify(ready)}\n`);
+  else {
+    const extra = [master.metadataUrl ? `metadata server ${master.metadataUrl}` : '', master.metricsPort !== null ? `metrics on port ${master.metricsPort}` : ''].filter(Boolean).join(', ');
+    process.stdout.write(`Store master listening on ${ready.rpc}${extra ? ` (${extra})` : ''}. Stop with Ctrl-C or SIGTERM.\n`);
+  }
+  await untilStopSignal();
+  await master.close();
+  return 0;
+}

@@ -1,0 +1,155 @@
+/**
+ * A coro_rpc server (docs/store-wire.md §1) over node:net: frames in,
+ * handlers by function id, replies in request order. It answers as the
+ * wheel's master does where a client can tell: an unknown function id gets
+ * errc 11 with Mooncake's message, arguments that do not decode get errc 4
+ * ("invalid rpc arg"), both with the connection kept; a bad magic, version
+ * or serialize type closes the connection without a reply. Beyond it: frames
+ * are bounded, a client that does not read its replies is paused rather than
+ * buffered without end, and the number of connections is capped.
+ */
+import net from 'node:net';
+import { teError, ErrorCode } from '../errors.js';
+import { encodeResponse, MAGIC, RequestDecoder, RpcErrc, type RequestFrame } from '../store/codec/coro-rpc.js';
+import { decodeMessage, encodeMessage, string } from '../store/codec/struct-pack.js';
+import { NO_ARGS } from '../store/master-protocol.js';
+import type { Handler } from './handlers.js';
+
+/** Unread replies held for one connection before we stop reading its requests. */
+const MAX_PENDING_REPLY_BYTES = 8 * 1024 * 1024;
+/** After a protocol error, how long the replies before it may take to leave before the connection is dropped. */
+const CLOSE_GRACE_MS = 5_000;
+
+export interface RpcServerOptions {
+  host: string;
+  port: number;
+  maxFrameBytes: number;
+  maxConnections: number;
+}
+
+/** What happened to one request, for metrics: the method name (or "unknown") and the outcome. */
+export type RequestObserver = (method: string, outcome: 'ok' | 'app_error' | 'bad_args' | 'unknown_function' | 'exception', errorCode?: number) => void;
+
+export class RpcServer {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  port = 0;
+  /** Connections closed for a protocol violation (bad magic, version, serialize type, oversized frame). */
+  protocolErrors = 0;
+
+  private constructor(
+    private readonly handlers: ReadonlyMap<number, Handler>,
+    private readonly options: RpcServerOptions,
+    private readonly observe: RequestObserver,
+  ) {
+    this.server = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    this.server.maxConnections = options.maxConnections;
+  }
+
+  static async start(handlers: ReadonlyMap<number, Handler>, options: RpcServerOptions, observe: RequestObserver = () => {}): Promise<RpcServer> {
+    const s = new RpcServer(handlers, options, observe);
+    await new Promise<void>((resolve, reject) => {
+      s.server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          e.code === 'EADDRINUSE'
+            ? teError(ErrorCode.PORT_IN_USE, `master RPC port ${options.port} on ${options.host} is already in use (--rpc_port)`, e)
+            : teError(ErrorCode.INVALID_ARGUMENT, `master cannot listen on ${options.host}:${options.port}: ${e.message} (--rpc_address, --rpc_port)`, e),
+        ),
+      );
+      s.server.listen({ host: options.host, port: options.port, exclusive: true }, () => resolve());
+    });
+    const addr = s.server.address();
+    s.port = typeof addr === 'object' && addr ? addr.port : options.port;
+    return s;
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+
+  private accept(sock: net.Socket): void {
+    this.sockets.add(sock);
+    sock.once('close', () => this.sockets.delete(sock));
+    sock.on('error', () => {}); // a reset peer: 'close' follows; nothing to report to anyone
+    const decoder = new RequestDecoder({ maxFrame: this.options.maxFrameBytes });
+    let first = true;
+    let broken = false;
+    sock.on('data', (chunk: Buffer) => {
+      if (broken) return; // closing: what follows a protocol error is never looked at
+      // Mooncake checks a connection's first byte as the magic at once, before a whole header is in.
+      const { frames, error } = first && chunk[0] !== MAGIC ? { frames: [] as RequestFrame[], error: true } : decoder.pushUntilError(chunk);
+      first = false;
+      if (frames.length > 0) {
+        const replies = frames.map((f) => this.answer(f));
+        sock.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+      }
+      if (error !== null) {
+        // Out of step (bad magic, version, serialize type, or a frame over the limit): close, as Mooncake
+        // does, after the replies to the requests before it, however the bytes were segmented.
+        broken = true;
+        this.protocolErrors++;
+        if (sock.writableLength === 0) {
+          sock.destroy();
+          return;
+        }
+        sock.end();
+        const t = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
+        t.unref();
+        sock.once('close', () => clearTimeout(t));
+        return;
+      }
+      if (frames.length === 0) return;
+      if (sock.writableLength > MAX_PENDING_REPLY_BYTES) {
+        sock.pause();
+        sock.once('drain', () => sock.resume());
+      }
+    });
+  }
+
+  private answer(frame: RequestFrame): Buffer {
+    const h = this.handlers.get(frame.functionId);
+    if (!h) {
+      this.observe('unknown', 'unknown_function');
+      return errorReply(frame.seq, RpcErrc.FUNCTION_NOT_REGISTERED, 'the rpc function not registered');
+    }
+    const name = h.method.name;
+    let args: unknown;
+    try {
+      args = h.method.args === NO_ARGS ? null : decodeMessage(h.method.args, frame.body, `${name} arguments`);
+    } catch {
+      this.observe(name, 'bad_args');
+      return errorReply(frame.seq, RpcErrc.INVALID_RPC_ARGUMENTS, 'invalid rpc arg');
+    }
+    let result: unknown;
+    try {
+      result = h.call(args);
+    } catch (e) {
+      // A handler bug must not take the master down: the caller gets coro_rpc's "handler threw".
+      this.observe(name, 'exception');
+      return errorReply(frame.seq, RpcErrc.RPC_THROW_EXCEPTION, e instanceof Error ? e.message : String(e));
+    }
+    const error = applicationError(result);
+    this.observe(name, error === undefined ? 'ok' : 'app_error', error);
+    return encodeResponse(frame.seq, RpcErrc.OK, encodeMessage(h.method.result, result));
+  }
+}
+
+/** The error code of a failed tl::expected result (a batch's first failure), for metrics. */
+function applicationError(result: unknown): number | undefined {
+  const one = Array.isArray(result) ? result.find((r) => isFailure(r)) : result;
+  return isFailure(one) ? one.error : undefined;
+}
+
+function isFailure(r: unknown): r is { ok: false; error: number } {
+  return typeof r === 'object' && r !== null && 'ok' in r && r.ok === false && 'error' in r && typeof r.error === 'number';
+}
+
+function errorReply(seq: number, errc: number, message: string): Buffer {
+  return encodeResponse(seq, errc, encodeMessage(string, message));
+}
