@@ -15,6 +15,8 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -164,7 +166,7 @@ test("store-bench options: Mooncake's defaults (but tcp), underscores or dashes,
   assert.deepEqual(o, {
     role: 'prefill', protocol: 'tcp', deviceName: 'erdma_0', localHostname: 'localhost', metadataServer: 'http://127.0.0.1:8080/metadata',
     masterServer: 'localhost:50051', globalSegmentSize: 10000 * 1024 * 1024, localBufferSize: 512 * 1024 * 1024, maxRequests: 1200,
-    valueLength: 4 * 1024 * 1024, batchSize: 1, waitTimeS: 20, numWorkers: 1, detailedStats: false, json: false, verify: false,
+    valueLength: 4 * 1024 * 1024, batchSize: 1, waitTimeS: 20, numWorkers: 1, detailedStats: false, json: false, verify: false, files: null,
   });
   const d = resolveStoreBenchOptions(parseFlags(['--role', 'decode', '--max_requests=10', '--batch-size', '4', '--verify', '--protocol=TCP'], STORE_BENCH_FLAGS));
   assert.deepEqual([d.role, d.maxRequests, d.batchSize, d.verify, d.protocol], ['decode', 10, 4, true, 'tcp']);
@@ -351,5 +353,62 @@ describe('store-bench against the real mooncake_master', { skip: skip ?? false }
     const meta = await runToEnd(['--role=prefill', `--master-server=${master.address}`, `--metadata-server=http://127.0.0.1:${port}/metadata`, '--local-hostname=127.0.0.1', '--global-segment-size=16', '--max-requests=1']);
     assert.equal(meta.code, 1, meta.stderr);
     assert.match(meta.stderr, /worker 1: store setup failed with return code -\d+/);
+  });
+});
+
+// ------------------------------------------------------------ against our master: the README's whole store
+
+describe('store-bench against our master (transfer-engine master), with --files', { skip: skip ?? false }, () => {
+  let master: MooncakeMaster;
+  let dir = '';
+
+  before(async () => {
+    master = await MooncakeMaster.start({ kind: 'ours' });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'te-store-bench-files-'));
+  });
+
+  after(async () => {
+    await master?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a prefill on two files (seed 004\'s form, two workers) is read back and verified by a decode and by Python', async () => {
+    const files = ['f0.bin', 'f1.bin'].map((n) => {
+      const f = path.join(dir, n);
+      fs.writeFileSync(f, '');
+      fs.truncateSync(f, 8 << 20);
+      return f;
+    });
+    const common = [`--master-server=${master.address}`, `--metadata-server=${master.metadataUrl}`, '--local-hostname=127.0.0.1', '--local-buffer-size=4'];
+    const work = ['--max-requests=48', '--value-length=100000', '--batch-size=4', '--num-workers=2'];
+    const prefill = storeBench(['--role=prefill', ...common, ...work, `--files=${files.join(' ')}`, '--wait-time=60', '--json']);
+    try {
+      await prefill.line(isEvent('prefill_done'));
+      const r = await runToEnd(['--role=decode', ...common, ...work, '--global-segment-size=0', '--wait-time=0', '--verify']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /Verify: passed \(48 values checked, 0 wrong\)/);
+      // The values are in the files themselves.
+      const contents = files.map((f) => fs.readFileSync(f));
+      assert.ok(contents.every((c) => c.some((b) => b !== 0)), 'both files hold values');
+      const py = await PythonStore.start({ master: master.address, metadata: master.metadataUrl, globalSegmentSize: 0 });
+      try {
+        assert.deepEqual(await py.get('key23'), valueDigest(23, 100000));
+      } finally {
+        await py.stop();
+      }
+      prefill.child.kill('SIGTERM');
+      assert.equal((await prefill.done).code, 0);
+    } finally {
+      await stopChild(prefill.child, 'SIGKILL');
+    }
+  });
+
+  test('--files is refused when there are more workers than files, or a file is named twice', async () => {
+    const a = await runToEnd(['--role=prefill', '--files=/tmp/a.bin', '--num-workers=2', '--max-requests=4']);
+    assert.equal(a.code, 2);
+    assert.match(a.stderr, /--num-workers=2 is more than the 1 file\(s\) of --files/);
+    const b = await runToEnd(['--role=prefill', '--files=/tmp/a.bin /tmp/a.bin']);
+    assert.equal(b.code, 2);
+    assert.match(b.stderr, /a file is named twice/);
   });
 });

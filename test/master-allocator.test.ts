@@ -338,3 +338,41 @@ describe('SegmentAllocator: churn', () => {
     randomRun(6, 2 ** 40 + 4096 * 3, 4096, 2 ** 36, 4000);
   });
 });
+
+describe('SegmentAllocator.restore', () => {
+  test('rebuilds exactly the live allocations: same counters, same free blocks, the same next offsets', () => {
+    const rand = mulberry32(99);
+    const a = new SegmentAllocator(1 << 24);
+    const live = new Map<number, number>();
+    for (let i = 0; i < 3000; i++) {
+      if (live.size > 0 && rand() < 0.4) {
+        const offs = [...live.keys()];
+        const off = offs[Math.floor(rand() * offs.length)]!;
+        a.free(off);
+        live.delete(off);
+      } else {
+        const size = 1 + Math.floor(rand() * 20_000);
+        const off = a.allocate(size);
+        if (off !== undefined) live.set(off, size);
+      }
+    }
+    const b = SegmentAllocator.restore(1 << 24, [...live].map(([offset, size]) => ({ offset, size })).reverse());
+    b.checkInvariants();
+    assert.deepEqual([b.used, b.allocations, b.freeBlocks, b.largestFree], [a.used, a.allocations, a.freeBlocks, a.largestFree]);
+    for (let i = 0; i < 200; i++) {
+      const size = 1 + Math.floor(rand() * 50_000);
+      assert.equal(b.allocate(size), a.allocate(size), `allocation ${i} after the restore`);
+    }
+    for (const off of live.keys()) b.free(off); // every restored allocation can be freed
+    b.checkInvariants();
+  });
+
+  test('refuses overlapping, unaligned or out-of-range allocations', () => {
+    assert.throws(() => SegmentAllocator.restore(1024, [{ offset: 0, size: 16 }, { offset: 8, size: 8 }]), RangeError);
+    assert.throws(() => SegmentAllocator.restore(1024, [{ offset: 3, size: 8 }]), RangeError);
+    assert.throws(() => SegmentAllocator.restore(1024, [{ offset: 1020, size: 8 }]), RangeError);
+    assert.throws(() => SegmentAllocator.restore(1024, [{ offset: 0, size: 0 }]), RangeError);
+    const empty = SegmentAllocator.restore(1024, []);
+    assert.deepEqual([empty.used, empty.freeBlocks, empty.largestFree], [0, 1, 1024]);
+  });
+});

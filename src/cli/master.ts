@@ -4,7 +4,8 @@
  * Mooncake names (either `_` or `-` spelling). Serves until SIGINT/SIGTERM.
  */
 import { DEFAULT_MASTER_CONFIG, type MasterConfig } from '../master/config.js';
-import { StoreMaster } from '../master/master.js';
+import { StoreMaster, type HaSettings } from '../master/master.js';
+import { parseMetadataConnString } from '../metadata/connection.js';
 import { formatFlagHelp, parseFlags, UsageError, type FlagSpecs } from './args.js';
 import { untilStopSignal } from './signals.js';
 
@@ -28,6 +29,11 @@ export const MASTER_FLAGS = {
   metrics_port: { type: 'integer', description: 'port serving /metrics (Prometheus) and /health; -1: none', defaultText: '9003' },
   metrics_host: { type: 'string', description: 'address serving /metrics and /health', defaultText: '0.0.0.0' },
   max_connections: { type: 'integer', description: 'RPC connections served at once; more are closed at accept', defaultText: String(DEFAULT_MASTER_CONFIG.maxConnections) },
+  ha: { type: 'string', description: 'high availability: etcd://h1:2379,h2:2379; masters sharing it elect a leader, state committed there; needs a concrete --rpc_address' },
+  enable_ha: { type: 'boolean', description: "Mooncake's spelling: HA with --etcd_endpoints", defaultText: 'false' },
+  etcd_endpoints: { type: 'string', description: "Mooncake's spelling of the etcd endpoints for --enable_ha (h1:2379;h2:2379)" },
+  cluster_id: { type: 'string', description: 'HA: masters of one store share it; clients find the leader under mooncake-store/<cluster_id>/master_view', defaultText: 'mooncake_cluster' },
+  ha_lease_ttl: { type: 'integer', description: 'HA: seconds a dead leader keeps the leadership (the takeover delay)', defaultText: '5' },
   json: { type: 'boolean', description: 'print the ready line as one JSON object' },
   // Accepted so mooncake_master command lines keep working; they change nothing here.
   enable_metric_reporting: { type: 'boolean', description: "accepted for mooncake_master command lines (our metrics are served, not logged)" },
@@ -62,7 +68,14 @@ function port(flag: string, v: number, allowNone = false): number {
 }
 
 /** The master's settings from its flags; every mistake a UsageError. */
-export function masterConfigFromFlags(argv: readonly string[]): { config: Partial<MasterConfig>; help: boolean; json: boolean; metrics: { host: string; port: number } | null; http: { host: string; port: number; dataDir?: string } | null } {
+export function masterConfigFromFlags(argv: readonly string[]): {
+  config: Partial<MasterConfig>;
+  help: boolean;
+  json: boolean;
+  metrics: { host: string; port: number } | null;
+  http: { host: string; port: number; dataDir?: string } | null;
+  ha: HaSettings | null;
+} {
   const { flags: f, positionals, help } = parseFlags(argv, MASTER_FLAGS);
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const ratio = (flag: string, v: number | undefined, lo: number, hi: number, loOpen: boolean): number | undefined => {
@@ -105,7 +118,26 @@ export function masterConfigFromFlags(argv: readonly string[]): { config: Partia
         ...(f.metadata_data_dir ? { dataDir: f.metadata_data_dir } : {}),
       }
     : null;
-  return { config, help, json: f.json ?? false, metrics, http };
+  let ha: HaSettings | null = null;
+  if (f.ha !== undefined || f.enable_ha) {
+    const conn = f.ha ?? (f.etcd_endpoints !== undefined ? `etcd://${f.etcd_endpoints}` : undefined);
+    if (conn === undefined) throw new UsageError('--enable_ha needs --etcd_endpoints (or give --ha etcd://h1:2379,h2:2379)');
+    let parsed: ReturnType<typeof parseMetadataConnString>;
+    try {
+      parsed = parseMetadataConnString(conn);
+    } catch (e) {
+      throw new UsageError(`--ha=${conn}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (parsed.type !== 'etcd') throw new UsageError(`--ha=${conn}: HA runs on etcd (etcd://h1:2379,h2:2379)`);
+    const host = config.rpcAddress ?? '0.0.0.0';
+    if (host === '0.0.0.0' || host === '::' || host === '') {
+      throw new UsageError('HA publishes the leader\'s address to clients: give --rpc_address an address they reach (not 0.0.0.0)');
+    }
+    const ttl = f.ha_lease_ttl ?? 5;
+    if (ttl < 2 || ttl > 600) throw new UsageError(`--ha_lease_ttl=${ttl}: must be 2 to 600 seconds`);
+    ha = { endpoints: parsed.endpoints, clusterId: f.cluster_id || 'mooncake_cluster', advertiseHost: host, leaseTtlS: ttl };
+  }
+  return { config, help, json: f.json ?? false, metrics, http, ha };
 }
 
 export async function runMaster(argv: readonly string[]): Promise<number> {
@@ -114,7 +146,21 @@ export async function runMaster(argv: readonly string[]): Promise<number> {
     process.stdout.write(MASTER_HELP);
     return 0;
   }
-  const master = await StoreMaster.start({ ...parsed.config, metrics: parsed.metrics, httpMetadata: parsed.http });
+  let deposed: ((why: string) => void) | null = null;
+  const lost = new Promise<string>((resolve) => {
+    deposed = resolve;
+  });
+  const master = await StoreMaster.start({
+    ...parsed.config,
+    metrics: parsed.metrics,
+    httpMetadata: parsed.http,
+    ha: parsed.ha,
+    onStandby: () => {
+      const line = { event: 'master_standby', cluster: parsed.ha?.clusterId, pid: process.pid };
+      process.stdout.write(parsed.json ? `${JSON.stringify(line)}\n` : `Standby: waiting to lead cluster "${line.cluster}" (etcd). Stop with Ctrl-C or SIGTERM.\n`);
+    },
+    onDeposed: (why) => deposed?.(why),
+  });
   const ready = {
     event: 'master_ready',
     rpc: `${master.config.rpcAddress}:${master.rpcPort}`,
@@ -128,7 +174,12 @@ export async function runMaster(argv: readonly string[]): Promise<number> {
     const extra = [master.metadataUrl ? `metadata server ${master.metadataUrl}` : '', master.metricsPort !== null ? `metrics on port ${master.metricsPort}` : ''].filter(Boolean).join(', ');
     process.stdout.write(`Store master listening on ${ready.rpc}${extra ? ` (${extra})` : ''}. Stop with Ctrl-C or SIGTERM.\n`);
   }
-  await untilStopSignal();
+  // Deposed (HA): another master leads or may; this one must not serve on. Exit 1 so a supervisor restarts it as a standby.
+  const why = await Promise.race([untilStopSignal().then(() => null), lost]);
   await master.close();
+  if (why !== null) {
+    process.stderr.write(`transfer-engine master: no longer the leader: ${why}\n`);
+    return 1;
+  }
   return 0;
 }

@@ -86,6 +86,49 @@ export class SegmentAllocator {
     this.#insert(this.#block(0, capacity, null, null));
   }
 
+  /**
+   * An allocator holding exactly the given allocations (a master taking over
+   * from the state its predecessor committed): each `{ offset, size }` as
+   * allocate() returned it, in any order. RangeError when they are not
+   * aligned, overlap or leave the segment.
+   */
+  static restore(capacity: number, allocations: Iterable<{ offset: number; size: number }>, options: SegmentAllocatorOptions = {}): SegmentAllocator {
+    const a = new SegmentAllocator(capacity, options);
+    const align = a.#alignment;
+    const taken = [...allocations].map(({ offset, size }) => {
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || offset < 0 || size <= 0 || offset % align !== 0) {
+        throw new RangeError(`allocation [${offset}, +${size}) is not an aligned range`);
+      }
+      return { offset, size: Math.ceil(size / align) * align };
+    });
+    taken.sort((x, y) => x.offset - y.offset);
+    // Rebuild the chain: free gaps (into the tree) and allocations (into the map), in address order.
+    a.#root = null;
+    a.#freeBlocks = 0;
+    let at = 0;
+    let prev: Block | null = null;
+    const link = (offset: number, size: number, free: boolean): void => {
+      const b = a.#block(offset, size, prev, null);
+      if (prev !== null) prev.next = b;
+      prev = b;
+      if (free) a.#insert(b);
+      else {
+        b.isFree = false;
+        a.#allocated.set(offset, b);
+        a.#used += size;
+      }
+    };
+    for (const t of taken) {
+      if (t.offset < at) throw new RangeError(`allocation at ${t.offset} overlaps the one before`);
+      if (t.offset + t.size > capacity) throw new RangeError(`allocation [${t.offset}, +${t.size}) ends past the capacity ${capacity}`);
+      if (t.offset > at) link(at, t.offset - at, true);
+      link(t.offset, t.size, false);
+      at = t.offset + t.size;
+    }
+    if (at < capacity) link(at, capacity - at, true);
+    return a;
+  }
+
   get capacity(): number {
     return this.#capacity;
   }

@@ -10,8 +10,8 @@
  */
 import net from 'node:net';
 import { teError, ErrorCode } from '../errors.js';
-import { encodeResponse, MAGIC, RequestDecoder, RpcErrc, type RequestFrame } from '../store/codec/coro-rpc.js';
-import { decodeMessage, encodeMessage, string } from '../store/codec/struct-pack.js';
+import { encodeReply, MAGIC, RequestDecoder, RpcErrc, type RequestFrame } from '../store/codec/coro-rpc.js';
+import { decodeMessage, string } from '../store/codec/struct-pack.js';
 import { NO_ARGS } from '../store/master-protocol.js';
 import type { Handler } from './handlers.js';
 
@@ -25,6 +25,13 @@ export interface RpcServerOptions {
   port: number;
   maxFrameBytes: number;
   maxConnections: number;
+  /**
+   * Asked after the requests of each chunk ran: a promise the replies must
+   * wait for (HA: the commit of what they changed, and of everything changed
+   * before), or null to send at once. A rejection closes the connection
+   * without the replies (they were never durable).
+   */
+  gate?: () => Promise<void> | null;
 }
 
 /** What happened to one request, for metrics: the method name (or "unknown") and the outcome. */
@@ -75,30 +82,48 @@ export class RpcServer {
 
   private accept(sock: net.Socket): void {
     this.sockets.add(sock);
+    sock.setNoDelay(true); // a reply must leave at once: clients wait for each one (also asked of createServer)
     sock.once('close', () => this.sockets.delete(sock));
     sock.on('error', () => {}); // a reset peer: 'close' follows; nothing to report to anyone
     const decoder = new RequestDecoder({ maxFrame: this.options.maxFrameBytes });
     let first = true;
     let broken = false;
+    /** Replies held for a gate, in order; null when none is held (then replies go at once). */
+    let held: Promise<void> | null = null;
+    const send = (replies: Buffer[]): void => {
+      const wait = this.options.gate?.() ?? null;
+      if (wait === null && held === null) {
+        sock.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+        return;
+      }
+      const mine = (held ?? Promise.resolve()).then(() => wait).then(() => {
+        if (!sock.destroyed) sock.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+      });
+      held = mine;
+      mine.then(
+        () => {
+          if (held === mine) held = null;
+        },
+        () => sock.destroy(),
+      );
+    };
     sock.on('data', (chunk: Buffer) => {
       if (broken) return; // closing: what follows a protocol error is never looked at
       // Mooncake checks a connection's first byte as the magic at once, before a whole header is in.
       const { frames, error } = first && chunk[0] !== MAGIC ? { frames: [] as RequestFrame[], error: true } : decoder.pushUntilError(chunk);
       first = false;
-      if (frames.length > 0) {
-        const replies = frames.map((f) => this.answer(f));
-        sock.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
-      }
+      if (frames.length > 0) send(frames.map((f) => this.answer(f)));
       if (error !== null) {
         // Out of step (bad magic, version, serialize type, or a frame over the limit): close, as Mooncake
         // does, after the replies to the requests before it, however the bytes were segmented.
         broken = true;
         this.protocolErrors++;
-        if (sock.writableLength === 0) {
+        if (held === null && sock.writableLength === 0) {
           sock.destroy();
           return;
         }
-        sock.end();
+        if (held === null) sock.end();
+        else held.then(() => sock.end(), () => sock.destroy());
         const t = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
         t.unref();
         sock.once('close', () => clearTimeout(t));
@@ -136,7 +161,7 @@ export class RpcServer {
     }
     const error = applicationError(result);
     this.observe(name, error === undefined ? 'ok' : 'app_error', error);
-    return encodeResponse(frame.seq, RpcErrc.OK, encodeMessage(h.method.result, result));
+    return encodeReply(frame.seq, RpcErrc.OK, h.method.result, result);
   }
 }
 
@@ -151,5 +176,5 @@ function isFailure(r: unknown): r is { ok: false; error: number } {
 }
 
 function errorReply(seq: number, errc: number, message: string): Buffer {
-  return encodeResponse(seq, errc, encodeMessage(string, message));
+  return encodeReply(seq, errc, string, message);
 }

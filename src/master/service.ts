@@ -17,6 +17,7 @@
  */
 import { SegmentAllocator } from './allocator.js';
 import type { MasterConfig } from './config.js';
+import type { ChangeSet, ObjectRecord, ReplicaRecord, SegmentRecord, StateSnapshot } from './records.js';
 import {
   ClientStatus,
   isFileSegmentId,
@@ -123,6 +124,8 @@ export class MasterService {
   constructor(
     readonly config: Readonly<MasterConfig>,
     private readonly now: () => number,
+    /** Wall-clock ms, for the times records carry (a successor's monotonic clock is another). */
+    private readonly wallNow: () => number = Date.now,
   ) {}
 
   // ---- clients and segments ----
@@ -165,6 +168,7 @@ export class MasterService {
         client.segments.add(asleep);
         this.capacity += asleep.allocator.capacity;
         this.used += asleep.allocator.used;
+        this.segmentChanged(asleep);
         return OK_VOID;
       }
       this.forget(asleep); // a file of another size: what it held is not there any more
@@ -173,6 +177,7 @@ export class MasterService {
     this.segments.set(key, mounted);
     client.segments.add(mounted);
     this.capacity += mounted.allocator.capacity;
+    this.segmentChanged(mounted);
     return OK_VOID;
   }
 
@@ -218,6 +223,7 @@ export class MasterService {
   private detach(seg: MountedSegment): void {
     this.unlink(seg);
     this.dormant.set(seg.key, seg);
+    this.segmentChanged(seg);
     for (const obj of [...seg.objects]) {
       if (!obj.writing) continue;
       const previous = obj.previous;
@@ -228,6 +234,7 @@ export class MasterService {
         obj.previous = null;
         obj.writing = false;
         for (const rep of obj.replicas) rep.segment.objects.add(obj);
+        this.objectChanged(obj);
         continue;
       }
       this.removeObject(obj);
@@ -243,15 +250,21 @@ export class MasterService {
       if (obj.previous) obj.previous = obj.previous.filter((r) => r.segment !== seg);
       this.counters.droppedReplicas += before - distinct();
       // Gets never return partial data: an object is readable only from a complete replica.
-      if (obj.replicas.length === 0 && (obj.previous?.length ?? 0) === 0) this.objects.delete(obj.slot);
-      else if (obj.replicas.length === 0 && obj.previous) {
+      if (obj.replicas.length === 0 && (obj.previous?.length ?? 0) === 0) {
+        this.objects.delete(obj.slot);
+        this.objectRemoved(obj);
+        continue;
+      }
+      if (obj.replicas.length === 0 && obj.previous) {
         // The upsert lost its new replicas: the old ones stand.
         obj.replicas = obj.previous;
         obj.previous = null;
         obj.writing = false;
       }
+      this.objectChanged(obj);
     }
     seg.objects.clear();
+    this.segmentRemoved(seg);
     for (let i = this.pendingFrees.length - 1; i >= 0; i--) if (this.pendingFrees[i]!.segment === seg) this.pendingFrees.splice(i, 1);
   }
 
@@ -316,6 +329,7 @@ export class MasterService {
     };
     for (const r of replicas) r.segment.objects.add(obj);
     this.objects.set(slot, obj);
+    this.objectChanged(obj);
     return ok(replicas.map((r) => this.describe(r)));
   }
 
@@ -339,6 +353,7 @@ export class MasterService {
       obj.previous = null;
       obj.writing = false;
       for (const rep of obj.replicas) rep.segment.objects.add(obj);
+      this.objectChanged(obj);
       return false;
     }
     // A stale put, or a stale in-place upsert (its old bytes are half overwritten): the object goes.
@@ -453,6 +468,7 @@ export class MasterService {
     }
     obj.replicas = [];
     obj.previous = null;
+    this.objectRemoved(obj);
   }
 
   private owned(clientId: UUID, tenant: string, key: string): Result<StoredObject> {
@@ -481,6 +497,7 @@ export class MasterService {
       obj.previous = null;
       for (const rep of obj.replicas) rep.segment.objects.add(obj);
     }
+    this.objectChanged(obj);
     this.touch(obj);
     return OK_VOID;
   }
@@ -505,6 +522,7 @@ export class MasterService {
       obj.previous = null;
       obj.writing = false;
       for (const rep of obj.replicas) rep.segment.objects.add(obj);
+      this.objectChanged(obj);
       return OK_VOID;
     }
     this.removeObject(obj);
@@ -548,6 +566,7 @@ export class MasterService {
     obj.hardPin = config.withHardPin;
     obj.softPinUntil = this.softPinDeadline(config, obj.softPinUntil);
     for (const r of replicas) r.status = ReplicaStatus.PROCESSING;
+    this.objectChanged(obj);
     return ok(replicas.map((r) => this.describe(r)));
   }
 
@@ -679,6 +698,169 @@ export class MasterService {
         this.removeObject(obj);
         if (roomFor()) return;
       }
+    }
+  }
+
+  // ---- durable state: what changed, and a successor's restore (src/master/records.ts) ----
+
+  /** Objects and segments changed since takeChanges(); kept only with a journal attached. */
+  private tracking = false;
+  private readonly dirtyObjects = new Set<StoredObject>();
+  private readonly goneObjects = new Map<string, StoredObject>();
+  private readonly dirtySegments = new Set<MountedSegment>();
+
+  /** Start recording changes for a journal (nothing is recorded otherwise: no cost without HA). */
+  trackChanges(): void {
+    this.tracking = true;
+  }
+
+  private objectChanged(obj: StoredObject): void {
+    if (this.tracking) this.dirtyObjects.add(obj);
+  }
+
+  private objectRemoved(obj: StoredObject): void {
+    if (!this.tracking) return;
+    this.dirtyObjects.delete(obj);
+    this.goneObjects.set(obj.slot, obj);
+  }
+
+  private segmentChanged(seg: MountedSegment): void {
+    if (this.tracking) this.dirtySegments.add(seg);
+  }
+
+  private segmentRemoved(seg: MountedSegment): void {
+    if (this.tracking) this.dirtySegments.add(seg); // written as a deletion: it is neither mounted nor dormant
+  }
+
+  /** The journal's name of an object: its tenant and key. */
+  static objectName(tenant: string, key: string): string {
+    return `${tenant}\u0000${key}`;
+  }
+
+  /**
+   * What changed since the last call, as records (null: deleted), or null when
+   * nothing did. The master commits it before it answers the requests that
+   * made it.
+   */
+  takeChanges(): ChangeSet | null {
+    if (this.dirtyObjects.size === 0 && this.goneObjects.size === 0 && this.dirtySegments.size === 0) return null;
+    const objects = new Map<string, ObjectRecord | null>();
+    for (const slot of this.goneObjects.keys()) objects.set(slot, null);
+    for (const obj of this.dirtyObjects) objects.set(obj.slot, this.objects.get(obj.slot) === obj ? this.objectRecord(obj) : null);
+    const segments = new Map<string, SegmentRecord | null>();
+    for (const seg of this.dirtySegments) segments.set(seg.key, this.holds(seg) ? this.segmentRecord(seg) : null);
+    this.dirtyObjects.clear();
+    this.goneObjects.clear();
+    this.dirtySegments.clear();
+    return { objects, segments };
+  }
+
+  /** Every segment and object as records (a snapshot, e.g. to seed an empty journal). */
+  exportState(): StateSnapshot {
+    return {
+      segments: [...this.segments.values(), ...this.dormant.values()].map((s) => this.segmentRecord(s)),
+      objects: [...this.objects.values()].map((o) => this.objectRecord(o)),
+    };
+  }
+
+  private toWall(t: number): number {
+    return t === 0 ? 0 : Math.max(1, Math.round(this.wallNow() + (t - this.now())));
+  }
+
+  private fromWall(t: number): number {
+    return t === 0 ? 0 : this.now() + (t - this.wallNow());
+  }
+
+  private segmentRecord(seg: MountedSegment): SegmentRecord {
+    return { segment: seg.wire, client: seg.client.id, dormant: !this.attached(seg) };
+  }
+
+  private objectRecord(obj: StoredObject): ObjectRecord {
+    const rec = (r: Replica): ReplicaRecord => ({ id: r.id, segment: r.segment.key, offset: r.offset, size: r.size, status: r.status });
+    return {
+      tenant: obj.tenant,
+      key: obj.key,
+      size: obj.size,
+      replicas: obj.replicas.map(rec),
+      writer: obj.writing ? obj.writer : null,
+      writeStartedAtWall: this.toWall(obj.writeStartedAt),
+      previous: obj.previous === null ? null : obj.previous.map(rec),
+      hardPin: obj.hardPin,
+      softPinUntilWall: this.toWall(obj.softPinUntil),
+      checksum: obj.checksum,
+    };
+  }
+
+  /**
+   * Take over a predecessor's state. Every recorded client gets a full TTL
+   * from now to ping (it does not know the master changed); replicas in
+   * segments the records do not hold are dropped, and objects left with none.
+   */
+  restore(state: StateSnapshot): void {
+    if (this.segments.size > 0 || this.dormant.size > 0 || this.objects.size > 0) throw new Error('restore() is for an empty master');
+    const allocations = new Map<string, { offset: number; size: number }[]>();
+    for (const o of state.objects) {
+      for (const r of [...o.replicas, ...(o.previous ?? [])]) {
+        const list = allocations.get(r.segment) ?? [];
+        if (!list.some((x) => x.offset === r.offset)) list.push({ offset: r.offset, size: r.size });
+        allocations.set(r.segment, list);
+      }
+    }
+    const byKey = new Map<string, MountedSegment>();
+    for (const rec of state.segments) {
+      const key = uuidKey(rec.segment.id);
+      const client = rec.dormant ? { id: rec.client, lastSeen: this.now(), segments: new Set<MountedSegment>(), hostId: '' } : this.touchClient(rec.client);
+      const seg: MountedSegment = {
+        key,
+        wire: rec.segment,
+        client,
+        allocator: SegmentAllocator.restore(Number(rec.segment.size), allocations.get(key) ?? []),
+        objects: new Set(),
+      };
+      byKey.set(key, seg);
+      if (rec.dormant) this.dormant.set(key, seg);
+      else {
+        this.segments.set(key, seg);
+        client.segments.add(seg);
+        this.capacity += seg.allocator.capacity;
+        this.used += seg.allocator.used;
+      }
+    }
+    for (const o of state.objects) {
+      const shared = new Map<string, Replica>(); // an in-place upsert lists its replicas twice: one object each
+      const replica = (r: ReplicaRecord): Replica | null => {
+        const seg = byKey.get(r.segment);
+        if (!seg) return null;
+        const k = `${r.segment}@${r.offset}`;
+        let rep = shared.get(k);
+        if (!rep) {
+          rep = { id: r.id, segment: seg, offset: r.offset, size: r.size, status: r.status };
+          shared.set(k, rep);
+        }
+        if (rep.id >= this.nextReplicaId) this.nextReplicaId = rep.id + 1n;
+        return rep;
+      };
+      const replicas = o.replicas.map(replica).filter((r): r is Replica => r !== null);
+      const previous = o.previous === null ? null : o.previous.map(replica).filter((r): r is Replica => r !== null);
+      if (replicas.length === 0 && (previous?.length ?? 0) === 0) continue;
+      const slot = this.slot(o.tenant, o.key);
+      const obj: StoredObject = {
+        tenant: o.tenant,
+        key: o.key,
+        slot,
+        size: o.size,
+        replicas: replicas.length > 0 ? replicas : previous!,
+        writing: o.writer !== null && replicas.length > 0,
+        writer: o.writer ?? '',
+        writeStartedAt: this.fromWall(o.writeStartedAtWall),
+        previous: replicas.length > 0 ? previous : null,
+        leaseUntil: 0,
+        hardPin: o.hardPin,
+        softPinUntil: this.fromWall(o.softPinUntilWall),
+        checksum: o.checksum,
+      };
+      for (const r of [...obj.replicas, ...(obj.previous ?? [])]) r.segment.objects.add(obj);
+      this.objects.set(slot, obj);
     }
   }
 

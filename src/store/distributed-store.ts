@@ -38,6 +38,7 @@ import { parseSize } from './sizes.js';
 import { StagingBuffer } from './staging.js';
 import { StoreError, checkVersion, storeError } from './store-errors.js';
 import { MappedFile } from './file-segment.js';
+import { masterLocator, type MasterLocator } from './master-view.js';
 import { ReplicaIO, objectSize } from './replica-io.js';
 
 export { ReplicateConfig };
@@ -138,6 +139,7 @@ export class MooncakeDistributedStore {
   private hostname = '';
   private tenant = 'default';
   private portHolder: net.Server | null = null;
+  private locator: MasterLocator | null = null;
   private lastError: StoreCallError | null = null;
   /** User memory registered with registerBuffer: address -> length. */
   private readonly registered = new Map<number, number>();
@@ -321,11 +323,19 @@ export class MooncakeDistributedStore {
     const segmentSize = parseSize(config.globalSegmentSize ?? DEFAULT_SEGMENT, 'globalSegmentSize');
     const bufferSize = parseSize(config.localBufferSize ?? DEFAULT_SEGMENT, 'localBufferSize');
     this.tenant = config.tenantId ?? 'default';
-    const master = splitHostPort(config.masterServerAddr ?? DEFAULT_MASTER);
-    if (!master.port) throw teError(ErrorCode.INVALID_ARGUMENT, `masterServerAddr "${config.masterServerAddr ?? ''}" must be host:port`);
+    // host:port, or etcd://... (HA: the leader's address is looked up at every reconnect, so we follow failovers).
+    const locator = masterLocator(config.masterServerAddr ?? DEFAULT_MASTER, this.options.env ?? process.env);
+    this.locator = locator;
+    const first = locator.label.startsWith('etcd://') ? { host: locator.label, port: 0 } : await locator.resolve();
 
     // The master first: a wrong address or version fails before anything is bound.
-    const rpc = new RpcClient({ host: master.host, port: master.port, connectTimeoutMs: RPC_TIMEOUT_MS, callTimeoutMs: RPC_TIMEOUT_MS });
+    const rpc = new RpcClient({
+      host: first.host,
+      port: first.port,
+      connectTimeoutMs: RPC_TIMEOUT_MS,
+      callTimeoutMs: RPC_TIMEOUT_MS,
+      ...(locator.label.startsWith('etcd://') ? { resolve: () => locator.resolve() } : {}),
+    });
     this.rpc = rpc;
     await this.overRpc(rpc, 'ServiceReady', () => checkVersion(rpc));
 
@@ -854,6 +864,8 @@ export class MooncakeDistributedStore {
     this.membership = null;
     this.rpc?.close();
     this.rpc = null;
+    this.locator?.close();
+    this.locator = null;
     this.io?.close();
     this.io = null;
     if (this.ownsEngine) await this.engine?.close();

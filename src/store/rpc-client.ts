@@ -7,8 +7,8 @@
  */
 import net from 'node:net';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
-import { encodeRequest, decodeRpcError, ResponseDecoder, RpcErrc, type ResponseFrame } from './codec/coro-rpc.js';
-import { decodeMessage, encodeMessage } from './codec/struct-pack.js';
+import { encodeCall, decodeRpcError, ResponseDecoder, RpcErrc, type ResponseFrame } from './codec/coro-rpc.js';
+import { decodeMessage } from './codec/struct-pack.js';
 import { NO_ARGS, type Method } from './master-protocol.js';
 
 export interface RpcClientOptions {
@@ -20,6 +20,12 @@ export interface RpcClientOptions {
   callTimeoutMs: number;
   /** Largest reply accepted (a larger length is a protocol error before it is buffered). */
   maxFrame?: number;
+  /**
+   * Where to connect, asked before every (re)connect: a master found through
+   * HA (the leader's address in etcd) moves when the leader changes. Without
+   * it, host and port.
+   */
+  resolve?: () => Promise<{ host: string; port: number }>;
 }
 
 /** An RPC-layer failure the server reported (err_code != 0): the request itself was refused. */
@@ -46,17 +52,21 @@ export class RpcClient {
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private closed = false;
+  /** The server connected to (or to connect to): options.host/port, or what resolve() said last. */
+  private target: { host: string; port: number };
 
-  constructor(readonly options: RpcClientOptions) {}
+  constructor(readonly options: RpcClientOptions) {
+    this.target = { host: options.host, port: options.port };
+  }
 
   get label(): string {
-    return `${this.options.host}:${this.options.port}`;
+    return `${this.target.host}:${this.target.port}`;
   }
 
   /** Call `method` with `args`; resolves with its decoded result. */
   async call<A, R>(method: Method<A, R>, args: A): Promise<R> {
-    const body = method.args === NO_ARGS ? new Uint8Array(0) : encodeMessage(method.args, args);
-    const frame = await this.roundTrip(method.name, method.id, body);
+    const codec = method.args === NO_ARGS ? null : method.args;
+    const frame = await this.roundTrip(method.name, (seq) => encodeCall(seq, method.id, codec, args));
     if (frame.errCode !== RpcErrc.OK) {
       const { code, message } = decodeRpcError(frame);
       throw new RpcError(code, `${this.label} refused ${method.name}: coro_rpc error ${code} (${message})`);
@@ -64,12 +74,20 @@ export class RpcClient {
     return decodeMessage(method.result, frame.body, `${method.name} reply from ${this.label}`);
   }
 
-  private async roundTrip(name: string, id: number, body: Uint8Array): Promise<ResponseFrame> {
+  /** Send the frame `encode` makes for the next seq (header and body in one buffer) and wait for its reply. */
+  private async roundTrip(name: string, encode: (seq: number) => Buffer): Promise<ResponseFrame> {
     if (this.closed) throw teError(ErrorCode.CLOSED, `the connection to ${this.label} is closed`);
     const sock = await this.connect();
     const seq = this.seq;
     this.seq = (this.seq + 1) >>> 0;
     return new Promise<ResponseFrame>((resolve, reject) => {
+      let request: Buffer;
+      try {
+        request = encode(seq); // arguments that do not encode fail here, before anything is pending
+      } catch (e) {
+        reject(e);
+        return;
+      }
       const timer = setTimeout(() => {
         if (!this.pending.delete(seq)) return;
         // The reply may still come: the connection is dropped, since what it carries is out of step with us.
@@ -77,14 +95,32 @@ export class RpcClient {
         this.drop(teError(ErrorCode.TIMEOUT, `a call to ${this.label} timed out, so its connection was dropped`));
       }, this.options.callTimeoutMs);
       this.pending.set(seq, { resolve, reject, timer });
-      sock.write(encodeRequest(seq, id, body));
+      sock.write(request);
     });
   }
 
   private connect(): Promise<net.Socket> {
     if (this.sock) return Promise.resolve(this.sock);
-    this.connecting ??= new Promise<net.Socket>((resolve, reject) => {
-      const { host, port, connectTimeoutMs } = this.options;
+    const resolver = this.options.resolve;
+    this.connecting ??= resolver
+      ? resolver().then(
+          (t) => {
+            this.target = t;
+            return this.open();
+          },
+          (e: unknown) => {
+            this.connecting = null;
+            throw e instanceof TransferEngineError ? e : teError(ErrorCode.PEER_UNREACHABLE, `cannot find the master: ${String(e)}`, e);
+          },
+        )
+      : this.open();
+    return this.connecting;
+  }
+
+  private open(): Promise<net.Socket> {
+    return new Promise<net.Socket>((resolve, reject) => {
+      const { connectTimeoutMs } = this.options;
+      const { host, port } = this.target;
       const sock = net.connect({ host, port, noDelay: true, ...(net.isIP(host) === 0 ? { family: 4 } : {}) });
       const decoder = new ResponseDecoder({ maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME });
       const timer = setTimeout(() => {
@@ -137,7 +173,6 @@ export class RpcClient {
         else fail(teError(ErrorCode.PEER_UNREACHABLE, `${this.label} closed the connection while connecting`));
       });
     });
-    return this.connecting;
   }
 
   /** Forget the connection (the next call opens a new one) and fail every call waiting on it. */

@@ -40,6 +40,7 @@ export const STORE_BENCH_FLAGS = {
   detailed_stats: { type: 'boolean', description: 'also report each worker (with --num-workers > 1)' },
   json: { type: 'boolean', description: 'stdout: JSON lines only, events then the result last (the text report goes to stderr)' },
   verify: { type: 'boolean', description: 'decode: check every byte read (value N%256 under key{N}) and that each value is --value-length bytes' },
+  files: { type: 'string', description: 'seed 004\'s form: mount these files (space-separated paths) as segments instead of memory (setupWithFiles); with several workers, each mounts its share' },
 } as const satisfies FlagSpecs;
 
 export type StoreBenchParse = ParseResult<typeof STORE_BENCH_FLAGS>;
@@ -70,6 +71,10 @@ first max-requests % num-workers workers one more), so Python and Node runs
 read each other's keys. Workers are concurrent async loops in this one
 process, each with its own store; the event loop interleaves them (Mooncake's
 script runs a thread per worker).
+
+With --files "a.bin b.bin" (seed 004's setup_with_files) the prefill's stores
+mount those files as their segments instead of memory (each worker its share
+of the files): the values are written into the files.
 
 Keep the prefill running while the decode reads: its store mounts a segment
 that holds the values the master placed there, and a store that exits
@@ -116,6 +121,8 @@ export interface StoreBenchOptions {
   detailedStats: boolean;
   json: boolean;
   verify: boolean;
+  /** Files each worker mounts as segments (setupWithFiles) instead of --global-segment-size of memory; null: memory. */
+  files: string[][] | null;
 }
 
 function label(p: StoreBenchParse, name: keyof typeof STORE_BENCH_FLAGS): string {
@@ -174,7 +181,17 @@ export function resolveStoreBenchOptions(p: StoreBenchParse): StoreBenchOptions 
   if (waitTimeS > 7 * 86400) throw new UsageError(`${label(p, 'wait_time')}=${waitTimeS}: must be at most a week`);
   const verify = f.verify ?? false;
   if (verify && f.role !== 'decode') throw new UsageError('--verify checks what a decode reads: use it with --role=decode');
+  let files: string[][] | null = null;
+  if (f.files !== undefined) {
+    const paths = f.files.split(/\s+/).filter((x) => x.length > 0);
+    if (paths.length === 0) throw new UsageError(`${label(p, 'files')} needs at least one path`);
+    if (new Set(paths).size !== paths.length) throw new UsageError(`${label(p, 'files')}: a file is named twice (one store per file)`);
+    // A file is served by one store (its lock): the workers share the files out, each at least one.
+    if (numWorkers > paths.length) throw new UsageError(`${label(p, 'num_workers')}=${numWorkers} is more than the ${paths.length} file(s) of ${label(p, 'files')}: each worker mounts its own files`);
+    files = Array.from({ length: numWorkers }, (_, w) => paths.filter((_, i) => i % numWorkers === w));
+  }
   return {
+    files,
     role: f.role as Role,
     protocol,
     deviceName: nonEmpty(p, 'device_name', 'erdma_0'),

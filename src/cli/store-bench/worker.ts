@@ -66,7 +66,10 @@ export class StoreWorker {
     const store = new MooncakeDistributedStore();
     this.store = store;
     this.tracker.startTime = PerformanceTracker.now();
-    const rc = await store.setup(o.localHostname, o.metadataServer, o.globalSegmentSize, o.localBufferSize, o.protocol, o.deviceName, o.masterServer);
+    const files = o.files?.[this.index - 1];
+    const rc = files
+      ? await store.setupWithFiles(o.localHostname, o.metadataServer, files, o.localBufferSize, o.protocol, o.deviceName, o.masterServer)
+      : await store.setup(o.localHostname, o.metadataServer, o.globalSegmentSize, o.localBufferSize, o.protocol, o.deviceName, o.masterServer);
     if (rc !== 0) {
       throw new SetupError(`worker ${this.index}: store setup failed with return code ${codeText(rc)}: ${store.getLastError()?.message ?? 'no detail'}`);
     }
@@ -78,7 +81,7 @@ export class StoreWorker {
     }
     this.base = store.getBufferAddress(this.buffer);
     this.sink.info(
-      `Worker ${this.index}: store ${this.hostname} set up (segment ${formatBytes(o.globalSegmentSize)}, local buffer ${formatBytes(o.localBufferSize)}), ` +
+      `Worker ${this.index}: store ${this.hostname} set up (${files ? `files ${files.join(', ')}` : `segment ${formatBytes(o.globalSegmentSize)}`}, local buffer ${formatBytes(o.localBufferSize)}), ` +
         `registered a buffer of ${formatBytes(this.buffer.length)}; keys key0..key${this.requests - 1}`,
     );
     await sleep(SETTLE_MS, signal);

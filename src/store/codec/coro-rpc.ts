@@ -12,7 +12,7 @@
  * other carries an error message (a struct_pack string).
  */
 import { teError, ErrorCode } from '../../errors.js';
-import { md5Hash32, decodeMessage, string, struct, u16 } from './struct-pack.js';
+import { md5Hash32, decodeMessage, encodeMessage, string, struct, u16, type Codec } from './struct-pack.js';
 
 export const MAGIC = 0x15;
 export const VERSION = 0;
@@ -83,6 +83,38 @@ export function encodeResponse(seq: number, errCode: number, body: Uint8Array): 
 
 /** The attachment of (almost) every frame: none. Frozen-length, shared. */
 const NO_BYTES = new Uint8Array(0);
+
+/**
+ * A response frame whose body is `value` as `codec` (our master's replies):
+ * the message is encoded behind room left for the header, so a reply is one
+ * allocation and no copy.
+ */
+export function encodeReply<T>(seq: number, errCode: number, codec: Codec<T>, value: T): Buffer {
+  const out = encodeMessage(codec, value, { reserve: RESPONSE_HEADER_SIZE });
+  out[0] = MAGIC;
+  out[1] = VERSION;
+  out[2] = errCode;
+  out[3] = 0;
+  out.writeUInt32LE(seq >>> 0, 4);
+  out.writeUInt32LE(out.length - RESPONSE_HEADER_SIZE, 8);
+  out.writeUInt32LE(0, 12);
+  return out;
+}
+
+/** A request frame whose body is `args` as `codec` (or an empty body for no arguments), in one buffer. */
+export function encodeCall<T>(seq: number, functionIdValue: number, codec: Codec<T> | null, args: T): Buffer {
+  if (codec === null) return encodeRequest(seq, functionIdValue, new Uint8Array(0));
+  const out = encodeMessage(codec, args, { reserve: REQUEST_HEADER_SIZE });
+  out[0] = MAGIC;
+  out[1] = VERSION;
+  out[2] = 0;
+  out[3] = 0;
+  out.writeUInt32LE(seq >>> 0, 4);
+  out.writeUInt32LE(functionIdValue >>> 0, 8);
+  out.writeUInt32LE(out.length - REQUEST_HEADER_SIZE, 12);
+  out.writeUInt32LE(0, 16);
+  return out;
+}
 
 export interface FrameDecoderOptions {
   /** Largest body plus attachment accepted; a larger length is a protocol error before anything is buffered. */

@@ -45,6 +45,12 @@ export class Writer {
     this.buf = next;
   }
 
+  /** Advance over `n` bytes left as they are (space reserved for the caller). */
+  skip(n: number): void {
+    this.room(n);
+    this.pos += n;
+  }
+
   u8(v: number): void {
     this.room(1);
     this.buf[this.pos++] = v & 0xff;
@@ -507,6 +513,8 @@ export interface EncodeOptions {
    * Without it (and with 1-byte lengths) no metainfo byte is written.
    */
   layout?: boolean;
+  /** Leave this many bytes at the start of the returned buffer (a frame header to fill in): one buffer, no copy. */
+  reserve?: number;
 }
 
 /** A whole struct_pack message of `value` as `codec` describes it. */
@@ -514,7 +522,9 @@ export function encodeMessage<T>(codec: Codec<T>, value: T, options: EncodeOptio
   const withLayout = options.layout !== false;
   const width = widthFor(codec.maxLength(value));
   const metainfo = (withLayout ? METAINFO_LAYOUT : 0) | (WIDTH_BITS[width] << 3);
-  const w = new Writer(width, 64 + codec.layout.length);
+  const reserve = options.reserve ?? 0;
+  const w = new Writer(width, reserve + 64 + codec.layout.length);
+  w.skip(reserve);
   const hash = typeHash(codec.layout);
   w.int(metainfo !== 0 ? hash | 1 : hash, 4);
   if (metainfo !== 0) {
