@@ -34,6 +34,7 @@ export const MASTER_FLAGS = {
   etcd_endpoints: { type: 'string', description: "Mooncake's spelling of the etcd endpoints for --enable_ha (h1:2379;h2:2379)" },
   cluster_id: { type: 'string', description: 'HA: masters of one store share it; clients find the leader under mooncake-store/<cluster_id>/master_view', defaultText: 'mooncake_cluster' },
   ha_lease_ttl: { type: 'integer', description: 'HA: seconds a dead leader keeps the leadership (the takeover delay)', defaultText: '5' },
+  data_dir: { type: 'string', description: 'without HA: keep the master\'s state here (a journal, fsynced before each reply, and snapshots) and reload it on start', defaultText: 'none: memory only, as Mooncake' },
   json: { type: 'boolean', description: 'print the ready line as one JSON object' },
   // Accepted so mooncake_master command lines keep working; they change nothing here.
   enable_metric_reporting: { type: 'boolean', description: "accepted for mooncake_master command lines (our metrics are served, not logged)" },
@@ -75,6 +76,7 @@ export function masterConfigFromFlags(argv: readonly string[]): {
   metrics: { host: string; port: number } | null;
   http: { host: string; port: number; dataDir?: string } | null;
   ha: HaSettings | null;
+  dataDir: string | null;
 } {
   const { flags: f, positionals, help } = parseFlags(argv, MASTER_FLAGS);
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
@@ -137,7 +139,9 @@ export function masterConfigFromFlags(argv: readonly string[]): {
     if (ttl < 2 || ttl > 600) throw new UsageError(`--ha_lease_ttl=${ttl}: must be 2 to 600 seconds`);
     ha = { endpoints: parsed.endpoints, clusterId: f.cluster_id || 'mooncake_cluster', advertiseHost: host, leaseTtlS: ttl };
   }
-  return { config, help, json: f.json ?? false, metrics, http, ha };
+  if (f.data_dir !== undefined && f.data_dir.length === 0) throw new UsageError('--data_dir must not be empty');
+  if (f.data_dir !== undefined && ha) throw new UsageError('--data_dir and --ha: the state lives in etcd with HA; give one of them');
+  return { config, help, json: f.json ?? false, metrics, http, ha, dataDir: f.data_dir ?? null };
 }
 
 export async function runMaster(argv: readonly string[]): Promise<number> {
@@ -155,6 +159,7 @@ export async function runMaster(argv: readonly string[]): Promise<number> {
     metrics: parsed.metrics,
     httpMetadata: parsed.http,
     ha: parsed.ha,
+    dataDir: parsed.dataDir,
     onStandby: () => {
       const line = { event: 'master_standby', cluster: parsed.ha?.clusterId, pid: process.pid };
       process.stdout.write(parsed.json ? `${JSON.stringify(line)}\n` : `Standby: waiting to lead cluster "${line.cluster}" (etcd). Stop with Ctrl-C or SIGTERM.\n`);
@@ -178,7 +183,7 @@ export async function runMaster(argv: readonly string[]): Promise<number> {
   const why = await Promise.race([untilStopSignal().then(() => null), lost]);
   await master.close();
   if (why !== null) {
-    process.stderr.write(`transfer-engine master: no longer the leader: ${why}\n`);
+    process.stderr.write(`transfer-engine master: stopped serving: ${why}\n`);
     return 1;
   }
   return 0;

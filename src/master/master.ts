@@ -9,12 +9,14 @@
  * committed state, then serves, and answers no request before what it changed
  * (and everything changed before it) is committed (GroupCommit below).
  */
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { teError, ErrorCode } from '../errors.js';
 import { MetadataHttpServer, type HttpPage } from '../metadata/http-server.js';
 import { STORE_PROTOCOL_VERSION } from '../store/master-protocol.js';
 import { DEFAULT_CLUSTER_ID } from '../store/master-view.js';
 import { DEFAULT_MASTER_CONFIG, type MasterConfig } from './config.js';
+import { FileJournal } from './file-journal.js';
 import { EtcdHa } from './ha.js';
 import { masterHandlers } from './handlers.js';
 import { MasterMetrics, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
@@ -49,9 +51,11 @@ export interface StoreMasterOptions extends Partial<MasterConfig> {
   httpMetadata?: (HttpEndpoint & { dataDir?: string }) | null;
   /** One of several masters with their state in etcd. */
   ha?: HaSettings | null;
+  /** Without HA: keep the state in this directory (journal + snapshot), committed before replies, reloaded on start. */
+  dataDir?: string | null;
   /** HA: this process waits as a standby (called once, before start() resolves only on leadership). */
   onStandby?: () => void;
-  /** HA: this master stopped leading (lease lost, fenced out, a commit failed); its RPC port is closed. */
+  /** This master stopped serving: HA leadership lost or fenced out, or a commit (etcd or --data_dir) failed. Its RPC port is closed. */
   onDeposed?: (why: string) => void;
 }
 
@@ -93,6 +97,11 @@ class GroupCommit {
     if (!this.inflight) this.flush();
   }
 
+  /** Every queued commit done (or failed): before a journal closes. */
+  async drain(): Promise<void> {
+    while (this.inflight || this.pending) await (this.pending?.done ?? this.inflight)?.catch(() => undefined);
+  }
+
   private flush(): void {
     const batch = this.pending;
     if (!batch) return;
@@ -115,6 +124,7 @@ export class StoreMaster {
   private rpc: RpcServer | null = null;
   private ha: EtcdHa | null = null;
   private commits: GroupCommit | null = null;
+  private journal: FileJournal | null = null;
   /** 'standby' until it leads (HA), then 'leader'; 'deposed' once it lost the leadership. */
   role: 'leader' | 'standby' | 'deposed' = 'standby';
 
@@ -127,7 +137,8 @@ export class StoreMaster {
   ) {}
 
   static async start(options: StoreMasterOptions = {}): Promise<StoreMaster> {
-    const { metrics: metricsAt = null, httpMetadata = null, ha = null, onStandby, onDeposed, ...overrides } = options;
+    const { metrics: metricsAt = null, httpMetadata = null, ha = null, dataDir = null, onStandby, onDeposed, ...overrides } = options;
+    if (ha && dataDir) throw teError(ErrorCode.INVALID_ARGUMENT, 'a master keeps its state in etcd (HA) or in a data directory, not both');
     const config: MasterConfig = { ...DEFAULT_MASTER_CONFIG, ...stripUndefined(overrides) };
     const service = new MasterService(config, () => performance.now());
     let self: StoreMaster | null = null;
@@ -142,8 +153,11 @@ export class StoreMaster {
     };
     const opened: MetadataHttpServer[] = [];
     try {
+      // With a data directory the embedded metadata server keeps its keys there too (unless told otherwise):
+      // clients the restarted master still knows do not remount, so they would not publish their segments again.
+      const metadataDir = httpMetadata?.dataDir ?? (dataDir ? path.join(dataDir, 'metadata') : undefined);
       const metadataServer = httpMetadata
-        ? await MetadataHttpServer.start({ host: httpMetadata.host, port: httpMetadata.port, pages, ...(httpMetadata.dataDir ? { dataDir: httpMetadata.dataDir } : {}) })
+        ? await MetadataHttpServer.start({ host: httpMetadata.host, port: httpMetadata.port, pages, ...(metadataDir ? { dataDir: metadataDir } : {}) })
         : null;
       if (metadataServer) opened.push(metadataServer);
       // The metrics server is the metadata server's HTTP code with nothing stored: /metadata answers 404.
@@ -152,6 +166,7 @@ export class StoreMaster {
       const m = new StoreMaster(config, service, metrics, metricsServer, metadataServer);
       self = m;
       if (ha) await m.lead(ha, onStandby, onDeposed);
+      else if (dataDir) await m.reload(dataDir, onDeposed);
       await m.serve();
       if (m.ha) await m.ha.publishView(`${ha!.advertiseHost}:${m.rpcPort}`); // clients following etcd come only once we serve
       return m;
@@ -177,6 +192,15 @@ export class StoreMaster {
     this.service.restore(await ha.load());
     this.service.trackChanges();
     this.commits = new GroupCommit(this.service, (c) => ha.commit(c), (e) => this.depose(`a commit to etcd failed: ${e instanceof Error ? e.message : String(e)}`, onDeposed));
+  }
+
+  /** --data_dir: restore what the journal holds, then commit every change there. */
+  private async reload(dir: string, onDeposed?: (why: string) => void): Promise<void> {
+    const { journal, state } = await FileJournal.open(dir);
+    this.journal = journal;
+    this.service.restore(state);
+    this.service.trackChanges();
+    this.commits = new GroupCommit(this.service, (c) => journal.commit(c), (e) => this.depose(`writing the state to ${dir} failed: ${e instanceof Error ? e.message : String(e)}`, onDeposed));
   }
 
   private async serve(): Promise<void> {
@@ -235,6 +259,8 @@ export class StoreMaster {
     if (this.timer) clearInterval(this.timer);
     await this.rpc?.close();
     await this.ha?.close(); // revokes the lease: a standby takes over at once
+    await this.commits?.drain();
+    await this.journal?.close();
     await this.metricsServer?.close();
     await this.metadataServer?.close();
   }
