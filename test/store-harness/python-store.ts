@@ -69,6 +69,17 @@ export interface ReplicateConfigInit {
   group_ids?: string[] | null;
 }
 
+/** One replica as `get_replica_desc` describes it (endpoint/address/size: memory replicas only). */
+export interface ReplicaInfo {
+  /** The ReplicaStatus name, e.g. `COMPLETE`. */
+  status: string;
+  memory: boolean;
+  /** The Transfer Engine endpoint of the segment holding it. */
+  endpoint?: string;
+  address?: number;
+  size?: number;
+}
+
 /** One reply line of the driver. `rc`: a scalar result; `rcs`: a list result. */
 export type Reply = Record<string, unknown> & { rc?: number; rcs?: number[]; error?: string };
 
@@ -188,6 +199,11 @@ export class PythonStore {
     return rc(await this.call('put_batch', { keys, seeds, lengths, config }));
   }
 
+  /** `upsert_batch(keys, values, config)`: **one** int for the whole batch, as put_batch. */
+  async upsertBatch(keys: string[], seeds: number[], lengths: number[], config?: ReplicateConfigInit): Promise<number> {
+    return rc(await this.call('upsert_batch', { keys, seeds, lengths, config }));
+  }
+
   /** `get_batch(keys)`: one value per key, `{ length: 0 }` for a missing one. */
   async getBatch(keys: string[]): Promise<ValueDigest[]> {
     return (await this.call('get_batch', { keys }))['values'] as ValueDigest[];
@@ -242,6 +258,15 @@ export class PythonStore {
   /** `remove_all(force)` → the number removed. */
   async removeAll(force = false): Promise<number> {
     return rc(await this.call('remove_all', { force }));
+  }
+
+  /**
+   * `get_replica_desc(key)`: the replicas the master lists (GetReplicaList, so it takes a read
+   * lease), each with its status name and, for a memory replica, endpoint, address and size.
+   * A missing key is an empty list.
+   */
+  async getReplicaDesc(key: string): Promise<ReplicaInfo[]> {
+    return (await this.call('get_replica_desc', { key }))['replicas'] as ReplicaInfo[];
   }
 
   /** `get_hostname()`: the segment name, `host:port`. */

@@ -56,6 +56,15 @@ def replicate_config(spec):
     return cfg
 
 
+def replica(r):
+    """One ReplicaDescriptor as JSON: its status name and, for a memory replica, where it is."""
+    out = {"status": str(r.status).split(".")[-1], "memory": r.is_memory_replica()}
+    if out["memory"]:
+        b = r.get_memory_descriptor().buffer_descriptor
+        out.update(endpoint=b.transport_endpoint, address=b.buffer_address, size=b.size)
+    return out
+
+
 def offsets(lengths):
     """Start offsets of values laid out back to back, each 64-byte aligned; and the total."""
     out, pos = [], 0
@@ -149,6 +158,9 @@ class Driver:
         if cmd == "put_batch":  # one int for the whole batch
             values = [pattern(seed, n) for seed, n in zip(c["seeds"], c["lengths"])]
             return {"rc": s.put_batch(c["keys"], values, replicate_config(c.get("config")))}
+        if cmd == "upsert_batch":  # one int for the whole batch, as put_batch
+            values = [pattern(seed, n) for seed, n in zip(c["seeds"], c["lengths"])]
+            return {"rc": s.upsert_batch(c["keys"], values, replicate_config(c.get("config")))}
         if cmd == "get_batch":
             return {"values": [digest(v) for v in s.get_batch(c["keys"])]}
         if cmd == "register_buffer":
@@ -176,6 +188,8 @@ class Driver:
             return {"rc": s.remove_by_regex(c["regex"], bool(c.get("force", False)))}
         if cmd == "remove_all":
             return {"rc": s.remove_all(bool(c.get("force", False)))}
+        if cmd == "get_replica_desc":  # the replicas GetReplicaList returned (it takes a lease)
+            return {"replicas": [replica(r) for r in s.get_replica_desc(c["key"])]}
         if cmd == "get_hostname":
             return {"hostname": s.get_hostname()}
         if cmd == "health_check":
