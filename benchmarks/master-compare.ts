@@ -9,8 +9,12 @@
  * call and nothing else; put_small and get_small add a 64 B local copy); the
  * 1 MiB ones MiB/s. It refreshes its table in BENCHMARKS.md between its markers.
  *
- *   node dist/benchmarks/master-compare.js [--rounds 5] [--small 2000] [--large 64]
+ *   node dist/benchmarks/master-compare.js [--rounds 5] [--small 2000] [--large 64] [--warmup 3000] [--ha]
  *     [--max-load 0.8] [--idle-wait 600] [--no-update] [--json FILE]
+ *
+ * --ha adds a third master in the rotation: ours with `--ha` on a one-member
+ * etcd started here (the client still talks to it directly): the cost of
+ * committing every change to etcd before answering.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,7 +22,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ensureInteropEnv, mooncakeEnv, PYTHON } from '../test/interop/mooncake.js';
-import { MooncakeMaster, type MasterKind } from '../test/store-harness/master.js';
+import { MooncakeMaster } from '../test/store-harness/master.js';
+import { EtcdCluster, requireServer } from '../test/servers.js';
 import { median, updateBenchmarksMd, waitIdle } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -33,10 +38,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     small: { type: 'string', default: '2000' },
     large: { type: 'string', default: '64' },
+    warmup: { type: 'string', default: '3000' },
     'max-load': { type: 'string', default: '0.8' },
     'idle-wait': { type: 'string', default: '600' },
     'no-update': { type: 'boolean', default: false },
     json: { type: 'string' },
+    ha: { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -57,11 +64,14 @@ const log = (msg: string): void => {
   process.stderr.write(`[master-compare] ${msg}\n`);
 };
 
+type Variant = 'mooncake' | 'ours' | 'ours-ha';
+const LABEL: Record<Variant, string> = { mooncake: 'mooncake_master', ours: 'ours', 'ours-ha': 'ours --ha (etcd)' };
+
 function runClient(master: MooncakeMaster): Promise<OpResult[]> {
   return new Promise((resolve, reject) => {
     execFile(
       PYTHON,
-      [SCRIPT, master.address, master.metadataUrl, String(small), String(large)],
+      [SCRIPT, master.address, master.metadataUrl, String(small), String(large), values.warmup!],
       { env: mooncakeEnv({ MC_TCP_BIND_ADDRESS: '127.0.0.1' }), timeout: 600_000, maxBuffer: 16 << 20 },
       (err, stdout, stderr) => {
         if (err) reject(new Error(`master_bench.py against ${master.kind}: ${err.message}\n${stderr.slice(-2000)}`));
@@ -78,11 +88,20 @@ async function main(): Promise<void> {
   const skip = ensureInteropEnv();
   if (skip) throw new Error(`the pinned wheel is needed: ${skip}`);
   const load = await waitIdle(Number(values['max-load']), Number(values['idle-wait']), log);
-  const results: Record<MasterKind, Record<string, OpResult[]>> = { mooncake: {}, ours: {} };
+  const variants: Variant[] = values.ha ? ['mooncake', 'ours', 'ours-ha'] : ['mooncake', 'ours'];
+  let etcd: EtcdCluster | null = null;
+  if (values.ha) {
+    const bin = requireServer('etcd');
+    if (bin.skip) throw new Error(`--ha needs etcd: ${bin.skip}`);
+    etcd = await EtcdCluster.start(bin.path, 1);
+  }
+  const results: Record<Variant, Record<string, OpResult[]>> = { mooncake: {}, ours: {}, 'ours-ha': {} };
   for (let r = 0; r < rounds; r++) {
-    const order: MasterKind[] = r % 2 === 0 ? ['mooncake', 'ours'] : ['ours', 'mooncake'];
+    // Rotate the order round by round, so drift hits every master alike.
+    const order = variants.map((_, i) => variants[(i + r) % variants.length]!);
     for (const kind of order) {
-      const master = await MooncakeMaster.start({ kind });
+      const extraArgs = kind === 'ours-ha' ? [`--ha=${etcd!.connString}`, `--cluster_id=bench-${process.pid}-${r}`] : [];
+      const master = await MooncakeMaster.start({ kind: kind === 'mooncake' ? 'mooncake' : 'ours', extraArgs });
       try {
         for (const res of await runClient(master)) (results[kind][res.op] ??= []).push(res);
       } finally {
@@ -91,26 +110,28 @@ async function main(): Promise<void> {
       log(`round ${r + 1}/${rounds} ${kind}: done`);
     }
   }
+  await etcd?.stop();
+  const others = variants.filter((v) => v !== 'mooncake');
   const rows: string[] = [
-    `| operation | unit | mooncake_master (median, min-max) | ours (median, min-max) | ours / Mooncake | p50 / p99 us Mooncake | p50 / p99 us ours |`,
-    '|---|---|---:|---:|---:|---:|---:|',
+    `| operation | unit | mooncake_master (median, min-max) | ${others.map((v) => `${LABEL[v]} (median, min-max) | ${LABEL[v]} / Mooncake`).join(' | ')} | p50 / p99 us: ${variants.map((v) => LABEL[v]).join(', ')} |`,
+    `|---|---|---:|${others.map(() => '---:|---:|').join('')}---:|`,
   ];
   const summary: Record<string, unknown> = {};
+  const f = (xs: number[]): string => `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
+  const lat = (xs: OpResult[]): string => `${median(xs.map((x) => x.p50_us)).toFixed(0)} / ${median(xs.map((x) => x.p99_us)).toFixed(0)}`;
   for (const op of OPS) {
-    const m = results.mooncake[op] ?? [];
-    const o = results.ours[op] ?? [];
-    const mr = m.map(rate);
-    const or = o.map(rate);
     const unit = op.endsWith('1m') ? 'MiB/s' : 'calls/s';
-    const f = (xs: number[]): string => `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
-    const lat = (xs: OpResult[]): string => `${median(xs.map((x) => x.p50_us)).toFixed(0)} / ${median(xs.map((x) => x.p99_us)).toFixed(0)}`;
-    const ratio = median(or) / median(mr);
-    rows.push(`| ${op} | ${unit} | ${f(mr)} | ${f(or)} | ${ratio.toFixed(2)}x | ${lat(m)} | ${lat(o)} |`);
-    summary[op] = { unit, mooncake: mr, ours: or, ratio, mooncakeLatency: m.map((x) => [x.p50_us, x.p99_us]), oursLatency: o.map((x) => [x.p50_us, x.p99_us]) };
+    const base = (results.mooncake[op] ?? []).map(rate);
+    const cells = others.map((v) => {
+      const xs = (results[v][op] ?? []).map(rate);
+      return `${f(xs)} | ${(median(xs) / median(base)).toFixed(2)}x`;
+    });
+    rows.push(`| ${op} | ${unit} | ${f(base)} | ${cells.join(' | ')} | ${variants.map((v) => lat(results[v][op] ?? [])).join(', ')} |`);
+    summary[op] = Object.fromEntries(variants.map((v) => [v, { rates: (results[v][op] ?? []).map(rate), latency: (results[v][op] ?? []).map((x) => [x.p50_us, x.p99_us]) }]));
   }
   const text = [
-    `Command: \`npm run bench:master -- --rounds ${rounds} --small ${small} --large ${large}\` (${new Date().toISOString().slice(0, 10)}, 1-min load ${load.toFixed(2)} at start).`,
-    `Client: the wheel's Python MooncakeDistributedStore (benchmarks/store/master_bench.py), one 512 MiB segment, on loopback; a fresh master per round, rounds alternating.`,
+    `Command: \`npm run bench:master -- --rounds ${rounds} --small ${small} --large ${large} --warmup ${values.warmup}${values.ha ? " --ha" : ""}\` (${new Date().toISOString().slice(0, 10)}, 1-min load ${load.toFixed(2)} at start).`,
+    `Client: the wheel's Python MooncakeDistributedStore (benchmarks/store/master_bench.py), one 512 MiB segment, on loopback; a fresh master per round, rounds alternating; each master first warmed up with ${values.warmup} unmeasured put/exist/get/remove rounds and a 1 s pause (ours compiles its hot paths as it runs: measured warm, as in production).`,
     '',
     ...rows,
   ].join('\n');

@@ -212,6 +212,7 @@ export class StoreMaster {
         port: this.config.rpcPort,
         maxFrameBytes: this.config.maxFrameBytes,
         maxConnections: this.config.maxConnections,
+        busyPollUs: this.config.busyPollUs,
         ...(commits ? { gate: () => commits.gate() } : {}),
       },
       this.metrics.observe,
