@@ -11,8 +11,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ensureInteropEnv } from './interop/mooncake.js';
-import { MooncakeMaster, sleep } from './store-harness/master.js';
+import { MooncakeMaster, sleep, waitFor } from './store-harness/master.js';
 import { PythonStore, patternDigest, type ReplicateConfigInit, type StoreInit } from './store-harness/python-store.js';
+import type { MasterStats } from '../src/master/service.js';
 
 const skip = ensureInteropEnv();
 if (skip) console.warn(`\n*** SKIPPING master-python: ${skip} ***\n`);
@@ -26,18 +27,8 @@ const OBJECT_NOT_FOUND = -704;
 const OBJECT_HAS_LEASE = -706;
 const EMPTY = patternDigest(0, 0); // what get() returns for a missing key
 
-interface Health {
-  status: string;
-  clients: number;
-  segments: number;
-  objects: number;
-  capacityBytes: number;
-  usedBytes: number;
-  leasedObjects: number;
-  writingObjects: number;
-  pendingFreeRegions: number;
-  dormantSegments: number;
-}
+/** /health's JSON: the service's stats, the status and the role. */
+type Health = MasterStats & { status: string; role: string };
 
 async function health(m: MooncakeMaster): Promise<Health> {
   const r = await fetch(`http://127.0.0.1:${m.metricsPort}/health`, { signal: AbortSignal.timeout(5000) });
@@ -52,17 +43,6 @@ async function metric(m: MooncakeMaster, name: string): Promise<number> {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   assert.ok(line, `${name} not in /metrics:\n${text}`);
   return Number(line.slice(name.length + 1));
-}
-
-/** Poll `probe` until `done(value)`, or fail after `ms` with the last value and `why()`. */
-async function waitFor<T>(what: string, ms: number, probe: () => Promise<T>, done: (v: T) => boolean, why: () => string): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (done(v)) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms (last: ${JSON.stringify(v)})\n${why()}`);
-    await sleep(100);
-  }
 }
 
 /** The endpoint get_replica_desc reports for a replica in a store's segment: the segment name, `host:port`. */

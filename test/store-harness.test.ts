@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ensureInteropEnv } from './interop/mooncake.js';
-import { MASTER_KINDS, MooncakeMaster, sleep } from './store-harness/master.js';
+import { MASTER_KINDS, MooncakeMaster, waitFor } from './store-harness/master.js';
 import { PythonStore, pattern, patternDigest } from './store-harness/python-store.js';
 
 const skip = ensureInteropEnv();
@@ -21,17 +21,6 @@ const CLIENT_TTL_S = 4;
 /** docs/store-wire.md ErrorCode values the Python binding returns. */
 const OBJECT_NOT_FOUND = -704;
 const OBJECT_HAS_LEASE = -706;
-
-/** Poll `probe` until `done(value)`, or fail after `ms` with the last value and `why()`. */
-async function waitFor<T>(what: string, ms: number, probe: () => Promise<T>, done: (v: T) => boolean, why: () => string): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (done(v)) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms (last: ${JSON.stringify(v)})\n${why()}`);
-    await sleep(250);
-  }
-}
 
 for (const kind of MASTER_KINDS) describe(`store harness: ${kind === 'mooncake' ? 'real mooncake_master' : 'our master (transfer-engine master)'} + Python store clients`, { skip: skip ?? false }, () => {
   let master: MooncakeMaster;

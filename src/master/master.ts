@@ -259,8 +259,8 @@ export class StoreMaster {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await this.rpc?.close();
+    await this.commits?.drain(); // what was changed is committed before the leadership or the file goes
     await this.ha?.close(); // revokes the lease: a standby takes over at once
-    await this.commits?.drain();
     await this.journal?.close();
     await this.metricsServer?.close();
     await this.metadataServer?.close();

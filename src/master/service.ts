@@ -95,6 +95,19 @@ interface PendingFree {
   readonly at: number;
 }
 
+/** A snapshot of the master's state (what /health shows). */
+export interface MasterStats {
+  clients: number;
+  segments: number;
+  objects: number;
+  capacityBytes: number;
+  usedBytes: number;
+  leasedObjects: number;
+  writingObjects: number;
+  pendingFreeRegions: number;
+  dormantSegments: number;
+}
+
 /** Counters a scrape reads; monotonic. */
 export interface MasterCounters {
   evictedObjects: number;
@@ -866,17 +879,7 @@ export class MasterService {
 
   // ---- what a scrape or a test reads ----
 
-  get stats(): {
-    clients: number;
-    segments: number;
-    objects: number;
-    capacityBytes: number;
-    usedBytes: number;
-    leasedObjects: number;
-    writingObjects: number;
-    pendingFreeRegions: number;
-    dormantSegments: number;
-  } {
+  get stats(): MasterStats {
     const now = this.now();
     let leased = 0;
     let writing = 0;

@@ -34,6 +34,17 @@ export function killOnExit(child: ChildProcess): void {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Poll `probe` until `done(value)`, or fail after `ms` with the last value and `why()`. */
+export async function waitFor<T>(what: string, ms: number, probe: () => Promise<T>, done: (v: T) => boolean, why: () => string = () => ''): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms (last: ${JSON.stringify(v)})\n${why()}`);
+    await sleep(100);
+  }
+}
+
 export function isAlive(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
 }
