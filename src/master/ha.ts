@@ -78,8 +78,9 @@ export class EtcdHa {
   async acquire(): Promise<void> {
     const poll = this.options.pollMs ?? 500;
     while (!this.closed) {
+      let lease: Lease | null = null;
       try {
-        const lease = this.client.lease(this.options.leaseTtlS, { autoKeepAlive: true });
+        lease = this.client.lease(this.options.leaseTtlS, { autoKeepAlive: true });
         const id = await lease.grant();
         const txn = await this.client
           .if(this.leaderKey, 'Create', '==', 0)
@@ -94,12 +95,12 @@ export class EtcdHa {
           lease.on('lost', (e) => this.depose(`the etcd lease was lost (${e.message})`));
           return;
         }
-        await lease.revoke().catch(() => undefined);
-      } catch (e) {
-        if (this.closed) break;
-        // etcd unreachable: keep trying; a standby has nothing to serve meanwhile.
-        void e;
+      } catch {
+        // etcd unreachable, or the key vanished between our create and read: try again; a standby serves nothing meanwhile.
       }
+      // Not the leader this time: our lease goes (its keep-alives with it).
+      await lease?.revoke().catch(() => undefined);
+      if (this.closed) break;
       await new Promise((r) => setTimeout(r, poll));
     }
     throw teError(ErrorCode.CLOSED, 'HA: stopped before becoming the leader');
