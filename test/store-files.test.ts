@@ -135,6 +135,19 @@ for (const kind of MASTER_KINDS) {
       }
     });
 
+    test('setupWithFiles with a file it cannot mount fails as a whole, releases the others, and can be tried again', async () => {
+      const [good] = makeFiles(dir, ['retry-good.bin'], MiB);
+      const s = new MooncakeDistributedStore({ env: ENV });
+      try {
+        assert.equal(await s.setupWithFiles('127.0.0.1', master.metadataUrl, [good!, path.join(dir, 'retry-missing.bin')], '4MB', 'tcp', '', master.address), StoreErrorCode.INVALID_PARAMS);
+        assert.match(s.getLastError()?.message ?? '', /retry-missing/);
+        // The good file was released (its lock too): the same object sets up with it now.
+        assert.equal(await s.setupWithFiles('127.0.0.1', master.metadataUrl, [good!], '4MB', 'tcp', '', master.address), 0, s.getLastError()?.message);
+      } finally {
+        await s.close();
+      }
+    });
+
     test('unmountFileSegment: no new replicas go to the file; mounting it again brings back what it held (our master)', async () => {
       const cfg = new ReplicateConfig({ preferredSegments: [provider.getHostname()] });
       assert.equal(await node.put('um-1', pattern(300, 2 * MiB), cfg), 0, node.getLastError()?.message);

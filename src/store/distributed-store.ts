@@ -250,9 +250,9 @@ export class MooncakeDistributedStore {
     for (const f of files) {
       const m = await this.mountFileSegment(f);
       if (m !== StoreErrorCode.OK) {
-        const err = this.lastError;
-        await this.close();
-        this.lastError = err;
+        // As a failed setup: everything undone (what was mounted unmounted), and setup may be tried again.
+        await this.teardown(true);
+        this.state = 'new';
         return m;
       }
     }
