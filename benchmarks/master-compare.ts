@@ -10,6 +10,7 @@
  * 1 MiB ones MiB/s. It refreshes its table in BENCHMARKS.md between its markers.
  *
  *   node dist/benchmarks/master-compare.js [--rounds 5] [--small 2000] [--large 64] [--warmup 3000] [--ha]
+ *     [--busy-poll-us N]   (our masters' --busy_poll_us; default: theirs, 100)
  *     [--max-load 0.8] [--idle-wait 600] [--no-update] [--json FILE]
  *
  * --ha adds a third master in the rotation: ours with `--ha` on a one-member
@@ -39,6 +40,7 @@ const { values } = parseArgs({
     small: { type: 'string', default: '2000' },
     large: { type: 'string', default: '64' },
     warmup: { type: 'string', default: '3000' },
+    'busy-poll-us': { type: 'string' },
     'max-load': { type: 'string', default: '0.8' },
     'idle-wait': { type: 'string', default: '600' },
     'no-update': { type: 'boolean', default: false },
@@ -100,7 +102,8 @@ async function main(): Promise<void> {
     // Rotate the order round by round, so drift hits every master alike.
     const order = variants.map((_, i) => variants[(i + r) % variants.length]!);
     for (const kind of order) {
-      const extraArgs = kind === 'ours-ha' ? [`--ha=${etcd!.connString}`, `--cluster_id=bench-${process.pid}-${r}`] : [];
+      const poll = values['busy-poll-us'] !== undefined && kind !== 'mooncake' ? [`--busy_poll_us=${values['busy-poll-us']}`] : [];
+      const extraArgs = [...poll, ...(kind === 'ours-ha' ? [`--ha=${etcd!.connString}`, `--cluster_id=bench-${process.pid}-${r}`] : [])];
       const master = await MooncakeMaster.start({ kind: kind === 'mooncake' ? 'mooncake' : 'ours', extraArgs });
       try {
         for (const res of await runClient(master)) (results[kind][res.op] ??= []).push(res);

@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { MooncakeDistributedStore, ReplicateConfig } from '../src/store.js';
+import { MooncakeDistributedStore, ReplicateConfig, StoreErrorCode } from '../src/store.js';
 import { ensureInteropEnv } from './interop/mooncake.js';
 import { EtcdCluster, MetadataServerProcess, requireServer } from './servers.js';
 import { killOnExit, sleep, stopChild } from './store-harness/master.js';
@@ -95,6 +95,12 @@ describe('master HA on etcd: the standby takes over with every object; Python an
   });
 
   test('leader killed: the standby leads within seconds, all objects intact, clients follow; an etcd member dies and the store goes on', async (t) => {
+    // Before any master leads: setup fails with a code and says why, it does not hang.
+    const early = new MooncakeDistributedStore({ env });
+    assert.equal(await early.setup('127.0.0.1', metadata.url, 0, '4MB', 'tcp', '', etcdForClients), StoreErrorCode.RPC_FAIL);
+    assert.match(early.getLastError()?.message ?? '', /no master leads cluster/);
+    await early.close();
+
     a = startMaster(etcd.connString, cluster);
     const readyA = await a.next('master_ready', 20_000);
     b = startMaster(etcd.connString, cluster);

@@ -1073,11 +1073,27 @@ describe('transfer-engine master (CLI)', () => {
       ['--rpc_port=-5', 'rpc_port'],
       ['--eviction_high_watermark_ratio=0', 'eviction_high_watermark_ratio'],
       ['--metrics_port=abc', 'metrics_port'],
+      ['--busy_poll_us=-1', 'busy_poll_us'],
+      ['--ha=http://127.0.0.1:2379', 'ha'],
+      ['--ha_lease_ttl=1', 'ha_lease_ttl'],
+      ['--data_dir=', 'data_dir'],
     ] as const) {
       const r = await cli([arg, '--metrics_port=-1', '--rpc_address=127.0.0.1', '--rpc_port=0'].filter((a, i, all) => all.findIndex((b) => b.split('=')[0] === a.split('=')[0]) === i));
       assert.equal(r.code, 2, `${arg}: exit code (stderr: ${r.stderr})`);
       assert.ok(oneLine(r.stderr).includes(`--${flag}`), `${arg}: ${r.stderr}`);
     }
+  });
+
+  test('HA needs an address clients can reach, and one place for the state', async () => {
+    const wildcard = await cli(['--ha=etcd://127.0.0.1:1', '--rpc_address=0.0.0.0', '--metrics_port=-1']);
+    assert.equal(wildcard.code, 2);
+    assert.match(oneLine(wildcard.stderr), /--rpc_address/);
+    const both = await cli(['--ha=etcd://127.0.0.1:1', '--data_dir=/tmp/x', '--rpc_address=127.0.0.1', '--metrics_port=-1']);
+    assert.equal(both.code, 2);
+    assert.match(oneLine(both.stderr), /--data_dir and --ha/);
+    const noEndpoints = await cli(['--enable_ha', '--rpc_address=127.0.0.1', '--metrics_port=-1']);
+    assert.equal(noEndpoints.code, 2);
+    assert.match(oneLine(noEndpoints.stderr), /--etcd_endpoints/);
   });
 
   test('kebab spellings: a master_ready JSON line, ServiceReady served, SIGTERM exits 0', async () => {

@@ -314,3 +314,27 @@ describe('ReplicateConfig.toWire', () => {
     }
   });
 });
+
+describe('masterLocator: where the master is', () => {
+  test('host:port is used as given; etcd:// follows a leader; anything else is refused up front', async () => {
+    const { masterLocator } = await import('../src/store/master-view.js');
+    const direct = masterLocator('127.0.0.1:50051');
+    assert.equal(direct.follows, false);
+    assert.deepEqual(await direct.resolve(), { host: '127.0.0.1', port: 50051 });
+    assert.equal(masterLocator('etcd://127.0.0.1:2379;127.0.0.1:2380').follows, true);
+    for (const bad of ['127.0.0.1', 'etcd://', 'etcd://;,', '']) {
+      assert.throws(() => masterLocator(bad), { code: 'TE_INVALID_ARGUMENT' }, bad);
+    }
+  });
+
+  test('an etcd nobody answers on: the lookup fails with TE_PEER_UNREACHABLE, it does not hang', async () => {
+    const { masterLocator } = await import('../src/store/master-view.js');
+    const { freePort } = await import('./servers.js');
+    const l = masterLocator(`etcd://127.0.0.1:${await freePort()}`);
+    try {
+      await assert.rejects(l.resolve(), { code: 'TE_PEER_UNREACHABLE' });
+    } finally {
+      l.close();
+    }
+  });
+});

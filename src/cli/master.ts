@@ -124,7 +124,12 @@ export function masterConfigFromFlags(argv: readonly string[]): {
       }
     : null;
   let ha: HaSettings | null = null;
-  if (f.ha !== undefined || f.enable_ha) {
+  if (f.ha === undefined && !f.enable_ha) {
+    // HA settings without HA would be silently ignored: refuse them instead.
+    for (const k of ['cluster_id', 'ha_lease_ttl', 'etcd_endpoints'] as const) {
+      if (f[k] !== undefined) throw new UsageError(`--${k} is an HA setting: give --ha etcd://... (or --enable_ha --etcd_endpoints=...) too`);
+    }
+  } else {
     const conn = f.ha ?? (f.etcd_endpoints !== undefined ? `etcd://${f.etcd_endpoints}` : undefined);
     if (conn === undefined) throw new UsageError('--enable_ha needs --etcd_endpoints (or give --ha etcd://h1:2379,h2:2379)');
     let parsed: ReturnType<typeof parseMetadataConnString>;

@@ -118,14 +118,24 @@ export class RpcServer {
     let broken = false;
     /** Replies held for a gate, in order; null when none is held (then replies go at once). */
     let held: Promise<void> | null = null;
+    // Several replies (pipelined requests) leave in one writev, without copying them into one buffer.
+    const write = (replies: Buffer[]): void => {
+      if (replies.length === 1) {
+        sock.write(replies[0]!);
+        return;
+      }
+      sock.cork();
+      for (const r of replies) sock.write(r);
+      sock.uncork();
+    };
     const send = (replies: Buffer[]): void => {
       const wait = this.options.gate?.() ?? null;
       if (wait === null && held === null) {
-        sock.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+        write(replies);
         return;
       }
       const mine = (held ?? Promise.resolve()).then(() => wait).then(() => {
-        if (!sock.destroyed) sock.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+        if (!sock.destroyed) write(replies);
       });
       held = mine;
       mine.then(

@@ -326,7 +326,7 @@ export class MooncakeDistributedStore {
     // host:port, or etcd://... (HA: the leader's address is looked up at every reconnect, so we follow failovers).
     const locator = masterLocator(config.masterServerAddr ?? DEFAULT_MASTER, this.options.env ?? process.env);
     this.locator = locator;
-    const first = locator.label.startsWith('etcd://') ? { host: locator.label, port: 0 } : await locator.resolve();
+    const first = locator.follows ? { host: locator.label, port: 0 } : await locator.resolve();
 
     // The master first: a wrong address or version fails before anything is bound.
     const rpc = new RpcClient({
@@ -334,7 +334,7 @@ export class MooncakeDistributedStore {
       port: first.port,
       connectTimeoutMs: RPC_TIMEOUT_MS,
       callTimeoutMs: RPC_TIMEOUT_MS,
-      ...(locator.label.startsWith('etcd://') ? { resolve: () => locator.resolve() } : {}),
+      ...(locator.follows ? { resolve: () => locator.resolve() } : {}),
     });
     this.rpc = rpc;
     await this.overRpc(rpc, 'ServiceReady', () => checkVersion(rpc));

@@ -24,6 +24,8 @@ export interface MasterLocator {
   resolve(): Promise<{ host: string; port: number }>;
   /** What the user gave, for messages. */
   readonly label: string;
+  /** HA: the address moves with the leader, so it is looked up at every reconnect. */
+  readonly follows: boolean;
   close(): void;
 }
 
@@ -42,6 +44,7 @@ export function masterLocator(address: string, env: Record<string, string | unde
     let client: Etcd3 | null = null;
     return {
       label: address,
+      follows: true,
       async resolve() {
         client ??= new Etcd3({ hosts: endpoints, dialTimeout: LOOKUP_TIMEOUT_MS, defaultCallOptions: () => ({ deadline: Date.now() + LOOKUP_TIMEOUT_MS }) });
         let view: string | null;
@@ -64,5 +67,5 @@ export function masterLocator(address: string, env: Record<string, string | unde
   const hp = splitHostPort(address);
   if (!hp.port) throw teError(ErrorCode.INVALID_ARGUMENT, `masterServerAddr "${address}" must be host:port or etcd://host:port[;host:port...]`);
   const target = { host: hp.host, port: hp.port };
-  return { label: address, resolve: () => Promise.resolve(target), close() {} };
+  return { label: address, follows: false, resolve: () => Promise.resolve(target), close() {} };
 }
