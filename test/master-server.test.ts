@@ -761,6 +761,43 @@ function sendAll(port: number, bytes: Buffer, chunks: number[]): Promise<Buffer>
   });
 }
 
+describe('master RPC port: busy polling', () => {
+  // A window of 300 ms makes "within the window" and "after it" plain to arrange on a busy machine.
+  const WINDOW_US = 300_000;
+
+  test('a lone request does not poll; one within the window after another does, and the poll ends', async () => {
+    const master = await startMaster({ busyPollUs: WINDOW_US });
+    try {
+      const conn = await RawConn.connect(master.rpcServer.port);
+      assertVersion(await conn.call(serviceReady(1)), 1);
+      assert.equal(master.rpcServer.pollingNow, false, 'the first request (after no other) started a poll');
+      assertVersion(await conn.call(serviceReady(2)), 2);
+      assert.equal(master.rpcServer.pollingNow, true, 'a request right after another did not start a poll');
+      await waitFor(() => !master.rpcServer.pollingNow, 5000, () => 'the poll did not end after its window');
+      await sleep(WINDOW_US / 1000 + 100);
+      assertVersion(await conn.call(serviceReady(3)), 3);
+      assert.equal(master.rpcServer.pollingNow, false, 'a request after a silence longer than the window started a poll');
+      conn.destroy();
+    } finally {
+      await master.close();
+    }
+  });
+
+  test('busyPollUs 0: never polls, however close the requests', async () => {
+    const master = await startMaster({ busyPollUs: 0 });
+    try {
+      const conn = await RawConn.connect(master.rpcServer.port);
+      for (let i = 1; i <= 5; i++) {
+        assertVersion(await conn.call(serviceReady(i)), i);
+        assert.equal(master.rpcServer.pollingNow, false, `request ${i} started a poll`);
+      }
+      conn.destroy();
+    } finally {
+      await master.close();
+    }
+  });
+});
+
 describe('master RPC port: fuzz of mutated valid frames', () => {
   test('never a crash, never a malformed reply, the prescribed reply to every frame, still serving', { timeout: 120_000 }, async (t: TestContext) => {
     const master = await startMaster();

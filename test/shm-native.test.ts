@@ -218,3 +218,35 @@ describe('aligned allocation', () => {
     }
   });
 });
+
+describe('pollWait (busy polling of the event loop)', () => {
+  test('returns true once the loop has an event, without waiting out its time', async () => {
+    const n = loadShmNative();
+    const { spawn } = await import('node:child_process');
+    // The child's stdout pipe becomes readable ~50 ms after the spawn: an event for our loop.
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => process.stdout.write("x"), 50)']);
+    const got = new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(String(d))));
+    await new Promise((r) => setTimeout(r, 5));
+    let ready = false;
+    // Up to 10 s of 0.9 s waits: the first true comes when the byte arrives, however slow the machine.
+    for (let i = 0; i < 11 && !ready; i++) ready = n.pollWait(900_000);
+    assert.equal(ready, true, 'pollWait never saw the pipe become readable');
+    assert.equal(await got, 'x', 'the event pollWait saw was then handled by the loop');
+  });
+
+  test('nothing pending: false, after at least the time asked', () => {
+    const n = loadShmNative();
+    const t0 = process.hrtime.bigint();
+    const ready = n.pollWait(2000);
+    const us = Number(process.hrtime.bigint() - t0) / 1000;
+    if (!ready) assert.ok(us >= 2000, `returned false after ${us} us, before the 2000 asked`);
+    assert.equal(typeof ready, 'boolean');
+  });
+
+  test('bad durations are refused with ERR_TE_SHM_ARGS', () => {
+    const n = loadShmNative();
+    for (const bad of [-1, Number.NaN, 2e6, 'x' as unknown as number]) {
+      assert.throws(() => n.pollWait(bad), (e: NodeJS.ErrnoException) => e.code === 'ERR_TE_SHM_ARGS', String(bad));
+    }
+  });
+});

@@ -29,7 +29,7 @@ export const MASTER_FLAGS = {
   metrics_port: { type: 'integer', description: 'port serving /metrics (Prometheus) and /health; -1: none', defaultText: '9003' },
   metrics_host: { type: 'string', description: 'address serving /metrics and /health', defaultText: '0.0.0.0' },
   max_connections: { type: 'integer', description: 'RPC connections served at once; more are closed at accept', defaultText: String(DEFAULT_MASTER_CONFIG.maxConnections) },
-  busy_poll_us: { type: 'integer', description: 'microseconds to keep polling after each request instead of sleeping (lower latency for back-to-back calls; 0: off)', defaultText: String(DEFAULT_MASTER_CONFIG.busyPollUs) },
+  busy_poll_us: { type: 'integer', description: 'busy-poll window: while requests come closer together than this many microseconds, poll instead of sleeping (lower latency for back-to-back calls, at the cost of a core; 0: off)', defaultText: String(DEFAULT_MASTER_CONFIG.busyPollUs) },
   ha: { type: 'string', description: 'high availability: etcd://h1:2379,h2:2379; masters sharing it elect a leader, state committed there; needs a concrete --rpc_address' },
   enable_ha: { type: 'boolean', description: "Mooncake's spelling: HA with --etcd_endpoints", defaultText: 'false' },
   etcd_endpoints: { type: 'string', description: "Mooncake's spelling of the etcd endpoints for --enable_ha (h1:2379;h2:2379)" },

@@ -11,6 +11,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { teError, ErrorCode } from '../errors.js';
+import { loadShmNative } from '../shm/native.js';
 import { encodeReply, MAGIC, RequestDecoder, RpcErrc, type RequestFrame } from '../store/codec/coro-rpc.js';
 import { decodeMessage, string } from '../store/codec/struct-pack.js';
 import { NO_ARGS } from '../store/master-protocol.js';
@@ -33,12 +34,33 @@ export interface RpcServerOptions {
    * without the replies (they were never durable).
    */
   gate?: () => Promise<void> | null;
-  /** Microseconds to keep polling after each request (0: sleep at once). */
+  /**
+   * The busy-poll window in microseconds (0: always sleep at once). After a
+   * request that came within this window of the one before it (from any
+   * client), keep polling this long instead of sleeping.
+   */
   busyPollUs?: number;
 }
 
 /** What happened to one request, for metrics: the method name (or "unknown") and the outcome. */
 export type RequestObserver = (method: string, outcome: 'ok' | 'app_error' | 'bad_args' | 'unknown_function' | 'exception', errorCode?: number) => void;
+
+/** The longest one native wait of a busy poll blocks the JS thread (timers, other work) when nothing arrives. */
+const POLL_SLICE_US = 200;
+
+/** The addon's pollWait when it is built, else null: then a busy poll turns the loop with setImmediate alone. */
+function pollWaiter(): ((us: number) => boolean) | null {
+  if (waiter === undefined) {
+    try {
+      const native = loadShmNative();
+      waiter = (us) => native.pollWait(us);
+    } catch {
+      waiter = null;
+    }
+  }
+  return waiter;
+}
+let waiter: ((us: number) => boolean) | null | undefined;
 
 export class RpcServer {
   private readonly server: net.Server;
@@ -50,6 +72,8 @@ export class RpcServer {
   /** Until when (performance.now() ms) the event loop keeps polling instead of sleeping: see options.busyPollUs. */
   private pollUntil = 0;
   private polling = false;
+  /** When (performance.now() ms) the last chunk with requests arrived, from any connection. */
+  private lastArrival = -Infinity;
 
   private constructor(
     private readonly handlers: ReadonlyMap<number, Handler>,
@@ -90,20 +114,40 @@ export class RpcServer {
 
   /**
    * After a request, keep the event loop turning (setImmediate: libuv polls
-   * the sockets without blocking) for busyPollUs, so the next request of a
-   * client that calls again at once is read without waking a sleeping
-   * process. On a VM that wake-up is most of a small call's latency
-   * (BENCHMARKS.md, Store master); idle, nothing spins.
+   * the sockets without blocking) for busyPollUs, so the next request is read
+   * without waking a sleeping process: on a VM that wake-up costs more than a
+   * small call itself (BENCHMARKS.md, Store master). Only while requests come
+   * closer together than the window: polling after a request that followed a
+   * longer silence would rarely catch the next one and would burn the core
+   * for nothing. So a lone request never spins, a steady client keeps one
+   * core polling, and the poll ends one window after the last request.
    */
+  /** True while the event loop is kept polling after recent requests (see busyPoll). */
+  get pollingNow(): boolean {
+    return this.polling;
+  }
+
   private busyPoll(): void {
-    const us = this.options.busyPollUs ?? 0;
-    if (us <= 0) return;
-    this.pollUntil = performance.now() + us / 1000;
+    const windowMs = (this.options.busyPollUs ?? 0) / 1000;
+    if (windowMs <= 0) return;
+    const now = performance.now();
+    const gap = now - this.lastArrival;
+    this.lastArrival = now;
+    if (gap > windowMs) return;
+    this.pollUntil = now + windowMs;
     if (this.polling) return;
     this.polling = true;
+    const wait = pollWaiter();
     const turn = (): void => {
-      if (performance.now() < this.pollUntil && !this.closing) setImmediate(turn);
-      else this.polling = false;
+      const left = this.pollUntil - performance.now();
+      if (left <= 0 || this.closing) {
+        this.polling = false;
+        return;
+      }
+      // Native: spin in C, yielding the CPU, until the loop has events (one turn per event, not one
+      // JS object every microsecond); capped so timers are late by at most POLL_SLICE_US.
+      wait?.(Math.min(left * 1000, POLL_SLICE_US));
+      setImmediate(turn);
     };
     setImmediate(turn);
   }

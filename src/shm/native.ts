@@ -38,6 +38,11 @@ export interface ShmNative {
   mapFile(path: string): OwnedMapping & { size: number };
   /** msync(MS_SYNC) of an owned mapping; a no-op once released. */
   syncMapping(handle: NativeHandle): void;
+  /**
+   * Spin (yielding the CPU between checks) until this thread's event loop has
+   * events ready or `us` microseconds pass; true if it has. For busy polling.
+   */
+  pollWait(us: number): boolean;
 }
 
 /** peerCopy flag, tests only: skip the fstat pre-check so the SIGBUS guard itself is exercised. */
