@@ -3,18 +3,16 @@
  * ERROR, Mooncake's names. Lines go to stderr (or a sink given to the
  * engine), one per event, with the level spelled out so they grep well.
  */
-import { teError, ErrorCode } from '../errors.js';
+import { envVar } from '../env.js';
 
 export const LogLevel = { TRACE: 0, INFO: 1, WARNING: 2, ERROR: 3 } as const;
 export type LogLevelName = keyof typeof LogLevel;
 
 export type LogSink = (line: string) => void;
 
+/** MC_LOG_LEVEL's text, parsed by src/env.ts's rule for it (TE_BAD_ENV when malformed). */
 export function parseLogLevel(raw: string | undefined): LogLevelName {
-  if (raw === undefined || raw.trim() === '') return 'INFO';
-  const v = raw.trim().toUpperCase();
-  if (v in LogLevel) return v as LogLevelName;
-  throw teError(ErrorCode.BAD_ENV, `MC_LOG_LEVEL="${raw}" is not one of TRACE, INFO, WARNING, ERROR`);
+  return envVar('MC_LOG_LEVEL', { MC_LOG_LEVEL: raw });
 }
 
 export const stderrSink: LogSink = (line) => {

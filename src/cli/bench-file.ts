@@ -124,7 +124,7 @@ export function resolveFileOptions(f: Flags): Options {
   }
   let directIO: boolean;
   try {
-    directIO = f.direct_io ?? loadFileConfig(process.env).directIO;
+    directIO = f.direct_io ?? loadFileConfig().directIO; // all of MC_NVMEOF_GENERIC_* checked, as a usage error
   } catch (e) {
     if (e instanceof TransferEngineError) throw new UsageError(e.message);
     throw e;

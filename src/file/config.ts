@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { teError, ErrorCode } from '../errors.js';
+import { ENV_VARS, envVar, type Env } from '../env.js';
 
 export interface FileConfig {
   /** MC_NVMEOF_GENERIC_NUM_WORKERS: file operations in flight at once (default 8). */
@@ -18,32 +19,14 @@ export interface FileConfig {
   sameHost: boolean;
 }
 
-function parseBool(env: Env, name: string, dflt: boolean): boolean {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return dflt;
-  const v = raw.trim().toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-  if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not a boolean (1/0, true/false, yes/no, on/off)`);
-}
+export const MAX_FILE_WORKERS = ENV_VARS.MC_NVMEOF_GENERIC_NUM_WORKERS.max;
 
-export const MAX_FILE_WORKERS = 256;
-
-type Env = Record<string, string | undefined>;
-
-export function loadFileConfig(env: Env): FileConfig {
-  const rawWorkers = env['MC_NVMEOF_GENERIC_NUM_WORKERS'];
-  let workers = 8;
-  if (rawWorkers !== undefined && rawWorkers.trim() !== '') {
-    const v = /^\d+$/.test(rawWorkers.trim()) ? Number(rawWorkers.trim()) : NaN;
-    if (!Number.isSafeInteger(v) || v < 1 || v > MAX_FILE_WORKERS) {
-      throw teError(ErrorCode.BAD_ENV, `MC_NVMEOF_GENERIC_NUM_WORKERS="${rawWorkers}" is not an integer in [1, ${MAX_FILE_WORKERS}]`);
-    }
-    workers = v;
-  }
-  const directIO = parseBool(env, 'MC_NVMEOF_GENERIC_DIRECT_IO', false);
-  const sameHost = parseBool(env, 'TE_FILE_SAME_HOST', true);
-  return { workers, directIO, sameHost };
+export function loadFileConfig(env: Env = process.env): FileConfig {
+  return {
+    workers: envVar('MC_NVMEOF_GENERIC_NUM_WORKERS', env),
+    directIO: envVar('MC_NVMEOF_GENERIC_DIRECT_IO', env),
+    sameHost: envVar('TE_FILE_SAME_HOST', env),
+  };
 }
 
 /** Where the nvmeof_generic transport listens: traddr and trsvcid of its transport id. */

@@ -7,6 +7,7 @@
  *
  * <cluster> is MC_METADATA_CLUSTER_ID; Mooncake appends the '/' when missing.
  */
+import { envVar, type Env } from '../env.js';
 
 export interface MetadataKeys {
   /** "mooncake/" or "mooncake/<cluster>/". */
@@ -15,8 +16,8 @@ export interface MetadataKeys {
   rpcMeta(name: string): string;
 }
 
-export function metadataKeys(env: Record<string, string | undefined> = process.env): MetadataKeys {
-  let cluster = env['MC_METADATA_CLUSTER_ID'] ?? '';
+export function metadataKeys(env: Env = process.env): MetadataKeys {
+  let cluster = envVar('MC_METADATA_CLUSTER_ID', env);
   if (cluster.length > 0 && !cluster.endsWith('/')) cluster += '/';
   const prefix = `mooncake/${cluster}`;
   return {

@@ -8,6 +8,7 @@
  */
 import { Redis } from 'ioredis';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
+import { envVar } from '../env.js';
 import { redisDbIndex, withTimeout, type MetadataStore, type StoreOptions } from './store.js';
 
 const DEFAULT_TIMEOUT_MS = 5000;
@@ -50,8 +51,8 @@ export class RedisMetadataStore implements MetadataStore {
   /** Connect (bounded), authenticate and select the database; fails fast with a typed error. */
   static async connect(host: string, port: number, options: Pick<StoreOptions, 'timeoutMs' | 'env'>): Promise<RedisMetadataStore> {
     const env = options.env;
-    const password = env['MC_REDIS_PASSWORD'] ?? '';
-    const username = env['MC_REDIS_USERNAME'] ?? '';
+    const password = envVar('MC_REDIS_PASSWORD', env);
+    const username = envVar('MC_REDIS_USERNAME', env);
     const db = redisDbIndex(env);
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const client = new Redis({

@@ -6,6 +6,7 @@
  */
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import type { MetadataTarget } from './connection.js';
+import { envVar, type Env } from '../env.js';
 
 export interface MetadataStore {
   /** What the store talks to, for messages: "http://h:8080/metadata", "etcd://h:2379", ... */
@@ -32,18 +33,10 @@ export interface StoreOptions {
   /** etcd only: attach puts to a lease of this many seconds, kept alive while the store is open (0: no lease). */
   leaseTtlS: number;
   /** Environment for MC_REDIS_* (default process.env). */
-  env: Record<string, string | undefined>;
+  env: Env;
 }
 
-export type Env = Record<string, string | undefined>;
-
-function intEnv(env: Env, name: string, dflt: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return dflt;
-  const v = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
-  if (!Number.isInteger(v) || v < min || v > max) throw teError(ErrorCode.BAD_ENV, `${name}="${raw}" is not an integer in [${min}, ${max}]`);
-  return v;
-}
+export type { Env };
 
 /**
  * Store settings from the environment (ours, not Mooncake's):
@@ -51,17 +44,17 @@ function intEnv(env: Env, name: string, dflt: number, min: number, max: number):
  * 5 s for etcd and Redis), TE_METADATA_LEASE_TTL (seconds, etcd, 0 = off).
  */
 export function storeOptionsFromEnv(env: Env): StoreOptions {
-  const timeoutMs = intEnv(env, 'TE_METADATA_TIMEOUT_MS', 0, 100, 600_000);
+  const timeoutMs = envVar('TE_METADATA_TIMEOUT_MS', env);
   return {
-    ...(timeoutMs > 0 ? { timeoutMs } : {}),
-    leaseTtlS: intEnv(env, 'TE_METADATA_LEASE_TTL', 0, 0, 86_400),
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    leaseTtlS: envVar('TE_METADATA_LEASE_TTL', env),
     env,
   };
 }
 
 /** MC_REDIS_DB_INDEX: 0-255 like Mooncake; a malformed value is an error, not a silent 0. */
 export function redisDbIndex(env: Env): number {
-  return intEnv(env, 'MC_REDIS_DB_INDEX', 0, 0, 255);
+  return envVar('MC_REDIS_DB_INDEX', env);
 }
 
 /** Reject with TE_TIMEOUT after `ms`, whatever the operation does. */

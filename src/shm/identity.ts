@@ -9,11 +9,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { teError, ErrorCode } from '../errors.js';
+import { envVar, MACHINE_ID_PATTERN, type Env, type EnvName } from '../env.js';
 
 const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 const MACHINE_ID_FILES = ['/etc/machine-id', '/var/lib/dbus/machine-id'];
 /** Env override (ours): makes an engine look like another host, for tests. */
-export const MACHINE_ID_ENV = 'TE_MACHINE_ID';
+export const MACHINE_ID_ENV = 'TE_MACHINE_ID' satisfies EnvName;
 
 function readTrimmed(path: string): string | undefined {
   try {
@@ -37,24 +38,17 @@ export function hostMachineId(): string | undefined {
   return cached ?? undefined;
 }
 
-const ID_RE = /^[\x21-\x7e]{1,256}$/;
-
 /**
  * The identity an engine publishes: `override` (an engine option), else
  * TE_MACHINE_ID, else the host's. An override must be 1-256 printable
  * ASCII characters without spaces (TE_BAD_ENV / TE_INVALID_ARGUMENT).
  */
-export function localMachineId(override?: string, env: Record<string, string | undefined> = process.env): string | undefined {
+export function localMachineId(override?: string, env: Env = process.env): string | undefined {
   if (override !== undefined) {
-    if (typeof override !== 'string' || !ID_RE.test(override)) {
+    if (typeof override !== 'string' || !MACHINE_ID_PATTERN.test(override)) {
       throw teError(ErrorCode.INVALID_ARGUMENT, 'machineId must be 1-256 printable ASCII characters without spaces');
     }
     return override;
   }
-  const fromEnv = env[MACHINE_ID_ENV];
-  if (fromEnv !== undefined && fromEnv !== '') {
-    if (!ID_RE.test(fromEnv)) throw teError(ErrorCode.BAD_ENV, `${MACHINE_ID_ENV} must be 1-256 printable ASCII characters without spaces`);
-    return fromEnv;
-  }
-  return hostMachineId();
+  return envVar(MACHINE_ID_ENV, env) ?? hostMachineId();
 }

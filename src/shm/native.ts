@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { teError, ErrorCode, type TransferEngineError } from '../errors.js';
+import { envVar } from '../env.js';
 
 declare const handleBrand: unique symbol;
 /** Opaque native mapping handle (a tagged napi external). */
@@ -59,8 +60,8 @@ let loaded: ShmNative | undefined;
 let loadError: TransferEngineError | undefined;
 
 function addonPath(): string | undefined {
-  const override = process.env['TE_SHM_ADDON'];
-  if (override !== undefined && override !== '') return override;
+  const override = envVar('TE_SHM_ADDON');
+  if (override !== undefined) return override;
   for (const rel of ADDON_CANDIDATES) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(p)) return p;

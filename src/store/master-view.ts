@@ -8,9 +8,10 @@
 import { Etcd3 } from 'etcd3';
 import { teError, ErrorCode } from '../errors.js';
 import { splitHostPort } from '../net.js';
+import { ENV_VARS, envVar, type Env } from '../env.js';
 
 /** Mooncake's default cluster id (`--cluster_id`). */
-export const DEFAULT_CLUSTER_ID = 'mooncake_cluster';
+export const DEFAULT_CLUSTER_ID: string = ENV_VARS.MC_STORE_CLUSTER_ID.default;
 
 /** The key Mooncake's HA clients read the leader's address from. */
 export function masterViewKey(cluster: string): string {
@@ -30,7 +31,7 @@ export interface MasterLocator {
 }
 
 /** A locator for `masterServerAddr`; TE_INVALID_ARGUMENT when it is neither host:port nor etcd://... */
-export function masterLocator(address: string, env: Record<string, string | undefined> = process.env): MasterLocator {
+export function masterLocator(address: string, env: Env = process.env): MasterLocator {
   if (address.startsWith('etcd://')) {
     const endpoints = address
       .slice('etcd://'.length)
@@ -39,7 +40,7 @@ export function masterLocator(address: string, env: Record<string, string | unde
       .filter((e) => e.length > 0)
       .map((e) => (/^https?:\/\//.test(e) ? e : `http://${e}`));
     if (endpoints.length === 0) throw teError(ErrorCode.INVALID_ARGUMENT, `masterServerAddr "${address}" names no etcd endpoint`);
-    const cluster = env['MC_STORE_CLUSTER_ID'] || DEFAULT_CLUSTER_ID;
+    const cluster = envVar('MC_STORE_CLUSTER_ID', env);
     const key = masterViewKey(cluster);
     let client: Etcd3 | null = null;
     return {

@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { TransferEngine } from '../../core.js';
+import { envVar } from '../../env.js';
 import type { BenchOptions } from './options.js';
 import { engineOptions, numaNodeCount } from './thread.js';
 
@@ -56,7 +57,7 @@ export function initiatorCommand(segment: string, o: BenchOptions): string {
   const script = process.argv[1] ?? '';
   let bin = `${shellQuote(process.execPath)} ${shellQuote(script)}`;
   // Started through the package bin: repeat that (npx sets npm_command=exec; its bin dir is not on PATH later).
-  if (path.basename(script) === 'transfer-engine') bin = process.env['npm_command'] === 'exec' ? 'npx transfer-engine' : 'transfer-engine';
+  if (path.basename(script) === 'transfer-engine') bin = envVar('npm_command') === 'exec' ? 'npx transfer-engine' : 'transfer-engine';
   const meta = o.metadataFlags.map((f) => ` ${shellQuote(f)}`).join('');
   return (
     `${bin} bench --mode=initiator --remote_segment=${shellQuote(segment)}${meta} --size=${o.size} --batch=${o.batch} --threads=${o.threads}` +
