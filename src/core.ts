@@ -1,6 +1,6 @@
 /** The core engine (Mooncake's C++ API vocabulary): `import { TransferEngine } from 'transfer-engine/core'`. */
+export { TransferEngine } from './engine/engine.js';
 export {
-  TransferEngine,
   TransferOpcode,
   TaskStatus,
   LOCAL_SEGMENT,
@@ -12,7 +12,7 @@ export {
   type TransferCounters,
   type RetryCounters,
   type SecurityCounters,
-} from './engine.js';
+} from './engine/types.js';
 export { type RegionAccess } from './memory.js';
 export { TransferEngineError, ErrorCode, isTransferEngineError } from './errors.js';
 export { type EngineConfig, loadConfig } from './config.js';

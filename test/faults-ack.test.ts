@@ -8,7 +8,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferStatus, type TransferRequest } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferStatus, type TransferRequest } from '../src/core.js';
 import { encodeSegmentDesc } from '../src/codec/descriptor.js';
 import { HandshakeFrameDecoder, encodeHandshakeFrame } from '../src/codec/handshake.js';
 import { STATUS_OK_FRAME } from '../src/codec/wire.js';

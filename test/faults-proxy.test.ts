@@ -10,7 +10,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferStatus, type TransferRequest } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferStatus, type TransferRequest } from '../src/core.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { FaultProxy, proxyPeerPorts, PROXY_HOST, PASS, expectNoLeaks, resourceSnapshot, type PeerProxy, type ProxyConnection } from './fault-proxy.js';
 import { fillPattern, patternBuffer } from './pattern.js';

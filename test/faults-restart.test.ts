@@ -10,7 +10,7 @@
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferStatus, type TransferRequest } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferStatus, type TransferRequest } from '../src/core.js';
 import { forkPeer, initPeer, spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { MetadataServerProcess, tempDir } from './servers.js';
 import { proxyPeerPorts, PROXY_HOST, expectNoLeaks, resourceSnapshot, type PeerProxy } from './fault-proxy.js';

@@ -6,7 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/core.js';
 import { ErrorCode } from '../src/errors.js';
 import { encodeHeader, HEADER_SIZE, STATUS_REJECTED_FRAME } from '../src/codec/wire.js';
 import { ensureInteropEnv, MooncakeHttpMetadataServer, MooncakePeer, mooncakeBinary, mooncakeEnv, ROOT } from './interop/mooncake.js';

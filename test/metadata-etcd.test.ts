@@ -7,7 +7,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/core.js';
 import { EtcdMetadataStore } from '../src/metadata/etcd.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { patternBuffer } from './pattern.js';

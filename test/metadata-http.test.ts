@@ -11,7 +11,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/core.js';
 import { MetadataHttpServer } from '../src/metadata/http-server.js';
 import { HttpMetadataStore, curlEscape } from '../src/metadata/http.js';
 import { encodeDescriptorValue } from '../src/metadata/values.js';

@@ -7,7 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { TransferEngine, TransferOpcode, TaskStatus } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus } from '../src/core.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { patternBuffer } from './pattern.js';
 import { RedisServer, freePort, requireServer } from './servers.js';

@@ -9,7 +9,7 @@
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TransferEngine, TransferOpcode, TaskStatus } from '../src/engine.js';
+import { TransferEngine, TransferOpcode, TaskStatus } from '../src/core.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { patternBuffer } from './pattern.js';
 

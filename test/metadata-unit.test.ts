@@ -11,7 +11,7 @@ import { metadataKeys } from '../src/metadata/keys.js';
 import { curlEscape } from '../src/metadata/http.js';
 import { encodeDescriptorValue, decodeDescriptorValue, encodeRpcMeta, decodeRpcMeta, sortedJson } from '../src/metadata/values.js';
 import { storeOptionsFromEnv, redisDbIndex } from '../src/metadata/store.js';
-import { TransferEngine } from '../src/engine.js';
+import { TransferEngine } from '../src/core.js';
 
 const te = (code: string) => (e: unknown): boolean => (e as { code?: string }).code === code;
 

@@ -19,7 +19,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { TaskStatus } from '../src/engine.js';
+import { TaskStatus } from '../src/core.js';
 import { NetnsPair, netnsSkipReason, peerCall, planRequests, resources, verifiedBatch, type PeerRegion, type PeerResources, type PlannedRequest } from './netns.js';
 
 const MiB = 1024 * 1024;

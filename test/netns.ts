@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { TaskStatus } from '../src/engine.js';
+import { TaskStatus } from '../src/core.js';
 import { PeerProcess } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));

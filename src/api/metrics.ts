@@ -4,7 +4,7 @@
  * intervals without activity print nothing. The same counters are readable
  * at any time with TransferEngine.getMetrics().
  */
-import type { TransferCounters } from '../engine.js';
+import type { TransferCounters } from '../engine/types.js';
 
 /** Cumulative counters since initialize(). */
 export type TransferMetrics = TransferCounters;

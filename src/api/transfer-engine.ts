@@ -14,14 +14,8 @@
  *   buffer) and getBufferAddress(memory) gives its address, which is what
  *   numpy's `.ctypes.data` gives in the seed.
  */
-import {
-  TransferEngine as CoreEngine,
-  TransferOpcode,
-  TaskStatus,
-  type SegmentHandle,
-  type TransferRequest,
-  type TransferStatus,
-} from '../engine.js';
+import { TransferEngine as CoreEngine } from '../engine/engine.js';
+import { TransferOpcode, TaskStatus, type SegmentHandle, type TransferRequest, type TransferStatus } from '../engine/types.js';
 import { ErrorCode, TransferEngineError, teError } from '../errors.js';
 import { fmtAddr } from '../memory.js';
 import { metadataConnString } from '../metadata/connection.js';

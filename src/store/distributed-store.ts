@@ -19,7 +19,7 @@
  */
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { TransferEngine as CoreEngine } from '../engine.js';
+import { TransferEngine as CoreEngine } from '../engine/engine.js';
 import { ErrorCode, TransferEngineError, teError } from '../errors.js';
 import { splitHostPort } from '../net.js';
 import { Membership } from './membership.js';

@@ -5,7 +5,8 @@
  * the read lease. Transfers started in one turn of the event loop (a store
  * batch's keys) share one engine batch.
  */
-import { TransferEngine as CoreEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../engine.js';
+import { TransferEngine as CoreEngine } from '../engine/engine.js';
+import { TransferOpcode, TaskStatus, type TransferRequest } from '../engine/types.js';
 import { teError, ErrorCode } from '../errors.js';
 import { ReplicaStatus, StoreErrorCode, type GetReplicaListResponse, type ReplicaDescriptor } from './master-protocol.js';
 import type { StagingBuffer } from './staging.js';

@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { readdirSync } from 'node:fs';
 import { isTransferEngineError, TaskStatus, TransferEngine, TransferOpcode, type BatchID, type SegmentDesc, type TransferRequest, type TransferStatus } from '../../core.js';
-import type { EngineOptions } from '../../engine.js';
+import type { EngineOptions } from '../../engine/types.js';
 import { LatencyHistogram, type HistogramData } from './histogram.js';
 import { MAX_THREADS, type BenchOptions } from './options.js';
 

@@ -1,0 +1,129 @@
+/**
+ * Batches and their tasks: one task per request, its slices in flight, its
+ * retry rounds' held slices, its status. The retry policy itself is
+ * retry.ts; the engine starts the rounds.
+ */
+import { ErrorCode, type TransferEngineError } from '../errors.js';
+import { Failure, type Slice, type SliceOwner } from '../transport/slice.js';
+import { RetryRound } from './retry.js';
+import type { RemoteSegment } from './segments.js';
+import { TaskStatus, type TransferCounters, type TransferStatus } from './types.js';
+
+/**
+ * One request. Its slices go out; those that fail in a way resending can cure
+ * are held (pinned) and, once no slice of the task is in flight, resent
+ * together in a retry round (the engine's retryTask), up to MC_RETRY_CNT
+ * rounds. Resending is safe because both operations are idempotent: a WRITE
+ * puts the same bytes at the same address again (the source stays pinned and
+ * unchanged until the task ends), a READ copies the same range into the same
+ * place again. A task is COMPLETED only when every slice was acknowledged.
+ */
+export class Task implements SliceOwner {
+  status: TaskStatus = TaskStatus.WAITING;
+  transferred = 0;
+  error: TransferEngineError | undefined;
+  pending = 0;
+
+  /** Slices to resend in the next round; they keep their region pinned until then. */
+  retryable: Slice[] = [];
+  /** The first error of this round's failures: the task's error if it gives up. */
+  retryError: TransferEngineError | undefined;
+  /** This round's bookkeeping (retry.ts). */
+  round = new RetryRound();
+  /** A slice failed this round in a way that dooms the round (haltsTask): slices not sent yet are skipped. */
+  halted = false;
+  /** Retry rounds started. */
+  rounds = 0;
+  /** The segment's generation this task last sent with. */
+  generation: number;
+  /** The backoff before the next round. */
+  retryTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly batch: Batch,
+    readonly write: boolean,
+    private readonly counters: TransferCounters,
+    /** The peer's segment (set when its open completes, for a task submitted while it opened); null: local, never retried. */
+    public seg: RemoteSegment | null = null,
+    /** Starts a retry round (the engine's, shared by all tasks); null: no retries. */
+    private readonly onRetry: ((task: Task) => void) | null = null,
+  ) {
+    this.generation = seg?.generation ?? 0;
+  }
+
+  halt(): void {
+    this.halted = true;
+  }
+
+  sliceDone(slice: Slice, error: TransferEngineError | null): void {
+    const verdict = this.round.record(error === null ? null : slice.failure, this.onRetry !== null);
+    if (verdict === 'done') this.transferred += slice.length;
+    else if (verdict === 'hold') {
+      slice.region.pins++;
+      this.retryable.push(slice);
+      if (slice.failure !== Failure.SKIPPED) this.retryError ??= error!;
+    } else this.error ??= error!;
+    if (--this.pending > 0) return;
+    if (this.round.retry(this.error !== undefined)) this.onRetry!(this);
+    else this.giveUp();
+  }
+
+  /** Start the next round: the held slices (their pins pass to the new slices), with the round's state reset. */
+  takeRetryable(): Slice[] {
+    const slices = this.retryable;
+    this.retryable = [];
+    this.retryError = undefined;
+    this.round = new RetryRound();
+    this.halted = false;
+    this.pending = slices.length;
+    return slices;
+  }
+
+  /** Finish without (more) retries: unpin held slices, report the first error. */
+  giveUp(): void {
+    for (const s of this.retryable) s.region.pins--;
+    if (this.retryable.length > 0) this.error ??= this.retryError;
+    this.retryable = [];
+    this.finish();
+  }
+
+  finish(): void {
+    const c = this.counters;
+    if (this.write) c.bytesWritten += this.transferred;
+    else c.bytesRead += this.transferred;
+    if (this.error) {
+      this.status = this.error.code === ErrorCode.TIMEOUT ? TaskStatus.TIMEOUT : TaskStatus.FAILED;
+      c.tasksFailed++;
+    } else {
+      this.status = TaskStatus.COMPLETED;
+      c.tasksCompleted++;
+    }
+    this.batch.taskFinished();
+  }
+
+  /** The task's status as the API reports it. */
+  get statusReport(): TransferStatus {
+    return this.error ? { status: this.status, transferred: this.transferred, error: this.error } : { status: this.status, transferred: this.transferred };
+  }
+}
+
+export class Batch {
+  readonly tasks: Task[] = [];
+  unfinished = 0;
+  private waiters: Array<() => void> = [];
+
+  constructor(readonly capacity: number) {}
+
+  taskFinished(): void {
+    if (--this.unfinished === 0) {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  whenDone(): Promise<void> {
+    if (this.unfinished === 0) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
