@@ -3,17 +3,10 @@
  * ERROR, Mooncake's names. Lines go to stderr (or a sink given to the
  * engine), one per event, with the level spelled out so they grep well.
  */
-import { envVar } from '../env.js';
-
 export const LogLevel = { TRACE: 0, INFO: 1, WARNING: 2, ERROR: 3 } as const;
 export type LogLevelName = keyof typeof LogLevel;
 
 export type LogSink = (line: string) => void;
-
-/** MC_LOG_LEVEL's text, parsed by src/env.ts's rule for it (TE_BAD_ENV when malformed). */
-export function parseLogLevel(raw: string | undefined): LogLevelName {
-  return envVar('MC_LOG_LEVEL', { MC_LOG_LEVEL: raw });
-}
 
 export const stderrSink: LogSink = (line) => {
   process.stderr.write(`${line}\n`);

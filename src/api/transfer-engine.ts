@@ -16,6 +16,7 @@
  */
 import { TransferEngine as CoreEngine } from '../engine/engine.js';
 import { TransferOpcode, TaskStatus, type SegmentHandle, type TransferRequest, type TransferStatus } from '../engine/types.js';
+import { envVar } from '../env.js';
 import { ErrorCode, TransferEngineError, teError } from '../errors.js';
 import { fmtAddr } from '../memory.js';
 import { metadataConnString } from '../metadata/connection.js';
@@ -44,7 +45,7 @@ import {
 } from './codes.js';
 import { BatchTable, MAX_FINISHED, type BatchOutcome, type BatchRecord } from './batches.js';
 import { loadApiSettings, syncDeadlineMs, type Env } from './env.js';
-import { Logger, parseLogLevel, stderrSink, type LogLevelName, type LogSink } from './log.js';
+import { Logger, stderrSink, type LogLevelName, type LogSink } from './log.js';
 import { ManagedBuffers, MOONCAKE_BUDDY, SHM_BUDDY } from './managed-buffers.js';
 import { MetricsReporter, ZERO_METRICS, type TransferMetrics } from './metrics.js';
 import { discoverTopology, topologyJson, type Topology } from './topology.js';
@@ -167,7 +168,7 @@ export class TransferEngine {
     // The level applies from the start; a malformed value is reported by initialize().
     let level: LogLevelName = 'INFO';
     try {
-      level = parseLogLevel(this.env['MC_LOG_LEVEL']);
+      level = envVar('MC_LOG_LEVEL', this.env);
     } catch {
       /* initialize() returns ERR_BAD_ENV for it */
     }
@@ -269,7 +270,7 @@ export class TransferEngine {
           await core.init(localHostname);
         } catch (e) {
           // Name the variable when the metadata service came from the environment.
-          const fromEnv = metadata === '' ? this.env['MC_METADATA_SERVER'] : undefined;
+          const fromEnv = metadata === '' ? envVar('MC_METADATA_SERVER', this.env) : undefined;
           if (fromEnv && e instanceof TransferEngineError && e.message.includes(fromEnv)) {
             throw teError(e.code, `MC_METADATA_SERVER="${fromEnv}": ${e.message}`, e);
           }
@@ -296,7 +297,7 @@ export class TransferEngine {
         }
         this.state = 'ready';
         this.logger.info(
-          `initialized segment ${c.segmentName} (rpc port ${c.rpcPort}, data port ${c.dataPort}, protocol tcp, metadata ${metadata || this.env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE'})`,
+          `initialized segment ${c.segmentName} (rpc port ${c.rpcPort}, data port ${c.dataPort}, protocol tcp, metadata ${metadata || envVar('MC_METADATA_SERVER', this.env) || 'P2PHANDSHAKE'})`,
         );
         return OK;
       } catch (e) {

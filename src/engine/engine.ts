@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type EngineConfig } from '../config.js';
 import { encodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { HandshakeType } from '../codec/handshake.js';
+import { envVar } from '../env.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { HandshakeServer, type Notification } from '../handshake.js';
 import type { RegionAccess } from '../memory.js';
@@ -132,7 +133,7 @@ export class TransferEngine {
     this.config = { ...loadConfig(env), ...this.options.config };
     if (this.options.authSecret !== undefined) this.config.authSecret = secretBytes(this.options.authSecret, 'authSecret', ErrorCode.INVALID_ARGUMENT);
     this.memory = new LocalMemory({ config: this.config, shm: this.options.shm === true, name: () => this.name, directory: () => this.directory });
-    const metadata = this.options.metadataServer || env['MC_METADATA_SERVER'] || 'P2PHANDSHAKE';
+    const metadata = this.options.metadataServer || envVar('MC_METADATA_SERVER', env) || 'P2PHANDSHAKE';
     const target = parseMetadataConnString(metadata);
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
     const fileConfig = loadFileConfig(env); // MC_NVMEOF_GENERIC_*, checked as early

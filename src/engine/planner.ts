@@ -1,7 +1,7 @@
 /**
  * Request -> Plan: each request of a batch is checked and resolved before any
  * of them starts (all or nothing), into one of a few plans the engine then
- * carries out (engine.ts, start). A bad request is a typed error naming it.
+ * carries out (dispatch.ts, start). A bad request is a typed error naming it.
  */
 import { teError, ErrorCode } from '../errors.js';
 import { checkFileId, checkFileRange, type LocalFiles } from '../file/local-files.js';

@@ -3,7 +3,7 @@
  * only fault scenarios reach are unit-tested (test/engine-retry.test.ts):
  * which slice failures a round may cure, whether a round that ended is
  * retried, and the backoff before the next one. The Task (batch.ts) keeps
- * the slices; the engine runs the rounds (engine.ts, retryTask).
+ * the slices; dispatch.ts runs the rounds (retryTask).
  */
 import { Failure } from '../transport/slice.js';
 

@@ -8,7 +8,7 @@ import type { Region } from '../memory.js';
 
 /**
  * Why a slice failed, as the transport saw it: the engine's retry policy
- * (src/engine.ts, Task) decides from this whether resending can help.
+ * (src/engine/retry.ts) decides from this whether resending can help.
  */
 export const Failure = {
   /** Settled without error. */
