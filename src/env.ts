@@ -201,7 +201,7 @@ export const ENV_VARS = {
     expects: '1-256 printable ASCII characters without spaces',
     doc: 'machine identity for the same-host check (tests: another host)',
   }),
-  TE_SHM_ADDON: text({ default: undefined, doc: 'path of the shared-memory addon instead of build/Release' }),
+  TE_SHM_ADDON: text({ default: undefined, doc: 'path of the native addon instead of build/Release' }),
 
   MC_STORE_CLUSTER_ID: text({ default: 'mooncake_cluster', doc: "cluster whose master_view an etcd:// master address reads" }),
 

@@ -10,7 +10,7 @@ import { BENCH_FLAGS, resolveOptions } from '../src/cli/bench/options.js';
 import { LatencyHistogram } from '../src/cli/bench/histogram.js';
 import { describeStop, integrityVerdict } from '../src/cli/bench/initiator.js';
 import type { ThreadResult } from '../src/cli/bench/thread.js';
-import { shmNativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { runCli, type CliRun } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -581,7 +581,7 @@ test('live progress on a terminal', { skip: hasScript ? false : 'script(1) is no
 
 // --------------------------------------------------------------- shmfs
 
-test('--shmfs: every engine allocates its memory in /dev/shm; the initiator copies directly', { skip: shmNativeAvailable() ? false : 'the shared-memory addon is not built' }, async () => {
+test('--shmfs: every engine allocates its memory in /dev/shm; the initiator copies directly', { skip: nativeAvailable() ? false : 'the shared-memory addon is not built' }, async () => {
   const r = await cli(['bench', '--loopback', '--shmfs', '--threads=2', '--duration=1', '--size=64K', '--batch=8', '--workload=mix', '--integrity_check', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const j = lastJsonLine(r.stdout);

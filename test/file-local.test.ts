@@ -13,7 +13,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { TransferEngine, TransferOpcode, TaskStatus, LOCAL_SEGMENT, type TransferRequest } from '../src/core.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
-import { shmNativeAvailable, loadShmNative } from '../src/shm/native.js';
+import { nativeAvailable, loadNative } from '../src/native/addon.js';
 import { allocateAligned } from '../src/shm/region.js';
 import { patternBuffer } from './pattern.js';
 
@@ -284,7 +284,7 @@ describe('transfers between registered memory and a registered file', () => {
   });
 });
 
-describe('direct I/O', { skip: shmNativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
+describe('direct I/O', { skip: nativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
   test('aligned requests both ways, from unaligned (bounced) and aligned (direct) memory; align 4096 published', async () => {
     const p = sentinelFile(1 << 20);
     const id = engine.registerLocalFile(p, 1 << 20, { directIO: true });
@@ -293,7 +293,7 @@ describe('direct I/O', { skip: shmNativeAvailable() ? false : 'the native addon 
     const plain = patternBuffer(3 * 4096 + 1, 21);
     const plainAddr = engine.registerLocalMemory(plain);
     const aligned = allocateAligned(256 * 1024, 4096);
-    const native = loadShmNative();
+    const native = loadNative();
     assert.equal(native.addressModulo(aligned, 4096), 0);
     aligned.set(patternBuffer(aligned.length, 22));
     const alignedAddr = engine.registerLocalMemory(aligned);

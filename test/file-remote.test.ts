@@ -23,7 +23,7 @@ import {
 } from '../src/codec/wire.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
 import { MetadataHttpServer } from '../src/metadata/http-server.js';
-import { shmNativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { fillPattern, patternBuffer } from './pattern.js';
 
@@ -253,7 +253,7 @@ describe('MC_TCP_PROTO=1 (unacknowledged memory writes)', () => {
   });
 });
 
-describe('direct I/O across processes', { skip: shmNativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
+describe('direct I/O across processes', { skip: nativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
   test('the peer publishes align 4096; aligned requests work, unaligned ones are refused before sending', async () => {
     const peer = await spawnPeer({ ...TCP_ONLY, MC_NVMEOF_GENERIC_DIRECT_IO: 'on' });
     const engine = new TransferEngine({ env: TCP_ONLY });

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/core.js';
 import { TransferEngineError, ErrorCode } from '../src/errors.js';
 import { RECHECK_MS, SameHostFiles } from '../src/transport/file-same-host.js';
-import { shmNativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
 import { patternBuffer } from './pattern.js';
 
@@ -246,7 +246,7 @@ describe('a peer process on this host', () => {
   });
 });
 
-describe('direct I/O on a same-host peer', { skip: shmNativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
+describe('direct I/O on a same-host peer', { skip: nativeAvailable() ? false : 'the native addon (aligned buffers) is not built' }, () => {
   test('the owner publishes align 4096: aligned requests go direct (from unaligned memory too), misaligned ones fail as over TCP', async () => {
     const peer = await spawnPeer({ MC_NVMEOF_GENERIC_DIRECT_IO: 'on' });
     const engine = new TransferEngine({ env: {} });

@@ -17,7 +17,7 @@ import { TransferEngine, TransferOpcode, TaskStatus, ErrorCode, TransferEngineEr
 import { MemoryRegistry } from '../src/memory.js';
 import { STATUS_OK_FRAME, STATUS_REJECTED_FRAME, STATUS_FILE_REJECTED_FRAME, encodeFileHeader } from '../src/codec/wire.js';
 import { decodeSegmentDesc, encodeSegmentDesc } from '../src/codec/descriptor.js';
-import { shmNativeAvailable } from '../src/shm/index.js';
+import { nativeAvailable } from '../src/shm/index.js';
 import { ShmTransport } from '../src/transport/shm.js';
 import { patternBuffer } from './pattern.js';
 import { RawConn, header, READ, WRITE, V2 } from './security-helpers.js';
@@ -129,7 +129,7 @@ describe('region access modes (data server)', () => {
   });
 });
 
-describe('region access modes (same-host shared memory)', { skip: !shmNativeAvailable() && !process.env['CI'] }, () => {
+describe('region access modes (same-host shared memory)', { skip: !nativeAvailable() && !process.env['CI'] }, () => {
   it('a read-only shm region is read through shm and never written through it', async () => {
     const target = new TransferEngine({ env: {}, shm: true });
     const initiator = new TransferEngine({ env: {} });

@@ -7,7 +7,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chownSync, mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { ErrorCode } from '../src/errors.js';
-import { loadShmNative } from '../src/shm/native.js';
+import { loadNative } from '../src/native/addon.js';
 import { allocateShmRegion, type ShmRegion } from '../src/shm/region.js';
 import { reapStaleShmFiles } from '../src/shm/reaper.js';
 import { hostMachineId } from '../src/shm/identity.js';
@@ -216,13 +216,13 @@ describe('shm transport: misbehaving peers', () => {
       // The next mapping attempt sees the size disagree with the descriptor.
       assert.throws(() => t.copy(HOST, desc, 0, buf, false), teCode(ErrorCode.MALFORMED, /holds 4096 bytes/));
       // Still alive, and the guard still works for the next fault.
-      assert.equal(loadShmNative().sigbusGuardInstalled(), true);
+      assert.equal(loadNative().sigbusGuardInstalled(), true);
       t.close();
     });
   }
 
   test('the SIGBUS guard also protects copies into a partially truncated range, repeatedly', async () => {
-    const native = loadShmNative();
+    const native = loadNative();
     const size = 256 * 1024;
     const { name } = await owner.alloc(size, 6);
     const h = native.openPeer(`${SHM_DIR}/${name}`, size, true);

@@ -7,12 +7,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { TransferEngine, TransferOpcode, TaskStatus, ErrorCode, type TransferRequest } from '../src/core.js';
-import { shmNativeAvailable } from '../src/shm/index.js';
+import { nativeAvailable } from '../src/shm/index.js';
 import { spawnPeer, sha256 } from './helpers.js';
 import { fillPattern, patternBuffer } from './pattern.js';
 
 const MiB = 1 << 20;
-const available = shmNativeAvailable();
+const available = nativeAvailable();
 if (!available) console.warn('\n*** shm-engine: the shm addon is not built; these tests fail in CI ***\n');
 
 let engine: TransferEngine;

@@ -1,10 +1,10 @@
-/** The te_shm addon and owner-side regions: mapping, cross-process visibility, workers, alignment, absence. */
+/** The te_native addon and owner-side regions: mapping, cross-process visibility, workers, alignment, absence. */
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode } from '../src/errors.js';
-import { loadShmNative, shmNativeAvailable } from '../src/shm/native.js';
+import { loadNative, nativeAvailable } from '../src/native/addon.js';
 import { allocateShmRegion, allocateAligned, MAX_SHM_REGION, type ShmRegion } from '../src/shm/region.js';
 import { parseShmName, SHM_DIR } from '../src/shm/names.js';
 import { reapStaleShmFiles } from '../src/shm/reaper.js';
@@ -23,12 +23,12 @@ function alloc(size: number): ShmRegion {
   return r;
 }
 
-describe('te_shm addon', () => {
+describe('te_native addon', () => {
   test('loads, with the SIGBUS guard installed', () => {
-    assert.equal(shmNativeAvailable(), true, 'the addon must be built by npm install');
-    const n = loadShmNative();
+    assert.equal(nativeAvailable(), true, 'the addon must be built by npm install');
+    const n = loadNative();
     assert.equal(n.sigbusGuardInstalled(), true);
-    assert.equal(loadShmNative(), n, 'loaded once');
+    assert.equal(loadNative(), n, 'loaded once');
   });
 
   test('a region is a 0600 file in /dev/shm of exactly its size, zero-filled, named after our pid', () => {
@@ -178,10 +178,10 @@ describe('te_shm addon', () => {
       try { t.copy(t.machineId, { shmName: 'transfer-engine-1-0123456789abcdef', size: 10, addr: 1 }, 0, new Uint8Array(1), false); }
       catch (e) { out.copy = e.code; }
       out.reaped = m.reapStaleShmFiles();
-      out.native = m.shmNativeAvailable();
+      out.native = m.nativeAvailable();
       console.log(JSON.stringify(out));`;
     const res = await runSnippet(code, {
-      TE_SHM_ADDON: '/nonexistent/te_shm.node',
+      TE_SHM_ADDON: '/nonexistent/te_native.node',
       TRANSPORT: new URL('../src/transport/shm.js', import.meta.url).href,
     });
     assert.equal(res.code, 0, res.stderr);
@@ -200,7 +200,7 @@ describe('te_shm addon', () => {
 
 describe('aligned allocation', () => {
   test('start address aligned as asked, zero-filled', () => {
-    const n = loadShmNative();
+    const n = loadNative();
     for (const align of [8, 512, 4096, 65536, 1 << 21]) {
       for (const size of [1, 513, 4096, 100_000]) {
         const b = allocateAligned(size, align);
@@ -221,7 +221,7 @@ describe('aligned allocation', () => {
 
 describe('pollWait (busy polling of the event loop)', () => {
   test('returns true once the loop has an event, without waiting out its time', async () => {
-    const n = loadShmNative();
+    const n = loadNative();
     const { spawn } = await import('node:child_process');
     // The child's stdout pipe becomes readable ~50 ms after the spawn: an event for our loop.
     const child = spawn(process.execPath, ['-e', 'setTimeout(() => process.stdout.write("x"), 50)']);
@@ -235,7 +235,7 @@ describe('pollWait (busy polling of the event loop)', () => {
   });
 
   test('nothing pending: false, after at least the time asked', () => {
-    const n = loadShmNative();
+    const n = loadNative();
     const t0 = process.hrtime.bigint();
     const ready = n.pollWait(2000);
     const us = Number(process.hrtime.bigint() - t0) / 1000;
@@ -244,7 +244,7 @@ describe('pollWait (busy polling of the event loop)', () => {
   });
 
   test('bad durations are refused with ERR_TE_SHM_ARGS', () => {
-    const n = loadShmNative();
+    const n = loadNative();
     for (const bad of [-1, Number.NaN, 2e6, 'x' as unknown as number]) {
       assert.throws(() => n.pollWait(bad), (e: NodeJS.ErrnoException) => e.code === 'ERR_TE_SHM_ARGS', String(bad));
     }

@@ -21,8 +21,9 @@ import { joinHostPort, parseHostPort, splitHostPort } from '../net.js';
 import { parseMetadataConnString } from '../metadata/connection.js';
 import { SegmentDirectory } from '../metadata/directory.js';
 import { metadataKeys } from '../metadata/keys.js';
-import { openMetadataStore, storeOptionsFromEnv } from '../metadata/store.js';
-import { reapStaleShmFiles, shmNativeAvailable } from '../shm/index.js';
+import { openMetadataStore } from '../metadata/open-store.js';
+import { storeOptionsFromEnv } from '../metadata/store.js';
+import { reapStaleShmFiles, nativeAvailable } from '../shm/index.js';
 import { ShmTransport } from '../transport/shm.js';
 import { TcpClient } from '../transport/tcp/client.js';
 import { TcpDataServer } from '../transport/tcp/server.js';
@@ -137,7 +138,7 @@ export class TransferEngine {
     const target = parseMetadataConnString(metadata);
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
     const fileConfig = loadFileConfig(env); // MC_NVMEOF_GENERIC_*, checked as early
-    if (this.options.shm && !shmNativeAvailable()) {
+    if (this.options.shm && !nativeAvailable()) {
       throw teError(ErrorCode.NOT_SUPPORTED, 'shared memory was asked for (shm option) but the native addon is not built on this host');
     }
     this.state = 'initializing';

@@ -19,7 +19,7 @@
  */
 import fs from 'node:fs';
 import { teError, ErrorCode, type TransferEngineError } from '../errors.js';
-import { loadShmNative } from '../shm/native.js';
+import { loadNative } from '../native/addon.js';
 import { DIRECT_IO_ALIGN, type RegisteredFile } from './registry.js';
 import type { Staging, StagingPool } from './staging.js';
 
@@ -112,7 +112,7 @@ export class FileIO {
     }
     let bounce: Staging | null = null;
     let io = op.buf;
-    if (file.directIO && loadShmNative().addressModulo(op.buf, DIRECT_IO_ALIGN) !== 0) {
+    if (file.directIO && loadNative().addressModulo(op.buf, DIRECT_IO_ALIGN) !== 0) {
       bounce = this.staging.take(op.buf.length, true);
       io = bounce.view;
       if (op.write) io.set(op.buf);

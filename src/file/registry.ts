@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
-import { shmNativeAvailable } from '../shm/native.js';
+import { nativeAvailable } from '../native/addon.js';
 import { toRegionAccess, type RegionAccess } from '../memory.js';
 
 /** Offsets and lengths of direct I/O must be multiples of this (covers 512 and 4096-byte sectors). */
@@ -191,8 +191,8 @@ export class FileRegistry {
       if (size % DIRECT_IO_ALIGN !== 0) {
         throw teError(ErrorCode.INVALID_ARGUMENT, `with direct I/O the size must be a multiple of ${DIRECT_IO_ALIGN}; ${size} is not`);
       }
-      if (!shmNativeAvailable()) {
-        throw teError(ErrorCode.NOT_SUPPORTED, 'direct I/O needs aligned buffers from the native addon (build/Release/te_shm.node), which is not built');
+      if (!nativeAvailable()) {
+        throw teError(ErrorCode.NOT_SUPPORTED, 'direct I/O needs aligned buffers from the native addon (build/Release/te_native.node), which is not built');
       }
     }
     for (const f of this.byIdMap.values()) {

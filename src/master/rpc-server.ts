@@ -11,7 +11,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { teError, ErrorCode } from '../errors.js';
-import { loadShmNative } from '../shm/native.js';
+import { loadNative } from '../native/addon.js';
 import { encodeReply, MAGIC, RequestDecoder, RpcErrc, type RequestFrame } from '../store/codec/coro-rpc.js';
 import { decodeMessage, string } from '../store/codec/struct-pack.js';
 import { NO_ARGS } from '../store/master-protocol.js';
@@ -52,7 +52,7 @@ const POLL_SLICE_US = 200;
 function pollWaiter(): ((us: number) => boolean) | null {
   if (waiter === undefined) {
     try {
-      const native = loadShmNative();
+      const native = loadNative();
       waiter = (us) => native.pollWait(us);
     } catch {
       waiter = null;

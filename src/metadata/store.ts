@@ -5,7 +5,6 @@
  * TE_METADATA_REJECTED (credentials, 4xx), TE_TIMEOUT (no answer in time).
  */
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
-import type { MetadataTarget } from './connection.js';
 import { envVar, type Env } from '../env.js';
 
 export interface MetadataStore {
@@ -68,22 +67,4 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
 
 export function isTeError(e: unknown): e is TransferEngineError {
   return e instanceof TransferEngineError;
-}
-
-/** Open a store for a parsed connection string. Backends load lazily so P2P users never load etcd or Redis clients. */
-export async function openMetadataStore(target: Exclude<MetadataTarget, { type: 'p2p' }>, options: StoreOptions): Promise<MetadataStore> {
-  switch (target.type) {
-    case 'http': {
-      const { HttpMetadataStore } = await import('./http.js');
-      return new HttpMetadataStore(target.url, options);
-    }
-    case 'etcd': {
-      const { EtcdMetadataStore } = await import('./etcd.js');
-      return new EtcdMetadataStore(target.endpoints, options);
-    }
-    case 'redis': {
-      const { RedisMetadataStore } = await import('./redis.js');
-      return RedisMetadataStore.connect(target.host, target.port, options);
-    }
-  }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Install-time build of the te_shm addon (`npm install` / `npm ci` run it as
+ * Install-time build of the te_native addon (`npm install` / `npm ci` run it as
  * the package's "install" script). Downloads nothing:
  *
  *  1. node-gyp (npm's bundled copy, else one on the path) with --nodedir set
@@ -24,10 +24,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const out = join(root, 'build', 'Release', 'te_shm.node');
-const source = join(root, 'src', 'native', 'shm.c');
+const out = join(root, 'build', 'Release', 'te_native.node');
+const source = join(root, 'src', 'native', 'native.c');
 const require = createRequire(import.meta.url);
-const log = (msg) => process.stderr.write(`te_shm: ${msg}\n`);
+const log = (msg) => process.stderr.write(`te_native: ${msg}\n`);
 
 /** A directory node-gyp can use as --nodedir: include/node with common.gypi and node_api.h. */
 function fullNodeDir(dir) {
@@ -91,6 +91,6 @@ const built = process.platform === 'linux' && ((process.env.TE_NATIVE_BUILD !== 
 if (built && existsSync(out) && statSync(out).size > 0) {
   log(`built ${out}`);
 } else {
-  log('could not build the shared-memory addon; the engine will run without the shm transport');
+  log('could not build the native addon; the engine will run without shared memory, direct I/O and busy polling');
   if (process.env.TE_REQUIRE_NATIVE === '1') process.exit(1);
 }

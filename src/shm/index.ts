@@ -3,4 +3,4 @@ export { allocateShmRegion, allocateAligned, ShmRegion, MAX_SHM_REGION, type Shm
 export { reapStaleShmFiles, type ReapOptions, type ReapResult } from './reaper.js';
 export { localMachineId, hostMachineId, MACHINE_ID_ENV } from './identity.js';
 export { makeShmName, parseShmName, validateShmName, shmPath, SHM_DIR, SHM_PREFIX, type ParsedShmName } from './names.js';
-export { shmNativeAvailable, loadShmNative, type ShmNative } from './native.js';
+export { nativeAvailable, loadNative, type NativeAddon } from '../native/addon.js';

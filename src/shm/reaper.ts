@@ -11,7 +11,7 @@
  * `graceMs` is skipped: its creator may be between open(O_EXCL) and flock.
  */
 import { closeSync, fstatSync, lstatSync, readdirSync, unlinkSync } from 'node:fs';
-import { loadShmNative, type ShmNative } from './native.js';
+import { loadNative, type NativeAddon } from '../native/addon.js';
 import { parseShmName, SHM_DIR } from './names.js';
 
 export interface ReapOptions {
@@ -34,10 +34,10 @@ export interface ReapResult {
 export function reapStaleShmFiles(options: ReapOptions = {}): ReapResult {
   const graceMs = options.graceMs ?? 10_000;
   const result: ReapResult = { removed: [], live: 0 };
-  let native: ShmNative;
+  let native: NativeAddon;
   let names: string[];
   try {
-    native = loadShmNative();
+    native = loadNative();
     names = readdirSync(SHM_DIR);
   } catch {
     return result;

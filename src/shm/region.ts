@@ -18,7 +18,7 @@
 import { closeSync, unlinkSync } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { teError, ErrorCode } from '../errors.js';
-import { fromNative, loadShmNative, nativeErrno, type NativeHandle, type ShmNative } from './native.js';
+import { fromNative, loadNative, nativeErrno, type NativeHandle, type NativeAddon } from '../native/addon.js';
 import { makeShmName, SHM_DIR } from './names.js';
 
 export interface ShmRegionOptions {
@@ -79,7 +79,7 @@ export class ShmRegion {
 
   /** @internal use allocateShmRegion */
   constructor(
-    private readonly native: ShmNative,
+    private readonly native: NativeAddon,
     name: string,
     size: number,
     fd: number,
@@ -144,7 +144,7 @@ export function allocateShmRegion(size: number, options: ShmRegionOptions = {}):
   }
   const populate = options.populate ?? true;
   if (typeof populate !== 'boolean') throw teError(ErrorCode.INVALID_ARGUMENT, 'populate must be a boolean');
-  const native = loadShmNative();
+  const native = loadNative();
   // A new name per attempt: EEXIST (a 64-bit collision) or EWOULDBLOCK (a
   // reaper locked the file in the instant between create and our lock).
   for (let attempt = 0; ; attempt++) {
@@ -171,7 +171,7 @@ export function allocateAligned(size: number, alignment = 4096): Uint8Array {
   if (!Number.isSafeInteger(alignment) || alignment < 8 || alignment > 2 ** 30 || (alignment & (alignment - 1)) !== 0) {
     throw teError(ErrorCode.INVALID_ARGUMENT, `alignment must be a power of two in [8, 2^30], got ${String(alignment)}`);
   }
-  const native = loadShmNative();
+  const native = loadNative();
   try {
     return new Uint8Array(native.allocAligned(size, alignment));
   } catch (e) {

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, realpathSync } from 'node:fs';
 import { teError, ErrorCode } from '../errors.js';
 import { hostMachineId } from '../shm/identity.js';
-import { fromNative, loadShmNative, nativeErrno, type NativeHandle } from '../shm/native.js';
+import { fromNative, loadNative, nativeErrno, type NativeHandle } from '../native/addon.js';
 import { FILE_SEGMENT_TAG, type UUID } from './master-protocol.js';
 
 /** The segment id of a file: the same for the same file on the same host, across restarts. */
@@ -50,7 +50,7 @@ export class MappedFile {
     } catch (e) {
       throw teError(ErrorCode.INVALID_ARGUMENT, `file segment ${path}: ${(e as Error).message}`, e);
     }
-    const native = loadShmNative();
+    const native = loadNative();
     let m: ReturnType<typeof native.mapFile>;
     try {
       m = native.mapFile(canonical);
@@ -72,7 +72,7 @@ export class MappedFile {
 
   /** Write dirty pages to the file now. */
   sync(): void {
-    if (this.handle) loadShmNative().syncMapping(this.handle);
+    if (this.handle) loadNative().syncMapping(this.handle);
   }
 
   /** Flush, unmap (every view of the mapping becomes empty) and release the lock. Idempotent. */
@@ -81,7 +81,7 @@ export class MappedFile {
     if (!handle || !buffer) return;
     this.handle = null;
     this.buffer = null;
-    const native = loadShmNative();
+    const native = loadNative();
     try {
       native.syncMapping(handle);
     } finally {

@@ -40,7 +40,7 @@ import fs from 'node:fs';
 import type { FileBufferDesc, FileOwnerHandle } from '../codec/file-buffers.js';
 import { teError, ErrorCode } from '../errors.js';
 import { RegisteredFile } from '../file/registry.js';
-import { shmNativeAvailable } from '../shm/native.js';
+import { nativeAvailable } from '../native/addon.js';
 
 /** Longest an operation may start without re-checking that the owner still holds the file. */
 export const RECHECK_MS = 1;
@@ -102,7 +102,7 @@ export class PeerFile extends RegisteredFile {
 /** Open the owner's file, or say why not. */
 function openOwned(segment: string, desc: FileBufferDesc, h: FileOwnerHandle): PeerFile | string {
   const directIO = desc.align > 0;
-  if (directIO && !shmNativeAvailable()) return 'direct I/O needs the native addon';
+  if (directIO && !nativeAvailable()) return 'direct I/O needs the native addon';
   const p = procFd(h);
   let st: fs.BigIntStats | undefined;
   try {

@@ -23,7 +23,7 @@
  */
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { localMachineId } from '../shm/identity.js';
-import { COPY_SKIP_STAT, fromNative, loadShmNative, type NativeHandle, type ShmNative } from '../shm/native.js';
+import { COPY_SKIP_STAT, fromNative, loadNative, type NativeHandle, type NativeAddon } from '../native/addon.js';
 import { SHM_DIR, validateShmName } from '../shm/names.js';
 
 /** A peer region as its descriptor publishes it. */
@@ -75,7 +75,7 @@ const STALE = new Set(['ERR_TE_SHM_MISSING', 'ERR_TE_SHM_TRUNCATED', 'ERR_TE_SHM
 
 export class ShmTransport {
   readonly machineId: string | undefined;
-  private readonly native: ShmNative | undefined;
+  private readonly native: NativeAddon | undefined;
   private readonly unavailable: TransferEngineError | undefined;
   private readonly maxMappings: number;
   private readonly copyFlags: number;
@@ -89,10 +89,10 @@ export class ShmTransport {
     if (!Number.isSafeInteger(max) || max < 1) throw teError(ErrorCode.INVALID_ARGUMENT, 'maxMappings must be a positive integer');
     this.maxMappings = max;
     this.copyFlags = options.testSkipStatCheck === true ? COPY_SKIP_STAT : 0;
-    let native: ShmNative | undefined;
+    let native: NativeAddon | undefined;
     let unavailable: TransferEngineError | undefined;
     try {
-      native = loadShmNative();
+      native = loadNative();
     } catch (e) {
       unavailable = e as TransferEngineError;
     }
@@ -199,7 +199,7 @@ export class ShmTransport {
     this.closed = true;
   }
 
-  private mapping(native: ShmNative, name: string, size: number, addr: bigint, writable: boolean): Entry {
+  private mapping(native: NativeAddon, name: string, size: number, addr: bigint, writable: boolean): Entry {
     const hit = this.cache.get(name);
     if (hit) {
       this.cache.delete(name);

@@ -1,8 +1,10 @@
 /**
- * Loader and types for the te_shm addon (src/native/shm.c, built at install
- * time by src/native/build.mjs). The addon is optional: when it is missing
- * (no compiler at install, not Linux) loadShmNative() throws TE_NOT_SUPPORTED
- * and the engine keeps working over TCP.
+ * Loader and types for the te_native addon (src/native/native.c, built at
+ * install time by src/native/build.mjs): the few things Node cannot do
+ * (shared-memory and file mappings with a SIGBUS guard, aligned buffers,
+ * flock, busy polling of the event loop). The addon is optional: when it is
+ * missing (no compiler at install, not Linux) loadNative() throws
+ * TE_NOT_SUPPORTED and the engine keeps working over TCP.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -14,7 +16,7 @@ import { envVar } from '../env.js';
 declare const handleBrand: unique symbol;
 /** Opaque native mapping handle (a tagged napi external). */
 export interface NativeHandle {
-  readonly [handleBrand]: 'te_shm mapping';
+  readonly [handleBrand]: 'te_native mapping';
 }
 
 export interface OwnedMapping {
@@ -25,7 +27,7 @@ export interface OwnedMapping {
   handle: NativeHandle;
 }
 
-export interface ShmNative {
+export interface NativeAddon {
   createShm(path: string, size: number, populate: boolean): OwnedMapping;
   releaseOwned(handle: NativeHandle, buffer: ArrayBuffer): void;
   openPeer(path: string, expectedSize: number, writable: boolean): NativeHandle;
@@ -50,13 +52,13 @@ export interface ShmNative {
 export const COPY_SKIP_STAT = 1;
 
 const ADDON_CANDIDATES = [
-  // dist/src/shm/native.js -> <root>/build/Release
-  '../../../build/Release/te_shm.node',
-  // src/shm/native.ts run from source
-  '../../build/Release/te_shm.node',
+  // dist/src/native/addon.js -> <root>/build/Release
+  '../../../build/Release/te_native.node',
+  // src/native/addon.ts run from source
+  '../../build/Release/te_native.node',
 ];
 
-let loaded: ShmNative | undefined;
+let loaded: NativeAddon | undefined;
 let loadError: TransferEngineError | undefined;
 
 function addonPath(): string | undefined {
@@ -70,7 +72,7 @@ function addonPath(): string | undefined {
 }
 
 /** The addon, loaded once per module instance (so once per worker thread). */
-export function loadShmNative(): ShmNative {
+export function loadNative(): NativeAddon {
   if (loaded) return loaded;
   if (loadError) throw loadError;
   if (process.platform !== 'linux') {
@@ -81,22 +83,22 @@ export function loadShmNative(): ShmNative {
   if (path === undefined) {
     loadError = teError(
       ErrorCode.NOT_SUPPORTED,
-      'the shared-memory addon (build/Release/te_shm.node) is not built; run `npm rebuild` or `node src/native/build.mjs` with a C compiler available',
+      'the native addon (build/Release/te_native.node) is not built; run `npm rebuild` or `node src/native/build.mjs` with a C compiler available',
     );
     throw loadError;
   }
   try {
-    loaded = createRequire(import.meta.url)(path) as ShmNative;
+    loaded = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (e) {
-    loadError = teError(ErrorCode.NOT_SUPPORTED, `the shared-memory addon at ${path} cannot be loaded: ${(e as Error).message}`, e);
+    loadError = teError(ErrorCode.NOT_SUPPORTED, `the native addon at ${path} cannot be loaded: ${(e as Error).message}`, e);
     throw loadError;
   }
   return loaded;
 }
 
-export function shmNativeAvailable(): boolean {
+export function nativeAvailable(): boolean {
   try {
-    loadShmNative();
+    loadNative();
     return true;
   } catch {
     return false;

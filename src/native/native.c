@@ -1,5 +1,5 @@
 /*
- * te_shm: the few things Node cannot do for the shared-memory transport.
+ * te_native: the few things Node cannot do (shared memory, file mappings, aligned buffers, busy polling).
  *
  *  - create a named /dev/shm file, reserve its pages and map it MAP_SHARED,
  *    returned as an external ArrayBuffer (owner side);
