@@ -20,7 +20,7 @@ const MiB = 1 << 20;
 const SIZE = 16 * MiB;
 const TARGET_SEED = 7;
 
-/** New connections the client may open to one peer in `ms` (src/transport/tcp/client.ts: 2 per lane, then 10/s). */
+/** New connections the client may open to one peer in `ms` (src/transport/tcp/peer.ts: 2 per lane, then 10/s). */
 function connectBudget(ms: number): number {
   return 2 * 2 + Math.ceil((ms / 1000) * 10);
 }

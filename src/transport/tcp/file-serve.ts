@@ -15,20 +15,15 @@
  * I/O, malformed) ends the connection once every response before it is out,
  * like a rejected memory request; so does an I/O error.
  */
-import {
-  decodeFileHeader,
-  STATUS_OK_FRAME,
-  STATUS_FILE_REJECTED_FRAME,
-  STATUS_FILE_IO_ERROR_FRAME,
-  type FileRequestHeader,
-} from '../../codec/wire.js';
+import { STATUS_OK_FRAME, STATUS_FILE_REJECTED_FRAME, STATUS_FILE_IO_ERROR_FRAME } from '../../codec/wire.js';
 import { TransferEngineError } from '../../errors.js';
 import type { FileIO } from '../../file/io.js';
 import type { FileRegistry, RegisteredFile } from '../../file/registry.js';
 import type { Staging, StagingPool } from '../../file/staging.js';
+import type { FileTarget } from './targets.js';
 
-/** Largest file request served; the engine cuts file transfers below it. */
-export const MAX_FILE_REQUEST = 64 * 1024 * 1024;
+export { MAX_FILE_REQUEST, checkFileRequest } from './targets.js';
+
 /** Staged bytes (I/O running or data not yet taken by the kernel) per connection before requests wait. */
 const WINDOW_BYTES = 32 * 1024 * 1024;
 const WINDOW_OPS = 64;
@@ -72,24 +67,7 @@ export type Admission =
   /** Receive the WRITE's payload into `body`, then call bodyReceived(op). */
   | { kind: 'body'; body: Uint8Array; op: FileOp }
   /** Offer the same header again after progress(). */
-  | { kind: 'hold' }
-  /** Stop reading requests: the rejection goes out in order, then the connection closes. */
-  | { kind: 'reject' };
-
-/** Why a request is refused, or null if it may be served. */
-export function checkFileRequest(h: FileRequestHeader, file: RegisteredFile | undefined): string | null {
-  // A 'none' file answers exactly like an unknown id: a peer learns nothing about it.
-  if (!file || file.access === 'none') return `no file is registered with id ${h.fileId}`;
-  if (h.write && file.access === 'read') return `file id ${h.fileId} is registered read-only`;
-  if (h.size === 0) return 'a file request must move at least one byte';
-  if (h.size > MAX_FILE_REQUEST) return `${h.size} bytes is more than one file request may move (${MAX_FILE_REQUEST})`;
-  // Values >= 2^53 decode inexactly; they are far above any size, so the comparison still refuses them.
-  if (!Number.isSafeInteger(h.offset) || h.offset + h.size > file.size) return `[${h.offset}, +${h.size}) is outside [0, ${file.size})`;
-  if (file.align > 1 && (h.offset % file.align !== 0 || h.size % file.align !== 0)) {
-    return `direct I/O needs offset and length aligned to ${file.align}`;
-  }
-  return null;
-}
+  | { kind: 'hold' };
 
 export class FileConnection {
   private readonly ops: FileOp[] = [];
@@ -106,23 +84,9 @@ export class FileConnection {
     return this.ops.length > 0;
   }
 
-  /** Decide what to do with a file request header (raw 24 bytes). */
-  admit(raw: Uint8Array): Admission {
-    let h: FileRequestHeader | null = null;
-    try {
-      h = decodeFileHeader(raw);
-    } catch (e) {
-      if (!(e instanceof TransferEngineError)) throw e;
-    }
-    const file = h ? this.ctx.files.byId(h.fileId) : undefined;
-    if (!h || checkFileRequest(h, file) !== null) {
-      const rejected = new FileOp(null, false, 0, 0, null, true);
-      rejected.state = 'done';
-      this.ops.push(rejected);
-      this.flush();
-      return { kind: 'reject' };
-    }
-    const f = file!;
+  /** Start a file request the lookup found servable (targets.ts), or say that it must wait. */
+  admit(t: FileTarget): Admission {
+    const { file: f, header: h } = t;
     if (this.mustWait(f, h)) return { kind: 'hold' };
     const staging = this.ctx.staging.take(h.size, f.directIO);
     this.stagedBytes += staging.backing.length;
@@ -137,7 +101,18 @@ export class FileConnection {
     return { kind: 'started' };
   }
 
-  private mustWait(file: RegisteredFile, h: FileRequestHeader): boolean {
+  /**
+   * A refused request: its rejection frame goes out once every response
+   * before it is out, then the connection closes (the sink's fail).
+   */
+  refuse(): void {
+    const rejected = new FileOp(null, false, 0, 0, null, true);
+    rejected.state = 'done';
+    this.ops.push(rejected);
+    this.flush();
+  }
+
+  private mustWait(file: RegisteredFile, h: FileTarget['header']): boolean {
     if (this.ops.length >= WINDOW_OPS) return true;
     if (this.stagedBytes > 0 && this.stagedBytes + h.size > WINDOW_BYTES) return true;
     const end = h.offset + h.size;
