@@ -261,6 +261,11 @@ export class MemoryRegistry {
     return r && !r.detached ? r.addr + (at - r.byteOffset) : 0;
   }
 
+  /** The regions registered over `buffer` (views of it, or itself), in registration order; detached memory keeps its regions. */
+  regionsOf(buffer: ArrayBufferLike): readonly Region[] {
+    return this.byMemory.get(buffer) ?? [];
+  }
+
   /** Registered regions in address (= registration) order. */
   list(): readonly Region[] {
     return this.regions;

@@ -17,6 +17,7 @@ import {
   ERR_BAD_ENV,
   ERR_INVALID_ARGUMENT,
   ERR_OUT_OF_MEMORY,
+  ERR_INVALID_BATCH,
 } from '../src/index.js';
 import { TransferEngine } from '../src/core.js';
 import { BatchTable } from '../src/api/batches.js';
@@ -187,8 +188,11 @@ describe('batches nobody collects', () => {
   it('the table keeps at most its bound of finished batches, dropping the oldest, and says so', async () => {
     const dropped: number[] = [];
     const t = new BatchTable(3, (n) => dropped.push(n));
-    const ids = [1, 2, 3, 4, 5].map(() => t.add({ bytes: 1, startedAt: 0, outcome: null, done: Promise.resolve(null) }));
-    const running = t.add({ bytes: 1, startedAt: 0, outcome: undefined, done: new Promise(() => {}) });
+    // The ids are the core's batch ids (allocateBatchID): the table keys its records on them.
+    const ids = [1, 2, 3, 4, 5];
+    for (const id of ids) t.add(id, { bytes: 1, startedAt: 0, outcome: null, done: Promise.resolve(null) });
+    const running = 6;
+    t.add(running, { bytes: 1, startedAt: 0, outcome: undefined, done: new Promise(() => {}) });
     await new Promise((r) => setImmediate(r));
     assert.equal(t.get(ids[0]!), undefined);
     assert.equal(t.get(ids[1]!), undefined);
@@ -196,7 +200,31 @@ describe('batches nobody collects', () => {
     assert.ok(t.get(running), 'running batches are never dropped');
     assert.equal(t.dropped, 2);
     assert.deepEqual(dropped, [1]);
-    assert.ok(t.issued(ids[0]!) && !t.issued(99));
+  });
+
+  it('whether an id was ever issued is the core\'s to say: a freed id is known, a made-up one is not', async () => {
+    // (Moved from the table's test: batch ids are the core's now, and so is their history.)
+    const e = new TransferEngine();
+    await e.init('127.0.0.1');
+    try {
+      const id = e.allocateBatchID(1);
+      e.freeBatchID(id);
+      assert.ok(e.batchIdIssued(id) && !e.batchIdIssued(id + 1000) && !e.batchIdIssued(0) && !e.batchIdIssued(1.5));
+    } finally {
+      await e.close();
+    }
+    const api = new Facade({ env: QUIET });
+    try {
+      assert.equal(await api.initialize('127.0.0.1', 'P2PHANDSHAKE', 'tcp', ''), 0);
+      const id = api.getEngine()!.allocateBatchID(1);
+      api.getEngine()!.freeBatchID(id);
+      assert.equal(api.transferCheckStatus(id), ERR_INVALID_BATCH);
+      assert.match(api.getLastError()!.message, /already freed by a final status/);
+      assert.equal(api.transferCheckStatus(id + 1000), ERR_INVALID_BATCH);
+      assert.match(api.getLastError()!.message, /never returned by this engine/);
+    } finally {
+      await api.close();
+    }
   });
 });
 

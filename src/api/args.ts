@@ -15,7 +15,13 @@ function typeName(v: unknown): string {
   return typeof v;
 }
 
-export function arity(method: string, given: number, min: number, max: number): void {
+/**
+ * The argument count check: `args` is the method's own `arguments` object, so
+ * a number cannot be passed in its place (a literal count would pass the check
+ * whatever the caller gave).
+ */
+export function arity(method: string, args: IArguments, min: number, max: number): void {
+  const given = args.length;
   if (given >= min && given <= max) return;
   const want = min === max ? `${min}` : `${min} to ${max}`;
   throw new TypeError(`${method}() takes ${want} argument${max === 1 ? '' : 's'} (${given} given)`);
@@ -73,16 +79,6 @@ export function toLocalAddress(v: number | bigint, what = 'address'): number {
   return v;
 }
 
-/** A peer address: any 64-bit value (a Mooncake peer's addresses are its real pointers). */
-export function toRemoteAddress(v: number | bigint, what = 'peer buffer address'): bigint {
-  if (typeof v === 'number') {
-    if (!Number.isSafeInteger(v) || v < 0) throw teError(ErrorCode.INVALID_ARGUMENT, `${what} ${String(v)} is not a valid address`);
-    return BigInt(v);
-  }
-  if (v < 0n || v > U64_MAX) throw teError(ErrorCode.INVALID_ARGUMENT, `${what} ${v} is outside the 64-bit address space`);
-  return v;
-}
-
 /** What registerMemory and friends accept as memory: an address, or the memory itself. */
 export type MemoryRef = number | bigint | ArrayBufferView | ArrayBuffer | SharedArrayBuffer;
 
@@ -95,4 +91,43 @@ export function memoryArg(method: string, name: string, v: unknown): MemoryArg {
   if (ArrayBuffer.isView(v)) return { kind: 'bytes', buffer: v.buffer, start: v.byteOffset, byteLength: v.byteLength };
   if (v instanceof ArrayBuffer || v instanceof SharedArrayBuffer) return { kind: 'bytes', buffer: v, start: 0, byteLength: v.byteLength };
   throw new TypeError(`${method}(): ${name} must be an address (number or bigint) or a Uint8Array, Buffer, TypedArray or ArrayBuffer, got ${typeName(v)}`);
+}
+
+// ------------------------------------------------------ transfer shapes
+
+/** The arguments of the single-range transfer calls (transferSync*, transferSubmit*), after their count. */
+export function singleTransferArgs(m: string, target: unknown, buffer: unknown, peer: unknown, length: unknown, hint: unknown): void {
+  str(m, 'targetHostname', target);
+  intLike(m, 'buffer', buffer);
+  intLike(m, 'peerBufferAddress', peer);
+  intLike(m, 'length', length);
+  str(m, 'transportHint', hint);
+}
+
+export interface BatchLists {
+  buffers: Array<number | bigint>;
+  peers: Array<number | bigint>;
+  lengths: Array<number | bigint>;
+}
+
+/** The arguments of the batch transfer calls (batchTransfer*), after their count: the three lists, checked element by element. */
+export function batchTransferArgs(m: string, target: unknown, buffers: unknown, peers: unknown, lengths: unknown, hint: unknown): BatchLists {
+  str(m, 'targetHostname', target);
+  const r = { buffers: intList(m, 'buffers', buffers), peers: intList(m, 'peerBufferAddresses', peers), lengths: intList(m, 'lengths', lengths) };
+  str(m, 'transportHint', hint);
+  return r;
+}
+
+/** A number outside the enum is data (ERR_INVALID_ARGUMENT, checked by the core, like a bad length); a non-number is a TypeError. */
+export function opcodeArg(m: string, opcode: unknown): void {
+  if (typeof opcode !== 'number') throw new TypeError(`${m}(): opcode must be a TransferOpcode (number), got ${typeof opcode}`);
+}
+
+/** A TransferNotify (any { name: string, msg: string }), or null / undefined for none. */
+export function notifyArg(m: string, notify: unknown): void {
+  if (notify === null || notify === undefined) return;
+  const n = notify as { name?: unknown; msg?: unknown };
+  if (typeof notify !== 'object' || typeof n.name !== 'string' || typeof n.msg !== 'string') {
+    throw new TypeError(`${m}(): notify must be a TransferNotify { name: string, msg: string } or null`);
+  }
 }

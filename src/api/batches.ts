@@ -1,14 +1,18 @@
 /**
- * The batches handed out by the seed's async calls (transferSubmit*,
- * batchTransferAsync*), until the caller collects their final status
- * (transferCheckStatus, getBatchTransferStatus).
+ * The outcomes of the batches handed out by the seed's async calls
+ * (transferSubmit*, batchTransferAsync*), until the caller collects their
+ * final status (transferCheckStatus, getBatchTransferStatus).
  *
- * A batch's resources (its core batch, the pins on managed buffers) are
- * released when its last task ends, whether or not anyone collects it: what
- * stays is a small record with the outcome. Records of finished batches nobody
- * collects are bounded too: past MAX_FINISHED, the oldest are dropped (a later
- * check of such an id is ERR_INVALID_BATCH, with a message saying why).
+ * A batch's id is the core's (allocateBatchID). Its resources (the core batch,
+ * the pins on managed buffers) are released when its last task ends, whether
+ * or not anyone collects it: what stays here is a small record with the
+ * outcome, because the seed's contract is that a final status is reported
+ * once, possibly long after the core batch is gone. Records of finished
+ * batches nobody collects are bounded too: past MAX_FINISHED, the oldest are
+ * dropped (a later check of such an id is ERR_INVALID_BATCH, with a message
+ * saying why).
  */
+import type { BatchID } from '../engine/types.js';
 import type { TransferEngineError } from '../errors.js';
 
 /** How many finished, uncollected batches are kept (about 200 bytes each, more for a failure's error). */
@@ -29,10 +33,9 @@ export interface BatchRecord {
 }
 
 export class BatchTable {
-  private readonly records = new Map<number, BatchRecord>();
+  private readonly records = new Map<BatchID, BatchRecord>();
   /** Ids of finished records, oldest first (a Set keeps insertion order). */
-  private readonly finished = new Set<number>();
-  private next = 1;
+  private readonly finished = new Set<BatchID>();
   /** Finished records dropped because more than `maxFinished` were uncollected. */
   dropped = 0;
 
@@ -42,31 +45,20 @@ export class BatchTable {
     private readonly onDrop: (dropped: number) => void = () => {},
   ) {}
 
-  /** The id the next add() will use. */
-  peekId(): number {
-    return this.next;
-  }
-
-  add(record: BatchRecord): number {
-    const id = this.next++;
+  /** Keep `record` under the core batch id it was submitted with. */
+  add(id: BatchID, record: BatchRecord): void {
     this.records.set(id, record);
     void record.done.then(() => this.finish(id));
-    return id;
   }
 
-  get(id: number): BatchRecord | undefined {
+  get(id: BatchID): BatchRecord | undefined {
     return this.records.get(id);
   }
 
   /** Forget a record (its final status was collected). */
-  delete(id: number): void {
+  delete(id: BatchID): void {
     this.records.delete(id);
     this.finished.delete(id);
-  }
-
-  /** Was `id` handed out at some point (to tell "dropped or collected" from "never")? */
-  issued(id: number): boolean {
-    return Number.isSafeInteger(id) && id >= 1 && id < this.next;
   }
 
   clear(): void {
@@ -78,11 +70,11 @@ export class BatchTable {
     return this.records.size;
   }
 
-  private finish(id: number): void {
+  private finish(id: BatchID): void {
     if (!this.records.has(id)) return; // collected already (getBatchTransferStatus waits, then deletes)
     this.finished.add(id);
     while (this.finished.size > this.maxFinished) {
-      const oldest = this.finished.values().next().value as number;
+      const oldest = this.finished.values().next().value as BatchID;
       this.finished.delete(oldest);
       this.records.delete(oldest);
       if (this.dropped++ % 10_000 === 0) this.onDrop(this.dropped);

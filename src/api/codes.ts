@@ -84,13 +84,18 @@ export function returnCodeName(code: number): ReturnCodeName | undefined {
   return undefined;
 }
 
+/** A value of ReturnCode. */
+export type ReturnCodeValue = (typeof ReturnCode)[ReturnCodeName];
+
 /**
- * Core error code -> return code, exhaustive (a code added to the core does
- * not compile until it is given a return code here).
+ * Core error code -> return code. `satisfies Record<ErrorCode, ...>` makes it
+ * exhaustive: a code added to src/errors.ts does not compile until it is given
+ * a return code here, and each value must be one of ReturnCode's.
  */
-const FROM_CORE: Readonly<Record<ErrorCode, number>> = {
+export const RETURN_CODE_OF = {
   [ErrorCode.INVALID_ARGUMENT]: ERR_INVALID_ARGUMENT,
   [ErrorCode.ADDRESS_NOT_REGISTERED]: ERR_ADDRESS_NOT_REGISTERED,
+  // The peer refused the range: the transfer ran and failed (the seed's -1).
   [ErrorCode.ADDRESS_REJECTED]: ERR_FAILED,
   [ErrorCode.ADDRESS_OVERLAPPED]: ERR_ADDRESS_OVERLAPPED,
   // Memory that cannot be used any more is, for the caller, memory that is not registered.
@@ -117,16 +122,21 @@ const FROM_CORE: Readonly<Record<ErrorCode, number>> = {
   [ErrorCode.BAD_ENV]: ERR_BAD_ENV,
   [ErrorCode.METADATA_UNAVAILABLE]: ERR_METADATA,
   [ErrorCode.METADATA_REJECTED]: ERR_METADATA,
-  // A transfer or exchange that ran and failed: the seed's generic failure.
+  // A registered file's read or write failed (EIO, ENOSPC...): a transfer that ran and failed.
   [ErrorCode.IO_ERROR]: ERR_FAILED,
+  // Raised by the store's client only (src/store), never by a call of this API; its own API has its codes.
   [ErrorCode.STORE_ERROR]: ERR_FAILED,
-  [ErrorCode.AUTH_REQUIRED]: ERR_FAILED,
-  [ErrorCode.AUTH_FAILED]: ERR_FAILED,
-};
+  // The peer refused our connection at authentication (README, Security): for the caller, a
+  // target that cannot be reached, as a refused connection is (Mooncake's -104, a rejected
+  // handshake, is ERR_NOTIFY_FAILED's value here). A transfer's task failing so is still -1.
+  [ErrorCode.AUTH_REQUIRED]: ERR_PEER_UNREACHABLE,
+  [ErrorCode.AUTH_FAILED]: ERR_PEER_UNREACHABLE,
+} as const satisfies Record<ErrorCode, ReturnCodeValue>;
 
 export function returnCodeFor(e: TransferEngineError): number {
   if (e instanceof ApiFailure) return e.returnCode;
-  return FROM_CORE[e.code] ?? ERR_FAILED;
+  // Typed, the lookup always hits; at run time a code outside ErrorCode (an error built with a cast) still gets the generic failure.
+  return (RETURN_CODE_OF as Partial<Record<string, number>>)[e.code] ?? ERR_FAILED;
 }
 
 /**

@@ -347,6 +347,17 @@ export class ManagedBuffers {
     return b.addr;
   }
 
+  /**
+   * Is `addr` inside memory this pool registered with the core (a chunk, or a
+   * large buffer)? Such a registration is the pool's: the caller never
+   * unregisters it (freeManagedBuffer ends a large buffer's).
+   */
+  contains(addr: number): boolean {
+    if (this.buddy.chunkOf(addr) !== undefined) return true;
+    for (const [a, len] of this.large) if (addr >= a && addr < a + len) return true;
+    return false;
+  }
+
   pin(addr: number): void {
     this.pins.set(addr, (this.pins.get(addr) ?? 0) + 1);
   }

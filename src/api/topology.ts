@@ -161,3 +161,19 @@ export async function discoverTopology(ifaces: Interfaces = os.networkInterfaces
   }
   return entries;
 }
+
+/**
+ * getLocalTopology's answer: the configured topology (MC_CUSTOM_TOPO_JSON, after
+ * initialize) or the discovered one, as Mooncake's JSON, keeping the devices
+ * named in `deviceName` (comma-separated; all when empty or null).
+ */
+export async function localTopologyJson(configured: Topology | undefined, deviceName: string | null): Promise<string> {
+  const filter = deviceName
+    ? deviceName
+        .split(',')
+        .map((d) => d.trim())
+        .filter((d) => d.length > 0)
+    : undefined;
+  if (configured) return configured.toJSON(filter);
+  return topologyJson(await discoverTopology(), filter);
+}

@@ -36,12 +36,15 @@ import { Batch } from './batch.js';
 import { Dispatcher } from './dispatch.js';
 import { LocalMemory } from './local-memory.js';
 import { PeerRpc } from './peer-rpc.js';
-import { planRequest, resolveLocal, type PlannerContext } from './planner.js';
+import { checkRequest, planRequest, resolveLocal, type PlannerContext } from './planner.js';
 import { SegmentTable } from './segments.js';
 import {
   LOCAL_SEGMENT,
   type BatchID,
+  type EngineLifecycle,
   type EngineOptions,
+  type LocalRegistration,
+  type RequestRanges,
   type RetryCounters,
   type SecurityCounters,
   type SegmentHandle,
@@ -64,11 +67,13 @@ const UNSUPPORTED_TRANSPORTS = new Set([
   'ubshmem', 'sunrise_link', 'cxl', 'nvmeof',
 ]);
 
-type State = 'new' | 'initializing' | 'ready' | 'closed';
-
+/** A region as registeredAt / registrationsIn report it. */
+function registration(r: { addr: number; length: number; byteOffset: number }): LocalRegistration {
+  return { addr: r.addr, length: r.length, byteOffset: r.byteOffset };
+}
 
 export class TransferEngine {
-  private state: State = 'new';
+  private state: EngineLifecycle = 'new';
   private config!: EngineConfig;
   /** Registered memory and its descriptor entries; made by init (its base comes from the configuration). */
   private memory!: LocalMemory;
@@ -231,6 +236,17 @@ export class TransferEngine {
     throw teError(ErrorCode.NOT_INITIALIZED, 'call init() first');
   }
 
+  /** Where this engine is in its life: 'new', 'initializing' (init() runs), 'ready', or 'closed'. */
+  get lifecycle(): EngineLifecycle {
+    return this.state;
+  }
+
+  /** MC_TRANSFER_TIMEOUT in milliseconds, as this engine applies it (the environment, or the config option). */
+  get transferTimeoutMs(): number {
+    this.ready();
+    return this.config.transferTimeoutMs;
+  }
+
   /** This engine's segment name (`host:rpcPort` in P2P mode). */
   get segmentName(): string {
     this.ready();
@@ -315,6 +331,24 @@ export class TransferEngine {
   addressOf(mem: Uint8Array | ArrayBuffer): number {
     this.ready();
     return this.memory.registry.addressOf(mem instanceof Uint8Array ? mem : new Uint8Array(mem));
+  }
+
+  /** The registration that starts at `addr` (not merely contains it), or undefined. */
+  registeredAt(addr: number): LocalRegistration | undefined {
+    this.ready();
+    const r = this.memory.registry.resolve(addr, 1);
+    return r && r.offset === 0 ? registration(r.region) : undefined;
+  }
+
+  /**
+   * The registrations over `buffer` (views of it, or the ArrayBuffer itself),
+   * in registration order. Detached memory keeps its registrations (they can
+   * be unregistered by address). Registrations are not forgotten by close(),
+   * so this answers after it too; before init() nothing is registered.
+   */
+  registrationsIn(buffer: ArrayBufferLike): LocalRegistration[] {
+    if (this.state === 'new' || this.state === 'initializing') return [];
+    return this.memory.registry.regionsOf(buffer).map(registration);
   }
 
   /** A view of registered memory: `[addr, addr+length)` must lie inside one region. */
@@ -412,6 +446,11 @@ export class TransferEngine {
     return id;
   }
 
+  /** Was `id` returned by allocateBatchID (freed since or not)? Ids are never reused, so this tells a freed id from a made-up one. */
+  batchIdIssued(id: BatchID): boolean {
+    return Number.isSafeInteger(id) && id >= 1 && id < this.nextBatch;
+  }
+
   private batch(id: BatchID): Batch {
     const b = this.batches.get(id);
     if (!b) throw teError(ErrorCode.INVALID_BATCH, `batch ${String(id)} does not exist (never allocated, or freed)`);
@@ -435,6 +474,20 @@ export class TransferEngine {
     }
     const plans = requests.map((r, i) => planRequest(this.planner, r, i));
     for (const p of plans) this.dispatch!.start(batch, p);
+  }
+
+  /**
+   * Check requests as submitTransfer checks them before it looks at their
+   * target segment: known opcode, local range inside one registered region
+   * (not detached), target address range inside 64 bits. Nothing is
+   * submitted. For callers that refuse bad input before they open the target
+   * segment (the high-level sync calls); submitTransfer checks again, as the
+   * memory may change in between.
+   */
+  checkRequests(requests: readonly RequestRanges[]): void {
+    this.ready();
+    if (!Array.isArray(requests)) throw teError(ErrorCode.INVALID_ARGUMENT, 'requests must be an array');
+    requests.forEach((r, i) => checkRequest(this.memory.registry, r, i));
   }
 
   private fileEndpoint(): { host?: string; port: number } {

@@ -9,7 +9,7 @@ import type { RegisteredFile } from '../file/registry.js';
 import { detachedError, fmtAddr, type MemoryRegistry, type Region } from '../memory.js';
 import type { SameHostFiles } from '../transport/file-same-host.js';
 import type { PendingOpen, RemoteSegment, SegmentTable } from './segments.js';
-import { LOCAL_SEGMENT, TransferOpcode, type TransferRequest } from './types.js';
+import { LOCAL_SEGMENT, TransferOpcode, type RequestRanges, type TransferRequest } from './types.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -55,16 +55,19 @@ export function resolveLocal(registry: MemoryRegistry, addr: number, length: num
   return r;
 }
 
-/** Request `i` of a batch as a Plan, or a typed error. */
-export function planRequest(ctx: PlannerContext, r: TransferRequest, i: number): Plan {
+/**
+ * The checks of request `i` that need no target segment: an object, a known
+ * opcode, a local range inside one registered region (not detached), a target
+ * address range inside the 64-bit space. Returns what planRequest goes on with.
+ */
+export function checkRequest(registry: MemoryRegistry, r: RequestRanges, i: number): { write: boolean; local: Uint8Array; region: Region; target: bigint } {
   if (typeof r !== 'object' || r === null) throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i} is not an object`);
   if (r.opcode !== TransferOpcode.READ && r.opcode !== TransferOpcode.WRITE) {
     throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i}: unknown opcode ${String(r.opcode)}`);
   }
   const write = r.opcode === TransferOpcode.WRITE;
-  const src = resolveLocal(ctx.registry, r.source, r.length, `request ${i}: source`);
+  const src = resolveLocal(registry, r.source, r.length, `request ${i}: source`);
   const local = src.region.bytes.subarray(src.offset, src.offset + r.length);
-  const region = src.region;
   let target: bigint;
   if (typeof r.targetOffset === 'bigint') target = r.targetOffset;
   else if (Number.isSafeInteger(r.targetOffset) && r.targetOffset >= 0) target = BigInt(r.targetOffset);
@@ -72,6 +75,12 @@ export function planRequest(ctx: PlannerContext, r: TransferRequest, i: number):
   if (target < 0n || target + BigInt(r.length) - 1n > U64_MAX) {
     throw teError(ErrorCode.INVALID_ARGUMENT, `request ${i}: target range overflows the 64-bit address space`);
   }
+  return { write, local, region: src.region, target };
+}
+
+/** Request `i` of a batch as a Plan, or a typed error. */
+export function planRequest(ctx: PlannerContext, r: TransferRequest, i: number): Plan {
+  const { write, local, region, target } = checkRequest(ctx.registry, r, i);
   if (r.fileId !== undefined) return planFile(ctx, r, i, write, local, region, target);
   if (r.targetId === LOCAL_SEGMENT) {
     // Served by a copy; validated now so that a bad range is a typed error, not a late failure.

@@ -25,6 +25,19 @@ export enum TaskStatus {
 export type SegmentHandle = number;
 export type BatchID = number;
 
+/** Where an engine is in its life: init() not called yet, running, ready for use, or closed (for good). */
+export type EngineLifecycle = 'new' | 'initializing' | 'ready' | 'closed';
+
+/** A registration of local memory, as registeredAt / registrationsIn report it. */
+export interface LocalRegistration {
+  /** Its address in this engine's segment. */
+  addr: number;
+  /** Its registered length in bytes. */
+  length: number;
+  /** Where it starts in its ArrayBuffer (kept when the memory is detached: a detached view reads offset 0). */
+  byteOffset: number;
+}
+
 export interface TransferRequest {
   opcode: TransferOpcode;
   /** Local address inside registered memory (from registerLocalMemory). */
@@ -40,6 +53,9 @@ export interface TransferRequest {
    */
   fileId?: number;
 }
+
+/** A memory request apart from its target segment: what checkRequests can check before the segment is open. */
+export type RequestRanges = Pick<TransferRequest, 'opcode' | 'source' | 'targetOffset' | 'length'>;
 
 export interface TransferStatus {
   status: TaskStatus;
