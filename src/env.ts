@@ -11,7 +11,7 @@
  */
 import { teError, ErrorCode, type TransferEngineError } from './errors.js';
 import { DEFAULT_LIMITS } from './limits.js';
-import { ADDRESS_BASE, ADDRESS_BASE_LIMIT, PAGE_SIZE } from './memory.js';
+import { ADDRESS_BASE, ADDRESS_BASE_LIMIT, PAGE_SIZE } from './address-space.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 

@@ -12,11 +12,9 @@
 import { randomInt } from 'node:crypto';
 import { teError, ErrorCode, type TransferEngineError } from './errors.js';
 
-export const PAGE_SIZE = 4096;
-/** Lowest base address (2^44): far from 0. */
-export const ADDRESS_BASE = 0x1000_0000_0000;
-/** Bases are drawn below this (2^52), leaving at least 2^52 bytes of address space above any base, below 2^53. */
-export const ADDRESS_BASE_LIMIT = 0x10_0000_0000_0000;
+import { ADDRESS_BASE, ADDRESS_BASE_LIMIT, PAGE_SIZE } from './address-space.js';
+
+export { ADDRESS_BASE, ADDRESS_BASE_LIMIT, PAGE_SIZE };
 
 /** A page-aligned base uniform in [ADDRESS_BASE, ADDRESS_BASE_LIMIT): 2^40 - 2^32 possible values. */
 export function randomAddressBase(): number {

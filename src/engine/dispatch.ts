@@ -13,6 +13,7 @@ import type { TcpClient } from '../transport/tcp/client.js';
 import { MAX_FILE_REQUEST } from '../transport/tcp/file-serve.js';
 import { Task, type Batch } from './batch.js';
 import type { Plan } from './planner.js';
+import { pieceAt, pieceCount } from '../pieces.js';
 import { retryBackoffMs } from './retry.js';
 import { filePeer, shmRegionsOf, type SegmentTable } from './segments.js';
 import type { TransferCounters } from './types.js';
@@ -112,17 +113,14 @@ export class Dispatcher {
       task.finish();
       return;
     }
-    const len = p.local.length;
-    const count = Math.ceil(len / split);
+    const count = pieceCount(p.local.length, split);
     task.pending = count;
     const localAddress = this.ctx.sourceAddress?.(p.region.location);
     const base = p.fileId === undefined ? p.seg.peer : filePeer(p.seg);
     const peer = localAddress === undefined ? base : { ...base, localAddress };
     for (let k = 0; k < count; k++) {
-      const off = k * split;
-      const piece = count === 1 ? p.local : p.local.subarray(off, Math.min(len, off + split));
       p.region.pins++;
-      client.submit(peer, new Slice(task, p.write, p.target + BigInt(off), piece, p.region, p.fileId));
+      client.submit(peer, new Slice(task, p.write, p.target + BigInt(k * split), pieceAt(p.local, k, split), p.region, p.fileId));
     }
   }
 

@@ -19,6 +19,7 @@
  */
 import fs from 'node:fs';
 import { teError, ErrorCode, type TransferEngineError } from '../errors.js';
+import { pieceAt, pieceCount } from '../pieces.js';
 import { loadNative } from '../native/addon.js';
 import { DIRECT_IO_ALIGN, type RegisteredFile } from './registry.js';
 import type { Staging, StagingPool } from './staging.js';
@@ -77,12 +78,10 @@ export class FileIO {
       done(teError(ErrorCode.CLOSED, 'the engine was closed'));
       return;
     }
-    const pieces = Math.max(1, Math.ceil(buf.length / IO_CHUNK));
+    const pieces = pieceCount(buf.length, IO_CHUNK);
     const group = { remaining: pieces, error: null, done };
     for (let k = 0; k < pieces; k++) {
-      const at = k * IO_CHUNK;
-      const piece = pieces === 1 ? buf : buf.subarray(at, Math.min(buf.length, at + IO_CHUNK));
-      this.queue.push({ file, write, offset: offset + at, buf: piece, group });
+      this.queue.push({ file, write, offset: offset + k * IO_CHUNK, buf: pieceAt(buf, k, IO_CHUNK), group });
     }
     this.pump();
   }

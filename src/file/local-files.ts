@@ -5,7 +5,6 @@
  */
 import type { FileBufferDesc } from '../codec/file-buffers.js';
 import { teError, ErrorCode } from '../errors.js';
-import type { FileServeContext } from '../transport/tcp/file-serve.js';
 import type { FileConfig } from './config.js';
 import { FileIO, type IoDone } from './io.js';
 import { FileRegistry, type RegisteredFile, type RegisterFileOptions } from './registry.js';
@@ -34,6 +33,13 @@ export function checkFileId(what: string, fileId: unknown): number {
     throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: fileId ${String(fileId)} is not a file id (an integer in [0, 2^32))`);
   }
   return fileId;
+}
+
+/** What a data server needs to serve files; shared by all its connections. */
+export interface FileServeContext {
+  files: FileRegistry;
+  io: FileIO;
+  staging: StagingPool;
 }
 
 export class LocalFiles {

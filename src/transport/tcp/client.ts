@@ -11,9 +11,9 @@
  */
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
 import { Slice, Failure, type SliceOwner } from '../slice.js';
-import type { PeerAddress, TcpClientOptions } from './options.js';
 import { Peer } from './peer.js';
-import { WIRE_MAX, pieceAt, pieceCount } from './pieces.js';
+import { pieceAt, pieceCount } from '../../pieces.js';
+import { WIRE_MAX, type PeerAddress, type TcpClientOptions } from './options.js';
 
 export type { PeerAddress, TcpClientOptions } from './options.js';
 

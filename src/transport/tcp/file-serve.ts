@@ -17,23 +17,18 @@
  */
 import { STATUS_OK_FRAME, STATUS_FILE_REJECTED_FRAME, STATUS_FILE_IO_ERROR_FRAME } from '../../codec/wire.js';
 import { TransferEngineError } from '../../errors.js';
-import type { FileIO } from '../../file/io.js';
-import type { FileRegistry, RegisteredFile } from '../../file/registry.js';
-import type { Staging, StagingPool } from '../../file/staging.js';
+import type { FileServeContext } from '../../file/local-files.js';
+import type { RegisteredFile } from '../../file/registry.js';
+import type { Staging } from '../../file/staging.js';
 import type { FileTarget } from './targets.js';
 
 export { MAX_FILE_REQUEST, checkFileRequest } from './targets.js';
+export type { FileServeContext };
 
 /** Staged bytes (I/O running or data not yet taken by the kernel) per connection before requests wait. */
 const WINDOW_BYTES = 32 * 1024 * 1024;
 const WINDOW_OPS = 64;
 
-/** What a data server needs to serve files; shared by all its connections. */
-export interface FileServeContext {
-  files: FileRegistry;
-  io: FileIO;
-  staging: StagingPool;
-}
 
 export interface FileConnectionSink {
   /** Queue bytes on the socket, after everything queued before; `sent` once the kernel has them. */

@@ -48,3 +48,10 @@ export interface PeerAddress {
    */
   revalidate?: () => Promise<void>;
 }
+
+/**
+ * Largest wire request the client sends for memory: bigger slices go as
+ * several requests, so that each lane keeps a few in flight within its window
+ * (lane.ts, LANE_WINDOW_BYTES). Cut by src/pieces.ts.
+ */
+export const WIRE_MAX = 256 * 1024;

@@ -11,13 +11,6 @@
  * that a caller's loop allocates nothing but the pieces' views.
  */
 
-/**
- * Largest wire request the client sends for memory: bigger slices go as
- * several requests, so that each lane keeps a few in flight within its window
- * (lane.ts, LANE_WINDOW_BYTES).
- */
-export const WIRE_MAX = 256 * 1024;
-
 /** How many pieces of at most `max` bytes `length` bytes make; a request of 0 bytes is still one (empty) piece. */
 export function pieceCount(length: number, max: number): number {
   return length <= max ? 1 : Math.ceil(length / max);
