@@ -7,7 +7,8 @@
  * A target process registers the file twice over (two copies: one opened
  * buffered, one with O_DIRECT; one file cannot be registered twice). This
  * process opens its segment and reads random `block`-sized, block-aligned
- * pieces, `batch` requests per batch (seed 004's bench pattern). The local
+ * pieces, `batch` requests per batch (the pattern of Mooncake's
+ * transfer_engine_nvmeof_generic_bench, pull request #793). The local
  * baselines read the same files here with plain fs.read at random block
  * offsets into the same amount of memory, keeping `inflight` reads queued
  * (default 64: the target's own depth, 8 workers x 8 queued each); the
@@ -22,7 +23,7 @@
  *   node dist/benchmarks/file.js [--rounds 5] [--duration 3] [--blocks 65536,1048576]
  *     [--batch 128] [--pipeline 2] [--file-mb 1024] [--dir /tmp] [--inflight 64] [--no-direct]
  *
- * Engine measurements keep `pipeline` batches submitted at once (seed 004's
+ * Engine measurements keep `pipeline` batches submitted at once (that Mooncake
  * bench does the same with --threads), so the engine's file pool, capped at 64
  * operations in flight (8 workers x 8) like the local reads, does not idle
  * while one batch's last reads finish; the OS sees the same depth on both sides.

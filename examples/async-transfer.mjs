@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The seed's "Asynchronous Transfer" example: submit a write, then poll
+ * The "Asynchronous Transfer" example of Mooncake's Python API reference:
+ * submit a write, then poll
  * transferCheckStatus until it is final. The remote address comes from the
  * quick-start receiver; the bytes are read back to show they arrived.
  *
@@ -23,7 +24,7 @@ async function main() {
   local.set(data);
   engine.registerMemory(local, local.byteLength);
   const localAddr = engine.getBufferAddress(local);
-  const remoteAddr = info.ptr; // from the receiver (the seed: "from ZMQ or upper-layer inference framework")
+  const remoteAddr = info.ptr; // from the receiver (Mooncake's Python API reference: "from ZMQ or upper-layer inference framework")
 
   // Submit asynchronous write
   const batchId = await engine.transferSubmitWrite(
@@ -57,7 +58,7 @@ async function main() {
   }
 
   if (ok) {
-    // Not in the seed: read the bytes back from the receiver.
+    // Not in Mooncake's example: read the bytes back from the receiver.
     const back = new Uint8Array(dataLen);
     engine.registerMemory(back, dataLen);
     const ret = await engine.transferSyncRead(info.session_id, engine.getBufferAddress(back), remoteAddr, dataLen);

@@ -1,5 +1,5 @@
 // @ts-check
-/** Waits for the receiver's buffer info (what the seed's zmq PULL socket receives). */
+/** Waits for the receiver's buffer info (what the zmq PULL socket of Mooncake's quick-start sender receives). */
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The seed's "Managed Buffer Allocation" example: a buffer from the engine's
+ * The "Managed Buffer Allocation" example of Mooncake's Python API reference:
+ * a buffer from the engine's
  * buddy allocator, written and read back by address, then freed.
  *
  *   node examples/managed-buffer.mjs

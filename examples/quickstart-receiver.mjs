@@ -1,7 +1,8 @@
 // @ts-check
 /**
- * The seed's quick start, receiver side ("Start Transfer Engine Receiver"),
- * ported line by line. The seed sends the buffer info over a zmq PUSH socket;
+ * Mooncake's Transfer Engine quick start, receiver side ("Start Transfer
+ * Engine Receiver"; docs/interop.md, "Sources"), ported line by line. Mooncake's
+ * example sends the buffer info over a zmq PUSH socket;
  * here it goes to a small JSON file (and a stdout line) instead.
  *
  *   npm run build && node examples/quickstart-receiver.mjs [info-file]
@@ -55,7 +56,7 @@ async function main() {
     process.once('SIGTERM', resolve);
   });
   console.log('\nShutting down server...');
-  // Not in the seed: show what the sender left in the buffer.
+  // Not in Mooncake's example: show what the sender left in the buffer.
   let ones = 0;
   for (const b of serverBuffer) if (b === 1) ones++;
   console.log(`Buffer holds ${ones} of ${serverLen} bytes set to 1`);

@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The seed's quick start, sender side ("Start Transfer Engine Sender"), ported
+ * Mooncake's Transfer Engine quick start, sender side ("Start Transfer Engine
+ * Sender"; docs/interop.md, "Sources"), ported
  * line by line: ten 1 MiB writes of ones into the receiver's buffer.
  *
  *   node examples/quickstart-sender.mjs [info-file]     (with the receiver running)

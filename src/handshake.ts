@@ -1,5 +1,6 @@
 /**
- * The RPC port (reference §2.5): one framed JSON exchange per connection.
+ * The RPC port (Mooncake's SocketHandShakePlugin, transfer_metadata_plugin.cpp):
+ * one framed JSON exchange per connection.
  * Serves Metadata (our descriptor), Notify (queued for getNotifies), Probe, and
  * answers Connection (RDMA bootstrap) with a non-empty reply_msg, which tells a
  * Mooncake peer that this host cannot do RDMA. Also the client side of the

@@ -86,7 +86,7 @@ export interface ListenerLimits {
   keepAliveMs: number;
 }
 
-/** The defaults (config.ts reads the variables over them): generous for any honest peer. */
+/** The defaults (src/env.ts's defaults of the variables config.ts reads): generous for any honest peer. */
 export const DEFAULT_LIMITS: ListenerLimits = {
   maxDataConnectionsPerPeer: 1024,
   maxRpcConnectionsPerPeer: 256,

@@ -1,5 +1,5 @@
 /**
- * The seed's environment variables through the high-level API: each malformed
+ * Mooncake's environment variables through the high-level API: each malformed
  * value is one ERR_BAD_ENV at initialize naming the variable; each valid one
  * is honoured (bind address, legacy port, metadata default, topology source
  * addresses, metrics lines, log level). MC_TRANSFER_TIMEOUT's effect is tested

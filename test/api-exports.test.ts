@@ -1,5 +1,5 @@
 /**
- * Package entry points: the root gives the high-level API (the seed's
+ * Package entry points: the root gives the high-level API (Mooncake's
  * `from mooncake.engine import TransferEngine`), 'transfer-engine/core' the
  * core engine. Resolved through package.json "exports", as a user's import is.
  */

@@ -1,6 +1,6 @@
 /**
- * The high-level API against a real engine in another process: the seed's
- * flows (sync, submit + poll, batches), notifications, probes, first buffer
+ * The high-level API against a real engine in another process: the Python
+ * binding's flows (sync, submit + poll, batches), notifications, probes, first buffer
  * address, timeouts against a stopped peer, and a peer that refuses a Notify.
  */
 import { test, describe, before, after } from 'node:test';

@@ -126,7 +126,7 @@ describe('engine identity: a peer that is gone', () => {
       peers.push(c);
       const cAddr = await c.register(SIZE, 6);
       const cHash = await c.hash(cAddr, SIZE);
-      // A transfer that ran and failed is -1, as the seed's binding says; the detail names the cause.
+      // A transfer that ran and failed is -1, as Mooncake's Python binding says; the detail names the cause.
       assert.equal(await api.transferSyncWrite(b.segmentName, ptr, bAddr, SIZE), ERR_FAILED);
       assert.equal(api.getLastError()!.code, 'TE_PEER_CHANGED');
       assert.equal(await api.transferSyncRead(b.segmentName, ptr, bAddr, SIZE), ERR_FAILED);

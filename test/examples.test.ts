@@ -1,6 +1,6 @@
 /**
  * The examples run as a user runs them: `node examples/<name>.mjs`, each in its
- * own process, talking through the buffer-info file like the seed's zmq socket.
+ * own process, talking through the buffer-info file like the zmq socket of Mooncake's quick start.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';

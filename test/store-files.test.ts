@@ -1,5 +1,5 @@
 /**
- * File segments (seed 004's Store level): a Node provider mounts files as
+ * File segments (Mooncake Store's, pull request #793): a Node provider mounts files as
  * segments (setupWithFiles, mountFileSegment, unmountFileSegment); the wheel's
  * Python clients and our Node clients, which mount no memory, put objects that
  * can only land in those files, and read them back byte-exact. Against our

@@ -1,6 +1,6 @@
 /**
  * Argument checks for the high-level API. A wrong argument count or type is a
- * programmer error: TypeError, as Python raises for the seed's binding. A
+ * programmer error: TypeError, as Python raises for Mooncake's binding. A
  * value of the right type but out of range is the caller's data: a
  * TransferEngineError that the facade turns into a negative return code.
  */

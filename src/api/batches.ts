@@ -1,12 +1,12 @@
 /**
- * The outcomes of the batches handed out by the seed's async calls
+ * The outcomes of the batches handed out by the Python binding's async calls
  * (transferSubmit*, batchTransferAsync*), until the caller collects their
  * final status (transferCheckStatus, getBatchTransferStatus).
  *
  * A batch's id is the core's (allocateBatchID). Its resources (the core batch,
  * the pins on managed buffers) are released when its last task ends, whether
  * or not anyone collects it: what stays here is a small record with the
- * outcome, because the seed's contract is that a final status is reported
+ * outcome, because the binding's contract is that a final status is reported
  * once, possibly long after the core batch is gone. Records of finished
  * batches nobody collects are bounded too: past MAX_FINISHED, the oldest are
  * dropped (a later check of such an id is ERR_INVALID_BATCH, with a message

@@ -1,6 +1,7 @@
 /**
- * Return codes of the high-level API (the seed's Python contract: 0 on
- * success, a negative value on failure). Each failure also leaves a
+ * Return codes of the high-level API (the contract of Mooncake's Python
+ * binding, mooncake.engine.TransferEngine: 0 on success, a negative value on
+ * failure). Each failure also leaves a
  * CallError with the detail, read with TransferEngine.getLastError().
  *
  * -1 and -2 mean what transferCheckStatus's -1 (failed) and -2 (timed out)
@@ -95,7 +96,7 @@ export type ReturnCodeValue = (typeof ReturnCode)[ReturnCodeName];
 export const RETURN_CODE_OF = {
   [ErrorCode.INVALID_ARGUMENT]: ERR_INVALID_ARGUMENT,
   [ErrorCode.ADDRESS_NOT_REGISTERED]: ERR_ADDRESS_NOT_REGISTERED,
-  // The peer refused the range: the transfer ran and failed (the seed's -1).
+  // The peer refused the range: the transfer ran and failed (the Python binding's -1).
   [ErrorCode.ADDRESS_REJECTED]: ERR_FAILED,
   [ErrorCode.ADDRESS_OVERLAPPED]: ERR_ADDRESS_OVERLAPPED,
   // Memory that cannot be used any more is, for the caller, memory that is not registered.

@@ -1,5 +1,5 @@
 /**
- * The seed's environment variables, read and validated once at initialize()
+ * Mooncake's environment variables, read and validated once at initialize()
  * through src/env.ts. The core's variables (MC_TRANSFER_TIMEOUT, MC_TCP_BIND_ADDRESS,
  * MC_LEGACY_RPC_PORT_BINDING, ports, lanes...) go through the core's
  * loadConfig, so both layers agree on one parse; this module adds the ones the

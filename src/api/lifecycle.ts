@@ -1,6 +1,6 @@
 /**
  * The high-level engine's life: initialize() makes and starts a core engine
- * with the settings of the seed's environment, and close() closes it. Whether
+ * with the settings of Mooncake's environment variables, and close() closes it. Whether
  * the engine is ready or closed is the core's state (its `lifecycle`); this
  * module adds only what the core cannot know because it does not exist yet:
  * an initialize() running, and a close() that came before any core did.
@@ -15,7 +15,7 @@ import { Registrations } from './registrations.js';
 import type { Topology } from './topology.js';
 import { Transfers } from './transfers.js';
 
-/** A started engine: the core, and the parts of the seed's API beside it. */
+/** A started engine: the core, and the parts of the Python binding's API beside it. */
 export interface Running {
   readonly core: CoreEngine;
   readonly memory: Registrations;

@@ -1,5 +1,5 @@
 /**
- * Local memory as the seed's API sees it: registerMemory and friends,
+ * Local memory as Mooncake's Python binding sees it: registerMemory and friends,
  * getBufferAddress, managed buffers, and the local ranges transfers and copies
  * use. Registrations of user memory are the core's: this module asks it
  * (registerLocalMemory, registeredAt, registrationsIn) and keeps no copy. What
@@ -15,12 +15,12 @@ import { ManagedBuffers, MOONCAKE_BUDDY, SHM_BUDDY } from './managed-buffers.js'
 const GPU_LOCATION = /^(cuda|musa|hip|maca|npu|gpu)[:]/i;
 
 export class Registrations {
-  /** The seed's managed buffers (allocate_managed_buffer): a pool over chunks it registers with the core; the core has no such pool. */
+  /** The Python binding's managed buffers (allocate_managed_buffer): a pool over chunks it registers with the core; the core has no such pool. */
   readonly managed: ManagedBuffers;
   /**
    * registerMemory(address) inside managed buffers: address -> length. The
-   * memory is registered with the core already (with its chunk), so the seed's
-   * call only records the range; the core has no notion of such sub-ranges.
+   * memory is registered with the core already (with its chunk), so the
+   * binding's call only records the range; the core has no notion of such sub-ranges.
    */
   private readonly managedRanges = new Map<number, number>();
 

@@ -1,8 +1,8 @@
 /**
- * Other engines' segments and the messages between engines, in the seed's
- * terms: the first buffer a segment publishes (getFirstBufferAddress), and
+ * Other engines' segments and the messages between engines, in the terms of
+ * Mooncake's Python binding: the first buffer a segment publishes (getFirstBufferAddress), and
  * Notify messages (TransferNotify, getNotifies). The core opens, caches and
- * queues; this module only turns its answers into the seed's values.
+ * queues; this module only turns its answers into the binding's values.
  */
 import type { TransferEngine as CoreEngine } from '../engine/engine.js';
 import { ErrorCode, teError } from '../errors.js';

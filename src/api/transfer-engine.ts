@@ -1,9 +1,9 @@
 /**
- * The high-level TransferEngine: Mooncake's Python binding (`mooncake.engine`)
+ * The high-level TransferEngine: Mooncake's Python binding (`mooncake.engine.TransferEngine`)
  * in TypeScript, over the core engine. Same method names in camelCase, same
  * parameters in the same order, same return contracts (0 or a negative code;
  * batch ids; addresses; transferCheckStatus's 1/0/-1/-2), so code written from
- * the seed ports line by line, adding `await` where the call does I/O.
+ * the Python API ports line by line, adding `await` where the call does I/O.
  *
  * Conventions:
  * - A failure returns its code (src/api/codes.ts) and leaves the detail for
@@ -12,7 +12,7 @@
  * - Addresses are the core's synthetic addresses (Node has no raw pointers):
  *   registerMemory takes the memory itself (or an address inside a managed
  *   buffer) and getBufferAddress(memory) gives its address, which is what
- *   numpy's `.ctypes.data` gives in the seed.
+ *   numpy's `.ctypes.data` gives in Python.
  *
  * The class holds the public methods: their argument checks, and the return
  * code of a failure. The work is in the modules behind it: lifecycle.ts (the
@@ -181,7 +181,7 @@ export class TransferEngine {
 
   /**
    * The address of registered memory: the address of the view's first byte
-   * (numpy's `.ctypes.data` in the seed). 0 if that byte is not in memory
+   * (numpy's `.ctypes.data` in Python). 0 if that byte is not in memory
    * registered with registerMemory().
    */
   getBufferAddress(buffer: ArrayBufferView | ArrayBuffer | SharedArrayBuffer): number {

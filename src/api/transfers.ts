@@ -1,10 +1,10 @@
 /**
- * The seed's transfers over the core's batches: the sync calls (submit, wait
+ * The Python binding's transfers over the core's batches: the sync calls (submit, wait
  * with a deadline, then an optional Notify) and the async ones (a core batch
  * id handed to the caller, whose final status is collected once).
  *
  * The core checks every request (opcode, local range, target range); this
- * module adds what the seed's API has and the core does not: three parallel
+ * module adds what the binding's API has and the core does not: three parallel
  * lists, transport hints, managed buffers pinned while a transfer uses them,
  * deadlines of MC_TRANSFER_TIMEOUT + 1 ns/byte, and outcomes kept for the
  * caller after the core batch is freed. A batch's outcome comes from the
@@ -54,7 +54,7 @@ export function batchError(statuses: readonly TransferStatus[], what: string): T
   return new ApiFailure(ERR_FAILED, s.error?.code ?? ErrorCode.PROTOCOL_ERROR, `${what}: task ${i} failed: ${detail}`, s.error);
 }
 
-/** The seed's three lists of a transfer. */
+/** The Python binding's three lists of a transfer. */
 export interface TransferLists {
   buffers: ReadonlyArray<number | bigint>;
   peers: ReadonlyArray<number | bigint>;

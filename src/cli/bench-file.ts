@@ -1,6 +1,7 @@
 /**
- * `transfer-engine bench` file modes, after seed 004's
- * transfer_engine_nvmeof_generic_bench (same flag names and defaults):
+ * `transfer-engine bench` file modes, after the
+ * transfer_engine_nvmeof_generic_bench of Mooncake's generic NVMe-oF
+ * transport (Mooncake PR #793; same flag names and defaults):
  *
  *   --mode=target --files="/path/f0 /path/f1"   register the files, serve until SIGINT/SIGTERM
  *   --file_mode --segment_id=NAME               initiator: random block-sized READs or WRITEs
@@ -57,7 +58,7 @@ type Flags = ParsedFlags<typeof FILE_BENCH_FLAGS>;
 
 export const FILE_BENCH_HELP = `Usage: transfer-engine bench --files=... | --file_mode [flags]
 
-File segments (seed 004's transfer_engine_nvmeof_generic_bench): a target
+File segments (after Mooncake's transfer_engine_nvmeof_generic_bench): a target
 registers files, an initiator reads or writes random blocks of them.
 
   transfer-engine bench --mode=target --files="/data/f0 /data/f1"
@@ -223,7 +224,7 @@ interface Result {
   sameHostRequests: number;
 }
 
-/** Seed 004's placement: thread t uses block slots t, t+threads, ... of a random file, at random. */
+/** transfer_engine_nvmeof_generic_bench's placement: thread t uses block slots t, t+threads, ... of a random file, at random. */
 function pickBlock(files: FileBufferDesc[], o: Options, thread: number): { fileId: number; offset: number } {
   const f = files[Math.floor(Math.random() * files.length)]!;
   const units = Math.floor(f.size / o.block / o.threads);

@@ -1,7 +1,8 @@
 /**
  * `transfer-engine bench`: throughput and latency of batched READ/WRITE
- * transfers, shaped after Mooncake's transfer_engine_bench (seed 003's v1
- * flag names and defaults; the classic names work as aliases).
+ * transfers, shaped after Mooncake's transfer_engine_bench (the v1 flag
+ * names and defaults of doc/en/v1/transfer-engine-bench-v1.md on Mooncake's
+ * v1.0-beta branch; the classic names work as aliases).
  *
  *   --mode=target      register memory, print the initiator command, serve until SIGINT/SIGTERM
  *   --mode=initiator   open --remote_segment and drive batches for --duration seconds

@@ -1,6 +1,7 @@
 /**
  * Segment descriptor JSON, byte-compatible with Mooncake's classic engine
- * (reference §2.2). Addresses and lengths are u64 and kept as bigint so that
+ * (encodeSegmentDesc / decodeSegmentDesc in Mooncake's transfer_metadata.cpp).
+ * Addresses and lengths are u64 and kept as bigint so that
  * nothing is rounded, whatever the peer publishes.
  */
 import { teError, ErrorCode } from '../errors.js';

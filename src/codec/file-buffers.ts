@@ -1,7 +1,8 @@
 /**
  * The descriptor's file fields (ours; Mooncake's decoder ignores unknown
  * fields): `file_buffers: [{id, path, size, align}]`, the files a segment
- * serves (seed 004's FileBufferDesc), and optionally `file_data_host` /
+ * serves (FileBufferDesc of Mooncake's generic NVMe-oF transport, PR #793),
+ * and optionally `file_data_host` /
  * `file_data_port`, where file requests go when the owner listens for them on
  * a port of their own (the `nvmeof_generic` transport's trid). Pure functions.
  *

@@ -1,5 +1,6 @@
 /**
- * Mooncake handshake frames on the RPC port (reference §2.5):
+ * Mooncake handshake frames on the RPC port (SocketHandShakePlugin in
+ * Mooncake's transfer_metadata_plugin.cpp):
  *   u64le length (including the type byte) | u8 type | JSON text
  * A legacy peer may omit the type byte; it is detected by a first payload byte
  * above 3 (e.g. '{') and treated as a Connection message.

@@ -1,5 +1,6 @@
 /**
- * Mooncake classic TCP data protocol (reference §1): a 24-byte little-endian
+ * Mooncake classic TCP data protocol (Mooncake's tcp_transport: SessionHeader,
+ * kStatusMagic; docs/interop.md, "Sources"): a 24-byte little-endian
  * request header `{u64 size, u64 addr, u8 opcode, 7 bytes padding}` and, in
  * protocol v2, an 8-byte status frame `u64le` whose high 32 bits are "MCTV".
  * Pure functions over buffers; no I/O.

@@ -1,7 +1,7 @@
 /**
  * Batches and their tasks: one task per request, its slices in flight, its
  * retry rounds' held slices, its status. The retry policy itself is
- * retry.ts; the engine starts the rounds.
+ * retry.ts; dispatch.ts runs the rounds.
  */
 import { ErrorCode, type TransferEngineError } from '../errors.js';
 import { Failure, type Slice, type SliceOwner } from '../transport/slice.js';
@@ -12,7 +12,7 @@ import { TaskStatus, type TransferCounters, type TransferStatus } from './types.
 /**
  * One request. Its slices go out; those that fail in a way resending can cure
  * are held (pinned) and, once no slice of the task is in flight, resent
- * together in a retry round (the engine's retryTask), up to MC_RETRY_CNT
+ * together in a retry round (retryTask in dispatch.ts), up to MC_RETRY_CNT
  * rounds. Resending is safe because both operations are idempotent: a WRITE
  * puts the same bytes at the same address again (the source stays pinned and
  * unchanged until the task ends), a READ copies the same range into the same

@@ -1,6 +1,7 @@
 /**
- * Settings of file segments: seed 004's environment variables and the
- * `nvmeof_generic` transport argument (an NVMe-oF transport id string).
+ * Settings of file segments: the environment variables of Mooncake's generic
+ * NVMe-oF transport (Mooncake PR #793, doc/en/nvmeof_generic_transport.md)
+ * and the `nvmeof_generic` transport argument (an NVMe-oF transport id string).
  * A malformed value is one clear error naming it, never a silent default.
  */
 import net from 'node:net';
@@ -36,7 +37,7 @@ export interface FileListenAddress {
 }
 
 /**
- * Parse seed 004's transport id, "trtype=tcp adrfam=ipv4 traddr=127.0.0.1 trsvcid=4420"
+ * Parse the generic NVMe-oF transport's id, "trtype=tcp adrfam=ipv4 traddr=127.0.0.1 trsvcid=4420"
  * (options separated by spaces, `key=value` or `key:value`, as Mooncake's parseTrid).
  * Only trtype=tcp can be honoured: the wire is our TCP protocol, not NVMe/TCP.
  */

@@ -5,11 +5,11 @@
  * The workers are libuv's threadpool (callback fs.read/fs.write on the
  * registered descriptor), not worker_threads: a threadpool pread lands
  * straight in the caller's memory, while a worker thread cannot touch a
- * non-shared Buffer, so it needs a staging copy and a message per operation.
- * Page-cache reads, 8 in flight, 2-core machine (benchmarks/file-workers.ts):
- * 5.8 GB/s (64 KiB) and 6.3 GB/s (1 MiB) this way, 4.1 / 6.2 through
- * fs/promises FileHandle.read (a promise per operation), 2.2 / 3.2 with 8
- * worker_threads. libuv runs UV_THREADPOOL_SIZE threads (default 4); Node
+ * non-shared Buffer, so it needs a staging copy and a message per operation;
+ * fs/promises FileHandle.read costs a promise per operation. This way was the
+ * fastest of the three (benchmarks/file-workers.ts; BENCHMARKS.md, "File
+ * segments", the worker pool table).
+ * libuv runs UV_THREADPOOL_SIZE threads (default 4); Node
  * reads it once, before this module loads, so it is for the user to raise.
  *
  * Large operations are cut into CHUNK-byte pieces so one big transfer uses
@@ -30,8 +30,8 @@ export const IO_CHUNK = 1024 * 1024;
  * Operations each worker keeps queued (Mooncake's workers keep an aio queue
  * of 256). A queue deeper than libuv's thread count lets a thread go straight
  * to the next operation instead of sleeping until the main thread, busy with
- * sockets, hands it one: 64 KiB remote reads went from 1.4 to 1.7-1.85 GB/s
- * with 8 workers when the in-flight cap went from 8 to 64.
+ * sockets, hands it one (BENCHMARKS.md, "File segments": what each change to
+ * the remote file path gained).
  */
 export const WORKER_QUEUE_DEPTH = 8;
 

@@ -1,5 +1,6 @@
 /**
- * Registered local files (seed 004's registerLocalFile): each gets a u32 id
+ * Registered local files (registerLocalFile of Mooncake's generic NVMe-oF
+ * transport, PR #793): each gets a u32 id
  * that peers put in their requests. Peers never send a path; the path is only
  * published for information. Every request is checked against [0, size), so
  * no byte outside that range is ever read or written for a peer.

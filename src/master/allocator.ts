@@ -12,13 +12,13 @@
  * small objects packed low and lets frees merge into the large holes big
  * objects need; best fit (which segregated size classes such as TLSF or
  * sebbbi's OffsetAllocator approximate) scatters small objects over the
- * whole segment. Measured by benchmarks/master-allocator.ts (1 GiB, utilization
- * when a put fails, median over seeds 1-3): with 70/25/5% of 4-64 KiB /
- * 64 KiB-1 MiB / 1-16 MiB objects, this policy 87.6-88.9%, first fit
- * 86.9-87.2%, best fit 76.1-80.7%, a TLSF good fit (an earlier version of
- * this file) 77.9-81.3%; with 4-16 KiB objects only, 97.4-97.8%, 96.4-96.5%
- * and 99.4-99.6%. The lookahead buys back part of best fit's edge on narrow
- * size ranges (fewer slivers) without its scattering: 1 is plain first fit,
+ * whole segment. Measured by benchmarks/master-allocator.ts (BENCHMARKS.md,
+ * "Master: the segment allocator's fragmentation"): on mixed sizes this
+ * policy leaves the segment fuller when a put first fails than first fit,
+ * and clearly fuller than best fit or a TLSF good fit (an earlier version of
+ * this file); on small objects only, best fit is slightly ahead. The
+ * lookahead buys back part of best fit's edge on narrow size ranges
+ * (fewer slivers) without its scattering: 1 is plain first fit,
  * 8 and more lose on mixed sizes what they gain on narrow ones.
  *
  * Structure: the free blocks in a treap (a randomized balanced binary tree)

@@ -36,8 +36,8 @@ export interface MasterConfig {
    * The busy-poll window: microseconds the master keeps polling its sockets
    * after a request instead of sleeping, while requests come closer together
    * than this (0: never). Clients call one request after another (a 1 MiB
-   * get is a call, a copy of ~300 us, the next call); waking a sleeping
-   * process per call costs more than the call on a VM.
+   * get is a call, a copy, the next call); waking a sleeping process per
+   * call costs more than the call on a VM (BENCHMARKS.md, "Store master").
    */
   busyPollUs: number;
 }

@@ -1,5 +1,6 @@
 /**
- * Metadata connection strings, parsed as Mooncake does (reference §3):
+ * Metadata connection strings, parsed as Mooncake does (transfer_engine.cpp's
+ * parseConnectionStringInternal, MetadataStoragePlugin::Create):
  *
  *   P2PHANDSHAKE                      no store: peers are asked over their RPC port
  *   http://h:8080/metadata            the URL is used verbatim (https too)

@@ -1,6 +1,7 @@
 /**
  * etcd metadata store through the etcd3 client, with Mooncake's plain
- * Put/Get/Delete (reference §3.3). The client spreads calls over all
+ * Put/Get/Delete (EtcdStoragePlugin, transfer_metadata_plugin.cpp). The client
+ * spreads calls over all
  * endpoints and retries a failed call on another member, so a dead member in
  * `etcd://h1:2379,h2:2379` is transparent while one member answers.
  *

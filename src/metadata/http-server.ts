@@ -1,6 +1,7 @@
 /**
  * The bundled HTTP metadata server, with the semantics of Mooncake's servers
- * (reference §3.2; the strictest of them where they differ):
+ * (the wheel's mooncake/http_metadata_server.py and mooncake-store's
+ * http_metadata_server.cpp; the strictest of them where they differ):
  *
  *   GET    /metadata?key=K   200 + the stored bytes, 404 when missing
  *   PUT    /metadata?key=K   200; an existing rpc_meta key: 200 if the body is

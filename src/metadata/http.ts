@@ -1,5 +1,6 @@
 /**
- * HTTP metadata client, as Mooncake's HTTPStoragePlugin (reference §3.1):
+ * HTTP metadata client, as Mooncake's HTTPStoragePlugin
+ * (transfer_metadata_plugin.cpp):
  * `GET|PUT|DELETE <url>?key=<curl-escaped key>`, only 200 counts (plus 404:
  * a missing key on GET, an already-deleted one on DELETE), PUT bodies are
  * compact JSON with Content-Type application/json. Connect is bounded by

@@ -1,5 +1,6 @@
 /**
- * Key layout of the central store (reference §2.1), identical to Mooncake's:
+ * Key layout of the central store, identical to Mooncake's (getFullMetadataKey
+ * and rpc_meta_prefix_ in its transfer_metadata.cpp):
  *
  *   mooncake/[<cluster>/]ram/<segment>       segment descriptor (names without '/')
  *   mooncake/[<cluster>/]<segment>           names with '/', e.g. nvmeof/<name>

@@ -1,6 +1,7 @@
 /**
  * Redis metadata store through ioredis, with Mooncake's GET/SET/DEL
- * (reference §3.4). Credentials and database come from MC_REDIS_USERNAME,
+ * (RedisStoragePlugin, transfer_metadata_plugin.cpp). Credentials and database
+ * come from MC_REDIS_USERNAME,
  * MC_REDIS_PASSWORD (AUTH only when a password is set, as Mooncake does) and
  * MC_REDIS_DB_INDEX. Commands never queue while the connection is down: they
  * fail at once (TE_METADATA_UNAVAILABLE) and the client reconnects in the

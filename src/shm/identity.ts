@@ -1,5 +1,6 @@
 /**
- * Machine identity, as Mooncake's TENT computes it (reference §6):
+ * Machine identity, as Mooncake's TENT computes it (transfer_engine_impl.cpp
+ * under mooncake-transfer-engine/tent/src/runtime/):
  * "<boot_id>:<machine-id>". Two engines share memory only when these match:
  * the boot id changes on every boot and differs between hosts (even clones
  * with the same /etc/machine-id), the machine id tells hosts apart however

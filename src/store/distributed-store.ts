@@ -231,7 +231,7 @@ export class MooncakeDistributedStore {
   }
 
   /**
-   * Python's `setup_with_files` (seed 004): setup with no memory segment, then
+   * Python's `setup_with_files` (Mooncake PR #793): setup with no memory segment, then
    * every file in `files` mounted as a segment (mountFileSegment). Any file
    * that cannot be mounted fails the whole setup.
    */

@@ -1,5 +1,6 @@
 /**
- * A file mounted as a store segment (seed 004's MountFileSegment): the whole
+ * A file mounted as a store segment (MountFileSegment of Mooncake Store,
+ * PR #793): the whole
  * file mapped MAP_SHARED and registered with the engine as memory, so every
  * client, Mooncake's Python ones included, reads and writes its replicas with
  * plain memory requests, and the bytes live in the file. Its segment id is

@@ -59,7 +59,7 @@ export class Slice {
   received = 0;
   /** v2: the status frame for this slice has been read. */
   statusSeen = false;
-  /** v2 WRITE: the lane's count of payload writes once this one's payload is handed to the socket (client.ts). */
+  /** v2 WRITE: the lane's count of payload writes once this one's payload is handed to the socket (tcp/lane.ts; tcp/replies.ts counts them done). */
   bodySeq = 0;
   queuedAt = 0;
   settled = false;

@@ -1,5 +1,6 @@
 /**
- * Flags of `transfer-engine bench`: seed 003's names and defaults, Mooncake's
+ * Flags of `transfer-engine bench`: the names and defaults of Mooncake's v1
+ * bench (doc/en/v1/transfer-engine-bench-v1.md, v1.0-beta branch), Mooncake's
  * classic transfer_engine_bench names as aliases, and their validation into
  * one plain (structured-cloneable) BenchOptions object that worker threads get too.
  */
@@ -192,7 +193,7 @@ function isWorkload(w: string): w is Workload {
 }
 
 /**
- * The metadata service: --metadata_type/--metadata_servers (seed 003, as
+ * The metadata service: --metadata_type/--metadata_servers (the v1 bench, as
  * Mooncake's initializeExt combines them) or the classic --metadata_server
  * connection string; not both.
  */

@@ -40,7 +40,7 @@ export const STORE_BENCH_FLAGS = {
   detailed_stats: { type: 'boolean', description: 'also report each worker (with --num-workers > 1)' },
   json: { type: 'boolean', description: 'stdout: JSON lines only, events then the result last (the text report goes to stderr)' },
   verify: { type: 'boolean', description: 'decode: check every byte read (value N%256 under key{N}) and that each value is --value-length bytes' },
-  files: { type: 'string', description: 'seed 004\'s form: mount these files (space-separated paths) as segments instead of memory (setupWithFiles); with several workers, each mounts its share' },
+  files: { type: 'string', description: 'as Mooncake\'s setup_with_files: mount these files (space-separated paths) as segments instead of memory (setupWithFiles); with several workers, each mounts its share' },
 } as const satisfies FlagSpecs;
 
 export type StoreBenchParse = ParseResult<typeof STORE_BENCH_FLAGS>;
@@ -72,7 +72,7 @@ read each other's keys. Workers are concurrent async loops in this one
 process, each with its own store; the event loop interleaves them (Mooncake's
 script runs a thread per worker).
 
-With --files "a.bin b.bin" (seed 004's setup_with_files) the prefill's stores
+With --files "a.bin b.bin" (Mooncake's setup_with_files) the prefill's stores
 mount those files as their segments instead of memory (each worker its share
 of the files): the values are written into the files.
 

@@ -24,7 +24,7 @@ import { Replies, type ReplyFault } from './replies.js';
  * Bytes a lane may have outstanding before new slices wait or go elsewhere.
  * Small on purpose: a socket holding more than the kernel's TCP small-queue
  * limit (about 1 MiB) is paced and throttled by the kernel, which on loopback
- * cost 1.3-2.3x in throughput (BENCHMARKS.md, "What each optimisation
+ * cost much of the throughput (BENCHMARKS.md, "What each optimisation
  * gained"). Two wire requests of WIRE_MAX (pieces.ts) per lane, not one, so
  * the sender always has the next one queued: with one, READs fell into a slow
  * pacing mode in most runs. (Links with much longer round trips want more lanes.)
@@ -36,7 +36,7 @@ const LANE_WINDOW_SLICES = 1024;
  * owner's storage adds milliseconds per request, so keeping its queue full
  * needs more bytes in flight than loopback memory does.
  */
-const FILE_WINDOW_BYTES = 8 * 1024 * 1024; // 1 MiB direct reads here: 0.4-0.6x of local with 256 KiB-1 MiB, 0.85-0.9x with 4-8 MiB
+const FILE_WINDOW_BYTES = 8 * 1024 * 1024; // a smaller window left remote direct reads well below local ones (BENCHMARKS.md, "File segments")
 /**
  * v2 requests with at most this much payload (READs: none) are copied, header
  * and payload, into a staging buffer and leave in one stream write per pump:
@@ -138,7 +138,7 @@ export class Lane {
     this.helloPending = peer.addr.engineId !== undefined;
     const { revalidate } = peer.addr;
     if (!this.helloPending && revalidate && !peer.hasConnectedLane()) {
-      // A Mooncake peer has no identity to check: its descriptor is fetched again (engine.ts decides when that is needed).
+      // A Mooncake peer has no identity to check: its descriptor is fetched again (src/engine/segments.ts decides when that is needed).
       this.revalidating = true;
       revalidate().then(
         () => {

@@ -85,7 +85,7 @@ export class RegistryTargets implements Targets {
   private memoryTarget(h: RequestHeader): Target {
     const range = h.size > 0 ? this.memory.resolve(h.addr, h.size) : null;
     // A region closed to peers, a WRITE into a read-only one, or memory detached since it was
-    // registered (README, Memory) is refused exactly like an unknown range.
+    // registered (README, Addresses) is refused exactly like an unknown range.
     if (range && (h.write ? range.region.remoteWritable : range.region.remoteReadable) && !range.region.detached) return range;
     const frame = h.v2 ? STATUS_REJECTED_FRAME : null;
     if (!range) return refuse(frame, h.size > 0 ? 'outside the registered memory' : 'a request must move at least one byte');
