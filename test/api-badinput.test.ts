@@ -258,7 +258,7 @@ describe('before initialize and after close', () => {
     assert.deepEqual(e.getMetrics(), { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 });
   }
 
-  test('before initialize: ERR_NOT_INITIALIZED (0 / null / [] where the seed returns a value)', async () => {
+  test('before initialize: ERR_NOT_INITIALIZED (0 / null / [] where the Python binding returns a value)', async () => {
     const before = await peerState();
     const e = new TransferEngine({ env: QUIET });
     assert.equal(e.getEngine(), null);

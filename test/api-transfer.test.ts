@@ -102,7 +102,7 @@ describe('initialization', () => {
 });
 
 describe('sync transfers', () => {
-  test("the seed's flow: getFirstBufferAddress, write, read back, byte for byte", async () => {
+  test("the Python binding's flow: getFirstBufferAddress, write, read back, byte for byte", async () => {
     assert.equal(await engine.getFirstBufferAddress(peer.segmentName), remotePtr);
     const size = MiB + 3;
     fillPattern(local.subarray(0, size), 5);

@@ -127,7 +127,7 @@ test('--help prints usage and exits 0', async () => {
 
 const resolve = (argv: string[]): ReturnType<typeof resolveOptions> => resolveOptions(parseFlags(argv, BENCH_FLAGS));
 
-test("seed 003's defaults, and Mooncake's classic names as aliases", () => {
+test("the v1 bench's defaults, and Mooncake's classic names as aliases", () => {
   const d = resolve(['--remote_segment=h:1']);
   assert.equal(d.mode, 'initiator');
   assert.equal(d.workload, 'read');
@@ -247,7 +247,7 @@ test('bench --loopback --json: mix with integrity check passes; the target proce
     assert.ok((l['max'] as number) >= (l['p999'] as number));
   }
   assert.ok((lat.request['count'] as number) >= 8, 'requests are timed in sampled batches, each of its requests');
-  assert.equal(j['threads'], 4, "seed 003's default");
+  assert.equal(j['threads'], 4, "the v1 bench's default");
   assert.equal((j['per_thread_GBps'] as number[]).length, 4);
   const target = j['target'] as Json;
   assert.equal(target['clean'], true);

@@ -372,7 +372,7 @@ describe('store-bench against our master (transfer-engine master), with --files'
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  test('a prefill on two files (seed 004\'s form, two workers) is read back and verified by a decode and by Python', async () => {
+  test('a prefill on two files (the setup_with_files form, two workers) is read back and verified by a decode and by Python', async () => {
     const files = ['f0.bin', 'f1.bin'].map((n) => {
       const f = path.join(dir, n);
       fs.writeFileSync(f, '');

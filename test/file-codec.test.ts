@@ -171,7 +171,7 @@ function baseDesc(extra: Partial<SegmentDesc> = {}): SegmentDesc {
 }
 
 describe('descriptor: file_buffers and the file endpoint', () => {
-  test('round trip through encode/decodeSegmentDesc, with the JSON field names of seed 004', () => {
+  test('round trip through encode/decodeSegmentDesc, with the JSON field names of Mooncake PR #793', () => {
     const desc = baseDesc({ fileBuffers: FILES, fileEndpoint: { host: '127.0.0.1', port: 4420 } });
     const text = encodeSegmentDesc(desc);
     const raw = parseJson(text, { bigintIntegers: true }) as { [k: string]: JsonValue };
@@ -276,7 +276,7 @@ describe('descriptor: file_buffers and the file endpoint', () => {
 });
 
 describe('nvmeof_generic trid and MC_NVMEOF_GENERIC_* settings', () => {
-  test('seed 004\'s trid strings', () => {
+  test('the generic NVMe-oF transport\'s trid strings', () => {
     assert.deepEqual(parseTrid('trtype=tcp adrfam=ipv4 traddr=127.0.0.1 trsvcid=4420'), { host: '127.0.0.1', port: 4420 });
     assert.deepEqual(parseTrid('  trtype:tcp   traddr:::1 trsvcid:4421 adrfam=ipv6 '), { host: '::1', port: 4421 });
     assert.deepEqual(parseTrid('trtype=TCP traddr=0.0.0.0 trsvcid=1'), { host: '0.0.0.0', port: 1 });

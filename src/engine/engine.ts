@@ -6,7 +6,8 @@
  * holds the lifecycle and the wiring; the parts are beside it: types.ts (the
  * vocabulary), batch.ts (tasks), retry.ts (the retry policy), segments.ts
  * (opened segments), peer-rpc.ts (peers' RPC ports), planner.ts (request ->
- * plan).
+ * plan), dispatch.ts (plans carried out and retried), local-memory.ts
+ * (registered memory), addresses.ts (listen and publish).
  */
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type EngineConfig } from '../config.js';
@@ -308,7 +309,8 @@ export class TransferEngine {
   // ---------------------------------------------------------------- files
 
   /**
-   * Register a local file (seed 004): peers (and this engine) can then read and
+   * Register a local file (registerLocalFile of Mooncake's generic NVMe-oF
+   * transport, PR #793): peers (and this engine) can then read and
    * write `[0, size)` of it by (segment, file id, offset). Returns the file id.
    * The file must exist and hold at least `size` bytes (or pass `grow`); block
    * devices need `allowBlockDevice`. See src/file/registry.ts.

@@ -7,7 +7,7 @@
  * from copy() other than INVALID_ARGUMENT / ADDRESS_REJECTED means "use TCP
  * for this peer region" (or fail the task if TCP cannot either).
  *
- * Safety against a peer's mistakes (see also src/native/shm.c):
+ * Safety against a peer's mistakes (see also src/native/native.c):
  *  - names must match our pattern (no '/', no '..', only /dev/shm/transfer-engine-*);
  *  - the file must be a regular file of our uid whose fstat size equals the
  *    descriptor's length before it is mapped (MALFORMED otherwise);
