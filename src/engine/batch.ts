@@ -5,7 +5,7 @@
  */
 import { ErrorCode, type TransferEngineError } from '../errors.js';
 import { Failure, type Slice, type SliceOwner } from '../transport/slice.js';
-import { RetryRound } from './retry.js';
+import { recordSlice, resetRound, retryRound, type RoundState } from './retry.js';
 import type { RemoteSegment } from './segments.js';
 import { TaskStatus, type TransferCounters, type TransferStatus } from './types.js';
 
@@ -18,7 +18,7 @@ import { TaskStatus, type TransferCounters, type TransferStatus } from './types.
  * unchanged until the task ends), a READ copies the same range into the same
  * place again. A task is COMPLETED only when every slice was acknowledged.
  */
-export class Task implements SliceOwner {
+export class Task implements SliceOwner, RoundState {
   status: TaskStatus = TaskStatus.WAITING;
   transferred = 0;
   error: TransferEngineError | undefined;
@@ -28,8 +28,11 @@ export class Task implements SliceOwner {
   retryable: Slice[] = [];
   /** The first error of this round's failures: the task's error if it gives up. */
   retryError: TransferEngineError | undefined;
-  /** This round's bookkeeping (retry.ts). */
-  round = new RetryRound();
+  // This round's bookkeeping (retry.ts, RoundState): fields of the task, not an object per task.
+  held = 0;
+  progressed = false;
+  onlyTimeouts = true;
+  needsNewDescriptor = true;
   /** A slice failed this round in a way that dooms the round (haltsTask): slices not sent yet are skipped. */
   halted = false;
   /** Retry rounds started. */
@@ -56,7 +59,7 @@ export class Task implements SliceOwner {
   }
 
   sliceDone(slice: Slice, error: TransferEngineError | null): void {
-    const verdict = this.round.record(error === null ? null : slice.failure, this.onRetry !== null);
+    const verdict = recordSlice(this, error === null ? null : slice.failure, this.onRetry !== null);
     if (verdict === 'done') this.transferred += slice.length;
     else if (verdict === 'hold') {
       slice.region.pins++;
@@ -64,7 +67,7 @@ export class Task implements SliceOwner {
       if (slice.failure !== Failure.SKIPPED) this.retryError ??= error!;
     } else this.error ??= error!;
     if (--this.pending > 0) return;
-    if (this.round.retry(this.error !== undefined)) this.onRetry!(this);
+    if (retryRound(this, this.error !== undefined)) this.onRetry!(this);
     else this.giveUp();
   }
 
@@ -73,7 +76,7 @@ export class Task implements SliceOwner {
     const slices = this.retryable;
     this.retryable = [];
     this.retryError = undefined;
-    this.round = new RetryRound();
+    resetRound(this);
     this.halted = false;
     this.pending = slices.length;
     return slices;

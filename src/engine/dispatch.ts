@@ -168,7 +168,7 @@ export class Dispatcher {
     }
     const round = task.rounds++;
     this.retrying.add(task);
-    if (task.round.needsNewDescriptor) {
+    if (task.needsNewDescriptor) {
       void this.resend(task);
       return;
     }
@@ -184,7 +184,7 @@ export class Dispatcher {
     const moved = (await this.ctx.segments.refresh(seg, task.generation)) === 'changed';
     if (!this.retrying.delete(task)) return; // ended by close()
     if (moved) task.generation = seg.generation;
-    else if (task.round.needsNewDescriptor) {
+    else if (task.needsNewDescriptor) {
       task.giveUp(); // rejected by a peer that has not changed (or another engine at a peer that is gone): resending cannot help
       return;
     }
