@@ -131,11 +131,15 @@ export class Dispatcher {
    * gone, size changed); the TCP path then succeeds or reports why not.
    */
   private copyThroughShm(task: Task, p: Extract<Plan, { kind: 'remote' }>): boolean {
-    const shm = this.ctx.shm();
     const seg = p.seg;
+    // Most peers publish no shared memory: that answer is cached per descriptor, so it comes first
+    // (the machine-id check compares two long strings, on every request).
+    const regions = shmRegionsOf(seg.desc);
+    if (regions.length === 0) return false;
+    const shm = this.ctx.shm();
     const machineId = seg.desc.machineId;
     if (!shm || !shm.canReach(machineId)) return false;
-    const hit = locateShmRegion(shmRegionsOf(seg.desc), p.target, p.local.length);
+    const hit = locateShmRegion(regions, p.target, p.local.length);
     if (!hit) return false;
     try {
       shm.copy(machineId, hit.region, hit.offset, p.local, p.write);
