@@ -14,7 +14,7 @@ import { loadConfig, type EngineConfig } from '../config.js';
 import { encodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { HandshakeType } from '../codec/handshake.js';
 import { envVar } from '../env.js';
-import { teError, ErrorCode, TransferEngineError } from '../errors.js';
+import { teError, ErrorCode } from '../errors.js';
 import { HandshakeServer, type Notification } from '../handshake.js';
 import type { RegionAccess } from '../memory.js';
 import { AUTH_SCHEME, secretBytes } from '../codec/auth.js';
@@ -26,15 +26,14 @@ import { openMetadataStore } from '../metadata/open-store.js';
 import { storeOptionsFromEnv } from '../metadata/store.js';
 import { reapStaleShmFiles, nativeAvailable } from '../shm/index.js';
 import { ShmTransport } from '../transport/shm.js';
-import { TcpClient } from '../transport/tcp/client.js';
-import { TcpDataServer } from '../transport/tcp/server.js';
 import { SameHostFiles } from '../transport/file-same-host.js';
-import { loadFileConfig, parseTrid } from '../file/config.js';
+import { loadFileConfig } from '../file/config.js';
 import { LocalFiles } from '../file/local-files.js';
 import type { RegisterFileOptions } from '../file/registry.js';
 import { listenHostFor, publishedHost } from './addresses.js';
 import { Batch } from './batch.js';
 import { Dispatcher } from './dispatch.js';
+import { TcpTransports } from './tcp-transports.js';
 import { LocalMemory } from './local-memory.js';
 import { PeerRpc } from './peer-rpc.js';
 import { checkRequest, planRequest, resolveLocal, type PlannerContext } from './planner.js';
@@ -62,12 +61,6 @@ function newEngineId(): number {
   }
 }
 
-/** Transports that exist in Mooncake but need hardware this host does not have. */
-const UNSUPPORTED_TRANSPORTS = new Set([
-  'rdma', 'barex', 'efa', 'cxi', 'ub', 'nccl', 'ascend', 'nvlink', 'nvlink_intra', 'hip', 'maca', 'musa',
-  'ubshmem', 'sunrise_link', 'cxl', 'nvmeof',
-]);
-
 /** A region as registeredAt / registrationsIn report it. */
 function registration(r: { addr: number; length: number; byteOffset: number }): LocalRegistration {
   return { addr: r.addr, length: r.length, byteOffset: r.byteOffset };
@@ -79,8 +72,8 @@ export class TransferEngine {
   /** Registered memory and its descriptor entries; made by init (its base comes from the configuration). */
   private memory!: LocalMemory;
   private handshake: HandshakeServer | null = null;
-  private dataServer: TcpDataServer | null = null;
-  private tcpClient: TcpClient | null = null;
+  /** The data port, its client and the file listener (made by init). */
+  private tcp: TcpTransports | null = null;
   private name = '';
   /** Segments opened (made by init). */
   private segments!: SegmentTable;
@@ -94,18 +87,12 @@ export class TransferEngine {
   private readonly counters: TransferCounters = { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 };
   /** Central metadata store (http/etcd/redis); null in P2P mode. */
   private directory: SegmentDirectory | null = null;
-  /** Where the RPC and data ports listen (set by init). */
-  private listenAddress = '';
   /** Registered files and their I/O pool (set by init). */
   private files: LocalFiles | null = null;
-  /** The nvmeof_generic transport's own listener for file requests (its trid's traddr:trsvcid); null: files use the data port. */
-  private fileServer: { server: TcpDataServer; host: string; port: number } | null = null;
   /** Same-host copies into peers' shared memory (set by init). */
   private shm: ShmTransport | null = null;
   /** Starts tasks and runs their retry rounds (made by init). */
   private dispatch: Dispatcher | null = null;
-  /** Peer pauses counted by TCP clients already replaced (uninstallTransport). */
-  private pastPeerPauses = 0;
   /** Same-host peers' files, read and written here directly (null: TE_FILE_SAME_HOST=0). */
   private sameHostFiles: SameHostFiles | null = null;
 
@@ -166,7 +153,6 @@ export class TransferEngine {
         throw teError(ErrorCode.BAD_ENV, `MC_MIN_RPC_PORT = MC_MAX_RPC_PORT = ${minPort} leaves one port, and the engine binds two there (RPC and data): give a range of at least two ports, or an RPC port outside it`);
       }
       const listenHost = await listenHostFor(this.config, this.options, connectHost, central ? undefined : host);
-      this.listenAddress = listenHost;
       this.handshake = new HandshakeServer(
         { metadata: () => this.descriptorJson(), notify: (n) => this.notifications.push(n) },
         this.config.handshakeMaxLength,
@@ -177,25 +163,22 @@ export class TransferEngine {
       this.name = central ? serverName : joinHostPort(connectHost, boundRpc);
       this.files = new LocalFiles(fileConfig);
       if (fileConfig.sameHost) this.sameHostFiles = new SameHostFiles(this.shm.machineId);
-      this.dataServer = new TcpDataServer(this.memory.registry, this.files.context, this.dataServerOptions());
-      await this.dataServer.listen(listenHost, 0, minPort, maxPort).catch((e: unknown) => {
-        if (!(e instanceof TransferEngineError) || e.code !== ErrorCode.PORT_IN_USE) throw e;
-        throw teError(ErrorCode.PORT_IN_USE, `the data port: ${e.message} (the RPC port took ${boundRpc}; MC_MIN_RPC_PORT..MC_MAX_RPC_PORT must hold both)`, e);
-      });
-      this.tcpClient = this.newTcpClient();
+      const tcp = new TcpTransports({ config: this.config, registry: this.memory.registry, files: this.files.context, engineId: this.engineId, listenHost });
+      this.tcp = tcp;
+      await tcp.start(boundRpc);
       this.planner = {
         registry: this.memory.registry,
         files: this.files,
         segments: this.segments,
         sameHostFiles: this.sameHostFiles,
-        tcpInstalled: () => this.tcpClient !== null,
+        tcpInstalled: () => tcp.client !== null,
       };
       this.dispatch = new Dispatcher({
         config: this.config,
         counters: this.counters,
         segments: this.segments,
         ready: () => this.state === 'ready',
-        tcpClient: () => this.tcpClient,
+        tcpClient: () => this.tcp?.client ?? null,
         shm: () => this.shm,
         files: () => this.files,
         sourceAddress: this.options.sourceAddress,
@@ -214,21 +197,6 @@ export class TransferEngine {
       this.state = 'new';
       throw e;
     }
-  }
-
-  private dataServerOptions(): { authSecret: Buffer | undefined; limits: EngineConfig; engineId: number } {
-    return { authSecret: this.config.authSecret, limits: this.config, engineId: this.engineId };
-  }
-
-  private newTcpClient(): TcpClient {
-    return new TcpClient({
-      authSecret: this.config.authSecret,
-      lanesPerPeer: this.config.lanesPerPeer,
-      timeoutMs: this.config.transferTimeoutMs,
-      connectTimeoutMs: Math.min(this.config.transferTimeoutMs, this.config.handshakeConnectTimeoutMs),
-      peerPauseMs: this.config.peerPauseMs,
-      keepAliveMs: this.config.keepAliveMs,
-    });
   }
 
   private ready(): void {
@@ -262,7 +230,7 @@ export class TransferEngine {
   /** The TCP data port published in the descriptor (0 when TCP is uninstalled). */
   get dataPort(): number {
     this.ready();
-    return this.dataServer?.port ?? 0;
+    return this.tcp?.dataPort ?? 0;
   }
 
   // ---------------------------------------------------------------- memory
@@ -370,14 +338,14 @@ export class TransferEngine {
     return {
       name: this.name,
       protocol: 'tcp',
-      tcpDataPort: this.dataServer?.port ?? 0,
+      tcpDataPort: this.tcp?.dataPort ?? 0,
       tcpProtoVersion: 2,
       engineId: this.engineId,
       buffers: this.memory.buffers(),
       ...(this.shm?.machineId ? { machineId: this.shm.machineId } : {}),
       ...(this.config.authSecret ? { auth: AUTH_SCHEME } : {}),
       ...(this.files && this.files.registry.size > 0 ? { fileBuffers: this.files.describe() } : {}),
-      ...(this.fileServer ? { fileEndpoint: this.fileEndpoint() } : {}),
+      ...(this.tcp?.fileEndpoint() ? { fileEndpoint: this.tcp.fileEndpoint()! } : {}),
     };
   }
 
@@ -492,12 +460,6 @@ export class TransferEngine {
     requests.forEach((r, i) => checkRequest(this.memory.registry, r, i));
   }
 
-  private fileEndpoint(): { host?: string; port: number } {
-    const s = this.fileServer!;
-    // A wildcard listener is reached at the segment's own data host.
-    return s.host === '0.0.0.0' || s.host === '::' ? { port: s.port } : { host: s.host, port: s.port };
-  }
-
   getTransferStatus(batchId: BatchID, taskId: number): TransferStatus {
     this.ready();
     const batch = this.batch(batchId);
@@ -536,60 +498,19 @@ export class TransferEngine {
    */
   async installTransport(proto: string, args?: string): Promise<void> {
     this.ready();
-    if (proto === 'file' || proto === 'nvmeof_generic') {
-      if (args === undefined || args === '') return this.installTransport('tcp');
-      const at = parseTrid(args);
-      if (this.fileServer) {
-        if (this.fileServer.host === at.host && this.fileServer.port === at.port) return;
-        throw teError(ErrorCode.INVALID_ARGUMENT, `the file transport already listens at ${joinHostPort(this.fileServer.host, this.fileServer.port)}; uninstall it first`);
-      }
-      const server = new TcpDataServer(this.memory.registry, this.files!.context, this.dataServerOptions());
-      await server.listen(at.host, at.port, at.port, at.port);
-      this.fileServer = { server, ...at };
-      this.directory?.descriptorChanged(); // file_data_port
-      return;
-    }
-    if (args !== undefined) throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" takes no argument`);
-    if (proto === 'tcp') {
-      if (this.dataServer) return;
-      const server = new TcpDataServer(this.memory.registry, this.files!.context, this.dataServerOptions());
-      await server.listen(this.listenAddress, 0, this.config.minPort, this.config.maxPort);
-      this.dataServer = server;
-      this.tcpClient = this.newTcpClient();
-      this.directory?.descriptorChanged(); // a new data port
-      return;
-    }
-    if (UNSUPPORTED_TRANSPORTS.has(proto)) {
-      throw teError(ErrorCode.NOT_SUPPORTED, `transport "${proto}" is not supported on this host (no RDMA devices, GPUs or NVMe-oF here)`);
-    }
-    throw teError(ErrorCode.INVALID_ARGUMENT, `unknown transport "${proto}"`);
+    if (await this.tcp!.install(proto, args)) this.directory?.descriptorChanged(); // a data port or file_data_port
   }
 
   /** Uninstall a transport: its port closes and its in-flight transfers fail. */
   async uninstallTransport(proto: string): Promise<void> {
     this.ready();
-    if ((proto === 'file' || proto === 'nvmeof_generic') && this.fileServer) {
-      const { server } = this.fileServer;
-      this.fileServer = null; // file requests go back to the data port
-      await server.close();
-      this.directory?.descriptorChanged();
-      return;
-    }
-    if (proto !== 'tcp') throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" is not installed${proto === 'file' || proto === 'nvmeof_generic' ? ' with a listener of its own (file requests ride on the tcp data port)' : ''}`);
-    const server = this.dataServer;
-    const client = this.tcpClient;
-    this.dataServer = null;
-    this.tcpClient = null;
-    this.pastPeerPauses += client?.peerPauses ?? 0;
-    client?.close();
-    await server?.close();
+    await this.tcp!.uninstall(proto);
     this.directory?.descriptorChanged();
   }
 
   /** Installed transport names. */
   get transports(): string[] {
-    // Files are served wherever a data server runs: the tcp data port, or the file transport's own listener.
-    return [...(this.dataServer ? ['tcp'] : []), ...(this.dataServer || this.fileServer ? ['file'] : [])];
+    return this.tcp?.names ?? [];
   }
 
   // ------------------------------------------------------------ messages
@@ -660,19 +581,20 @@ export class TransferEngine {
     fileSameHost: number;
     fileSameHostFallbacks: number;
   } & SecurityCounters & RetryCounters {
-    const d = this.dataServer?.stats;
+    const t = this.tcp?.stats();
+    const d = t?.data;
     const h = this.handshake?.stats;
-    const f = this.fileServer?.server.stats;
+    const f = t?.file;
     return {
       ...this.counters,
-      dataConnections: this.dataServer?.connectionCount ?? 0,
-      lanes: this.tcpClient?.laneCount ?? 0,
-      requestsServed: this.dataServer?.stats.requests ?? 0,
-      requestsRejected: this.dataServer?.stats.rejected ?? 0,
+      dataConnections: t?.dataConnections ?? 0,
+      lanes: t?.lanes ?? 0,
+      requestsServed: d?.requests ?? 0,
+      requestsRejected: d?.rejected ?? 0,
       rpcConnections: h?.connections ?? 0,
       shmCopies: this.dispatch?.shmCopies ?? 0,
       retries: this.dispatch?.retries ?? 0,
-      peerPauses: this.pastPeerPauses + (this.tcpClient?.peerPauses ?? 0),
+      peerPauses: t?.peerPauses ?? 0,
       fileSameHost: this.dispatch?.fileSameHost ?? 0,
       fileSameHostFallbacks: this.dispatch?.fileSameHostFallbacks ?? 0,
       authRejected: (d?.authRejected ?? 0) + (h?.authRejected ?? 0) + (f?.authRejected ?? 0),
@@ -725,13 +647,10 @@ export class TransferEngine {
 
   /** Ports, connections, peer mappings, and the shared memory we own (its files are removed). */
   private async releaseResources(): Promise<void> {
-    this.tcpClient?.close();
-    this.tcpClient = null;
-    const servers = [this.dataServer?.close(), this.handshake?.close(), this.fileServer?.server.close()];
-    this.dataServer = null;
+    const closing = [this.tcp?.close(), this.handshake?.close()];
+    this.tcp = null;
     this.handshake = null;
-    this.fileServer = null;
-    await Promise.all(servers);
+    await Promise.all(closing);
     this.sameHostFiles?.close();
     this.sameHostFiles = null;
     this.files?.close(); // descriptors close once the operations in the OS return
