@@ -6,7 +6,7 @@
  * file, the topology file, "is this an address of this host") is done by the
  * callers with the values read here.
  *
- * README, "Environment variables", documents exactly these names (test/env.test.ts
+ * docs/env.md documents exactly these names (test/env.test.ts
  * checks both ways).
  */
 import { teError, ErrorCode, type TransferEngineError } from './errors.js';

@@ -1,7 +1,7 @@
 /**
  * src/env.ts, the one environment parser: golden cases per kind (spellings,
  * defaults, bounds, the blank rule), one TE_BAD_ENV naming the variable for a
- * bad value, readEnv, and the README's table of variables against ENV_VARS
+ * bad value, readEnv, and docs/env.md's table of variables against ENV_VARS
  * both ways, so docs and code cannot drift. The loaders built on it keep their
  * own tests (config, file-codec, metadata-unit, shm-lifecycle, api-env).
  */
@@ -244,11 +244,11 @@ describe('readEnv', () => {
 });
 
 describe('docs and code', () => {
-  /** The names in the first column of README's "Environment variables" table, and the whole section's text. */
+  /** The names in the first column of docs/env.md's table (the reference of every variable), and its text. */
   function documented(): { names: string[]; section: string } {
-    const lines = readFileSync(path.join(ROOT, 'README.md'), 'utf8').split('\n');
-    const start = lines.indexOf('## Environment variables');
-    assert.ok(start >= 0, 'README.md has an "## Environment variables" section');
+    const lines = readFileSync(path.join(ROOT, 'docs', 'env.md'), 'utf8').split('\n');
+    const start = lines.indexOf('# Environment variables');
+    assert.ok(start >= 0, 'docs/env.md starts with "# Environment variables"');
     let end = lines.findIndex((l, i) => i > start && l.startsWith('#'));
     if (end < 0) end = lines.length;
     const section = lines.slice(start, end);
@@ -259,11 +259,11 @@ describe('docs and code', () => {
     return { names, section: section.join('\n') };
   }
 
-  test("README's table lists exactly ENV_VARS, and mentions every alias", () => {
+  test("docs/env.md's table lists exactly ENV_VARS, and mentions every alias", () => {
     const { names, section } = documented();
     assert.equal(new Set(names).size, names.length, 'no variable listed twice');
-    assert.deepEqual([...names].sort(), [...NAMES].sort(), 'README "Environment variables" and src/env.ts ENV_VARS');
-    for (const name of NAMES) for (const alias of spec(name).aliases) assert.ok(section.includes(`\`${alias}\``), `README mentions ${alias}`);
+    assert.deepEqual([...names].sort(), [...NAMES].sort(), 'docs/env.md and src/env.ts ENV_VARS');
+    for (const name of NAMES) for (const alias of spec(name).aliases) assert.ok(section.includes(`\`${alias}\``), `docs/env.md mentions ${alias}`);
     for (const name of NAMES) assert.ok(spec(name).doc.length > 0, `${name} has a description`);
   });
 

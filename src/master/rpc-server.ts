@@ -137,7 +137,7 @@ export class RpcServer {
     this.pollUntil = now + windowMs;
     if (this.polling) return;
     this.polling = true;
-    const wait = pollWaiter();
+    let wait = pollWaiter();
     const turn = (): void => {
       const left = this.pollUntil - performance.now();
       if (left <= 0 || this.closing) {
@@ -146,7 +146,13 @@ export class RpcServer {
       }
       // Native: spin in C, yielding the CPU, until the loop has events (one turn per event, not one
       // JS object every microsecond); capped so timers are late by at most POLL_SLICE_US.
-      wait?.(Math.min(left * 1000, POLL_SLICE_US));
+      if (wait) {
+        try {
+          wait(Math.min(left * 1000, POLL_SLICE_US));
+        } catch {
+          waiter = wait = null; // the addon failed: poll by setImmediate alone from now on, never crash the master
+        }
+      }
       setImmediate(turn);
     };
     setImmediate(turn);
