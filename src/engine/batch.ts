@@ -4,6 +4,7 @@
  * retry.ts; dispatch.ts runs the rounds.
  */
 import { ErrorCode, type TransferEngineError } from '../errors.js';
+import { Lease } from '../lease.js';
 import { Failure, type Slice, type SliceOwner } from '../transport/slice.js';
 import { recordSlice, resetRound, retryRound, type RoundState } from './retry.js';
 import type { RemoteSegment } from './segments.js';
@@ -24,8 +25,9 @@ export class Task implements SliceOwner, RoundState {
   error: TransferEngineError | undefined;
   pending = 0;
 
-  /** Slices to resend in the next round; they keep their region pinned until then. */
+  /** Slices to resend in the next round, and a pin of each one's region held until then. */
   retryable: Slice[] = [];
+  private holds: Lease[] = [];
   /** The first error of this round's failures: the task's error if it gives up. */
   retryError: TransferEngineError | undefined;
   // This round's bookkeeping (retry.ts, RoundState): fields of the task, not an object per task.
@@ -62,7 +64,7 @@ export class Task implements SliceOwner, RoundState {
     const verdict = recordSlice(this, error === null ? null : slice.failure, this.onRetry !== null);
     if (verdict === 'done') this.transferred += slice.length;
     else if (verdict === 'hold') {
-      slice.region.pins++;
+      this.holds.push(new Lease(slice.region));
       this.retryable.push(slice);
       if (slice.failure !== Failure.SKIPPED) this.retryError ??= error!;
     } else this.error ??= error!;
@@ -71,22 +73,29 @@ export class Task implements SliceOwner, RoundState {
     else this.giveUp();
   }
 
-  /** Start the next round: the held slices (their pins pass to the new slices), with the round's state reset. */
-  takeRetryable(): Slice[] {
+  /**
+   * Start the next round: the held slices, with the round's state reset, and
+   * their pins, which the caller releases once the new slices (which pin
+   * their regions themselves) are out: the memory stays pinned throughout.
+   */
+  takeRetryable(): { slices: Slice[]; holds: Lease[] } {
     const slices = this.retryable;
+    const holds = this.holds;
     this.retryable = [];
+    this.holds = [];
     this.retryError = undefined;
     resetRound(this);
     this.halted = false;
     this.pending = slices.length;
-    return slices;
+    return { slices, holds };
   }
 
   /** Finish without (more) retries: unpin held slices, report the first error. */
   giveUp(): void {
-    for (const s of this.retryable) s.region.pins--;
+    for (const h of this.holds) h.release();
     if (this.retryable.length > 0) this.error ??= this.retryError;
     this.retryable = [];
+    this.holds = [];
     this.finish();
   }
 

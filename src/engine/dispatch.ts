@@ -8,6 +8,7 @@ import type { EngineConfig } from '../config.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import type { LocalFiles } from '../file/local-files.js';
 import { locateShmRegion, type ShmTransport } from '../transport/shm.js';
+import { Lease } from '../lease.js';
 import { Slice } from '../transport/slice.js';
 import type { TcpClient } from '../transport/tcp/client.js';
 import { MAX_FILE_REQUEST } from '../transport/tcp/file-serve.js';
@@ -62,10 +63,9 @@ export class Dispatcher {
       case 'file': {
         if (p.seg) this.fileSameHost++;
         // A local file (or a same-host peer's): the I/O pool reads or writes it; the memory stays pinned until then.
-        const region = p.region;
-        region.pins++;
+        const pin = new Lease(p.region);
         this.ctx.files()!.transfer(p.file, p.write, Number(p.target), p.local, (err) => {
-          region.pins--;
+          pin.release();
           if (err) task.error = err;
           else task.transferred = p.local.length;
           task.finish();
@@ -74,11 +74,10 @@ export class Dispatcher {
       }
       case 'opening': {
         // The segment is still opening: the task waits for its descriptor, its memory pinned meanwhile.
-        const region = p.region;
-        region.pins++;
+        const pin = new Lease(p.region);
         p.pending.segment.then(
           (opened) => {
-            region.pins--;
+            pin.release();
             if (!this.ctx.ready()) {
               task.error = teError(ErrorCode.CLOSED, 'the engine was closed while the segment opened');
               task.finish();
@@ -89,7 +88,7 @@ export class Dispatcher {
             this.sendRemote(task, { kind: 'remote', write: p.write, local: p.local, region: p.region, target: p.target, seg: opened });
           },
           (e: unknown) => {
-            region.pins--;
+            pin.release();
             task.error = e instanceof TransferEngineError ? e : teError(ErrorCode.PEER_UNREACHABLE, `cannot open segment "${p.pending.name}": ${String(e)}`, e);
             task.finish();
           },
@@ -119,7 +118,6 @@ export class Dispatcher {
     const base = p.fileId === undefined ? p.seg.peer : filePeer(p.seg);
     const peer = localAddress === undefined ? base : { ...base, localAddress };
     for (let k = 0; k < count; k++) {
-      p.region.pins++;
       client.submit(peer, new Slice(task, p.write, p.target + BigInt(k * split), pieceAt(p.local, k, split), p.region, p.fileId));
     }
   }
@@ -197,13 +195,14 @@ export class Dispatcher {
       task.giveUp();
       return;
     }
-    const slices = task.takeRetryable();
+    const { slices, holds } = task.takeRetryable();
     this.retries += slices.length;
     const localAddress = this.ctx.sourceAddress?.(slices[0]!.region.location);
     const base = slices[0]!.fileId === undefined ? seg.peer : filePeer(seg);
     const peer = localAddress === undefined ? base : { ...base, localAddress };
-    // Each held slice's pin passes to its replacement.
+    // The new slices pin their regions before the round's holds are released: the memory stays pinned.
     for (const s of slices) client.submit(peer, new Slice(task, s.write, s.remoteAddr, s.local, s.region, s.fileId));
+    for (const h of holds) h.release();
   }
 
   /** End tasks waiting between retry rounds (close()). */

@@ -5,6 +5,7 @@
  */
 import type { FileBufferDesc } from '../codec/file-buffers.js';
 import { teError, ErrorCode } from '../errors.js';
+import { Lease } from '../lease.js';
 import type { FileConfig } from './config.js';
 import { FileIO, type IoDone } from './io.js';
 import { FileRegistry, type RegisteredFile, type RegisterFileOptions } from './registry.js';
@@ -81,9 +82,9 @@ export class LocalFiles {
 
   /** A local transfer between registered memory and a file: pins both until the I/O returns. */
   transfer(file: RegisteredFile, write: boolean, offset: number, mem: Uint8Array, done: IoDone): void {
-    file.pins++;
+    const pin = new Lease(file);
     this.io.submit(file, write, offset, mem, (err) => {
-      file.pins--;
+      pin.release();
       done(err);
     });
   }

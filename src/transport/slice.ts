@@ -4,6 +4,7 @@
  * all its slices have settled, so no byte of a finished task is still moving.
  */
 import type { TransferEngineError } from '../errors.js';
+import { Lease } from '../lease.js';
 import type { Region } from '../memory.js';
 
 /**
@@ -54,7 +55,8 @@ export interface SliceOwner {
   halt(): void;
 }
 
-export class Slice {
+/** A slice holds one pin of its local region (it is the lease) from creation until it settles. */
+export class Slice extends Lease {
   /** READ bytes received so far. */
   received = 0;
   /** v2: the status frame for this slice has been read. */
@@ -79,6 +81,7 @@ export class Slice {
     /** Set for our file requests: the peer's file id (src/codec/wire.ts, file requests). */
     readonly fileId?: number,
   ) {
+    super(region);
     this.length = local.length;
   }
 
@@ -95,7 +98,7 @@ export class Slice {
       this.failure = failure;
       if (haltsTask(failure)) this.owner.halt();
     }
-    this.region.pins--;
+    this.release();
     this.owner.sliceDone(this, error);
   }
 }

@@ -58,7 +58,7 @@ export class TcpClient {
     const count = pieceCount(slice.length, WIRE_MAX);
     const parts = new SliceParts(slice, count);
     for (let k = 0; k < count; k++) {
-      slice.region.pins++; // each part holds its own pin, as the engine's slices do
+      // Each part pins the region itself (a Slice is a lease), as the engine's slices do.
       const local = pieceAt(slice.local, k, WIRE_MAX);
       peer.enqueue(new Slice(parts, slice.write, slice.remoteAddr + BigInt(k * WIRE_MAX), local, slice.region, slice.fileId));
     }

@@ -30,6 +30,7 @@ import {
   STATUS_WRONG_ENGINE_FRAME,
   type RequestHeader,
 } from '../../codec/wire.js';
+import { Lease } from '../../lease.js';
 import type { Region } from '../../memory.js';
 import { AuthServerSide } from '../../auth.js';
 import { AuthKind, REJECT_FRAME, RESPONSE_SIZE, authKindAt } from '../../codec/auth.js';
@@ -81,13 +82,19 @@ export interface ConnectionHost {
   readonly keepAliveMs: number;
 }
 
-/** A READ whose data is queued on the socket but not yet taken by the kernel. */
-interface QueuedRead {
-  region: Region;
-  start: number;
-  end: number;
-  /** Its pin was released (the kernel took the data, or the connection was torn down). */
-  released?: boolean;
+/**
+ * A READ whose data is queued on the socket but not yet taken by the kernel.
+ * It holds a pin of its region (it is the lease) until the kernel has the data
+ * or the connection is torn down, whichever comes first.
+ */
+class QueuedRead extends Lease {
+  constructor(
+    readonly region: Region,
+    readonly start: number,
+    readonly end: number,
+  ) {
+    super(region);
+  }
 }
 
 /**
@@ -122,18 +129,16 @@ class QueuedResponses {
     return this.reads.length + this.acks <= this.max >> 1;
   }
 
-  /** READ data `[start, end)` of `region` were queued; the region is pinned (by the caller) until taken(). */
+  /** READ data `[start, end)` of `region` were queued; the region is pinned (the entry is the lease) until taken(). */
   read(region: Region, start: number, end: number): QueuedRead {
-    const q: QueuedRead = { region, start, end };
+    const q = new QueuedRead(region, start, end);
     this.reads.push(q);
     return q;
   }
 
   /** The kernel has a READ's data: release its pin. False if that was done already (torn down before). */
   taken(q: QueuedRead): boolean {
-    if (q.released) return false;
-    q.released = true;
-    q.region.pins--;
+    if (!q.release()) return false;
     const i = this.reads.indexOf(q);
     if (i >= 0) this.reads.splice(i, 1);
     return true;
@@ -148,9 +153,7 @@ class QueuedResponses {
   /** The socket is gone: nothing reads the queued READs' regions any more, whether or not Node calls their write callbacks. */
   releaseAll(): void {
     for (const q of this.reads) {
-      if (q.released) continue;
-      q.released = true;
-      q.region.pins--;
+      q.release();
     }
     this.reads.length = 0;
   }
@@ -164,6 +167,8 @@ export class ServerConnection implements SocketReader {
   private body: Uint8Array | null = null;
   private bodyOff = 0;
   private bodyRegion: Region | null = null;
+  /** The pin of bodyRegion while its WRITE body arrives. */
+  private bodyPin: Lease | null = null;
   private bodyV2 = false;
   private bodyFile: FileOp | null = null;
   /** Read exactly one header next (the previous request was large, so its successor likely is too). */
@@ -407,11 +412,11 @@ export class ServerConnection implements SocketReader {
     const view = region.bytes.subarray(range.offset, range.offset + h.size);
     // Only a large WRITE body is worth a header-sized read first (so the body lands directly); READ headers come in runs.
     this.lastWasLarge = h.write && h.size >= DIRECT_MIN;
-    region.pins++;
     if (h.write) {
       this.body = view;
       this.bodyOff = 0;
       this.bodyRegion = region;
+      this.bodyPin = new Lease(region);
       this.bodyV2 = h.v2;
       return;
     }
@@ -505,7 +510,8 @@ export class ServerConnection implements SocketReader {
       this.files!.bodyReceived(op);
       return;
     }
-    this.bodyRegion!.pins--;
+    this.bodyPin!.release();
+    this.bodyPin = null;
     this.bodyRegion = null;
     this.body = null;
     if (!this.bodyV2) return;
@@ -537,7 +543,8 @@ export class ServerConnection implements SocketReader {
     this.bodyFile = null;
     this.files?.close();
     if (this.bodyRegion) {
-      this.bodyRegion.pins--;
+      this.bodyPin?.release();
+      this.bodyPin = null;
       this.bodyRegion = null;
       this.body = null;
     }

@@ -19,6 +19,7 @@ import { STATUS_OK_FRAME, STATUS_FILE_REJECTED_FRAME, STATUS_FILE_IO_ERROR_FRAME
 import { TransferEngineError } from '../../errors.js';
 import type { FileServeContext } from '../../file/local-files.js';
 import type { RegisteredFile } from '../../file/registry.js';
+import { Lease } from '../../lease.js';
 import type { Staging } from '../../file/staging.js';
 import type { FileTarget } from './targets.js';
 
@@ -46,6 +47,8 @@ export class FileOp {
   /** 'body': receiving a WRITE's payload; 'io': in the file pool; 'done': response ready. */
   state: 'body' | 'io' | 'done' = 'io';
   error: TransferEngineError | null = null;
+  /** A pin of the file from admission until its I/O returns (or the connection ends before the I/O starts). */
+  readonly pin: Lease | null;
   constructor(
     readonly file: RegisteredFile | null,
     readonly write: boolean,
@@ -54,7 +57,9 @@ export class FileOp {
     readonly staging: Staging | null,
     /** Rejected at admission: its response is the rejection frame. */
     readonly rejected: boolean,
-  ) {}
+  ) {
+    this.pin = file ? new Lease(file) : null;
+  }
 }
 
 export type Admission =
@@ -85,7 +90,6 @@ export class FileConnection {
     if (this.mustWait(f, h)) return { kind: 'hold' };
     const staging = this.ctx.staging.take(h.size, f.directIO);
     this.stagedBytes += staging.backing.length;
-    f.pins++;
     const op = new FileOp(f, h.write, h.offset, h.size, staging, false);
     this.ops.push(op);
     if (h.write) {
@@ -126,7 +130,7 @@ export class FileConnection {
 
   private run(op: FileOp): void {
     this.ctx.io.submit(op.file!, op.write, op.offset, op.staging!.view, (err) => {
-      op.file!.pins--;
+      op.pin!.release();
       op.state = 'done';
       op.error = err;
       if (this.closed) {
@@ -199,7 +203,7 @@ export class FileConnection {
     this.closed = true;
     for (const op of this.ops) {
       if (op.state === 'body') {
-        op.file!.pins--;
+        op.pin!.release();
         this.release(op);
       } else if (op.state === 'done') this.release(op);
     }
