@@ -22,7 +22,7 @@ export { type EngineConfig, loadConfig } from './config.js';
 export { type SegmentDesc, type BufferDesc, encodeSegmentDesc, decodeSegmentDesc } from './codec/descriptor.js';
 export { type FileBufferDesc, type FileEndpoint } from './codec/file-buffers.js';
 export { type RegisterFileOptions } from './file/registry.js';
-export { type Notification } from './handshake.js';
+export { type Notification } from './rpc/handshake.js';
 export {
   metadataConnString,
   parseMetadataConnString,

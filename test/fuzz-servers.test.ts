@@ -29,7 +29,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { TcpDataServer } from '../src/transport/tcp/server.js';
-import { HandshakeServer, exchange, type Notification } from '../src/handshake.js';
+import { HandshakeServer, exchange, type Notification } from '../src/rpc/handshake.js';
 import { HandshakeType, encodeHandshakeFrame, HandshakeFrameDecoder, type HandshakeFrame } from '../src/codec/handshake.js';
 import { MemoryRegistry, type RegionAccess } from '../src/memory.js';
 import { FileRegistry } from '../src/file/registry.js';

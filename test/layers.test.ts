@@ -19,7 +19,7 @@ const LAYERS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['store', ['src/store/', 'src/master/']],
   ['core engine', ['src/engine/']],
   ['transports', ['src/transport/']],
-  ['services', ['src/handshake.ts', 'src/metadata/']],
+  ['services', ['src/rpc/', 'src/metadata/']],
   ['resources', ['src/memory.ts', 'src/lease.ts', 'src/file/', 'src/shm/', 'src/native/']],
   [
     'foundations',

@@ -15,7 +15,7 @@ import { encodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { HandshakeType } from '../codec/handshake.js';
 import { envVar } from '../env.js';
 import { teError, ErrorCode } from '../errors.js';
-import { HandshakeServer, type Notification } from '../handshake.js';
+import { HandshakeServer, type Notification } from '../rpc/handshake.js';
 import type { RegionAccess } from '../memory.js';
 import { AUTH_SCHEME, secretBytes } from '../codec/auth.js';
 import { joinHostPort, parseHostPort, splitHostPort } from '../net.js';

@@ -9,7 +9,7 @@ import { decodeSegmentDesc, encodeSegmentDesc, type SegmentDesc } from '../codec
 import { HandshakeType } from '../codec/handshake.js';
 import type { EngineConfig } from '../config.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
-import { exchange } from '../handshake.js';
+import { exchange } from '../rpc/handshake.js';
 import { parseHostPort, splitHostPort } from '../net.js';
 import { DEFAULT_NAME_PORT } from '../metadata/connection.js';
 import type { SegmentDirectory } from '../metadata/directory.js';

@@ -7,18 +7,18 @@
  * same exchange.
  */
 import net from 'node:net';
-import { AuthClientSide, AuthServerSide, authRequiredError } from './auth.js';
-import { AuthKind, REJECT_FRAME, RESPONSE_SIZE, authKindAt } from './codec/auth.js';
+import { AuthClientSide, AuthServerSide, authRequiredError } from '../auth.js';
+import { AuthKind, REJECT_FRAME, RESPONSE_SIZE, authKindAt } from '../codec/auth.js';
 import {
   HandshakeType,
   HandshakeFrameDecoder,
   encodeHandshakeFrame,
   type HandshakeFrame,
-} from './codec/handshake.js';
-import { parseJson, isJsonObject } from './codec/json.js';
-import { teError, ErrorCode, TransferEngineError } from './errors.js';
-import { ConnectionsPerAddress, RatePerAddress, DEFAULT_LIMITS, type ListenerLimits } from './limits.js';
-import { closeServer, listenInRange } from './net.js';
+} from '../codec/handshake.js';
+import { parseJson, isJsonObject } from '../codec/json.js';
+import { teError, ErrorCode, TransferEngineError } from '../errors.js';
+import { ConnectionsPerAddress, RatePerAddress, DEFAULT_LIMITS, type ListenerLimits } from '../limits.js';
+import { closeServer, listenInRange } from '../net.js';
 
 /** Per-connection read deadline on the server (Mooncake uses SO_RCVTIMEO 5 s). */
 const SERVER_READ_TIMEOUT_MS = 5000;
