@@ -51,6 +51,35 @@ test('our descriptor publishes the machine id and the shm name of allocated memo
   assert.ok(fs.existsSync(`/dev/shm/${names[0]}`));
 });
 
+test('a large same-host copy goes a piece per event-loop turn: it ends after other work ran, byte-exact both ways', { skip: !available }, async () => {
+  const peer = await spawnPeer({ PEER_SHM: '1' });
+  try {
+    const size = 14 * MiB; // four pieces of at most 4 MiB
+    const { addr } = await peer.call<{ addr: number }>('alloc', { size, seed: 21 });
+    const seg = await engine.openSegment(peer.segmentName);
+    const before = engine.stats().shmCopies;
+    {
+      const bid = engine.allocateBatchID(1);
+      engine.submitTransfer(bid, [{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: addr, length: size }]);
+      const now = engine.getTransferStatus(bid, 0);
+      assert.notEqual(now.status, TaskStatus.COMPLETED, 'the whole copy ran inside submitTransfer, holding the event loop');
+      assert.ok(now.transferred > 0 && now.transferred < size, `after submitTransfer: ${now.transferred} of ${size} bytes`);
+      const [st] = await engine.waitBatch(bid);
+      assert.equal(st!.status, TaskStatus.COMPLETED);
+      assert.equal(st!.transferred, size);
+      engine.freeBatchID(bid);
+    }
+    assert.equal(sha256(local.subarray(0, size)), sha256(patternBuffer(size, 21)));
+    fillPattern(local.subarray(0, size), 22);
+    const st2 = await run([{ opcode: TransferOpcode.WRITE, source: localAddr, targetId: seg, targetOffset: addr, length: size }]);
+    assert.deepEqual(st2, [{ status: TaskStatus.COMPLETED, code: undefined }]);
+    assert.equal(await peer.hash(addr, size), sha256(local.subarray(0, size)));
+    assert.equal(engine.stats().shmCopies - before, 2, 'both went through shared memory');
+  } finally {
+    await peer.stop();
+  }
+});
+
 test('a peer on this host is read and written through shared memory, not TCP', { skip: !available }, async () => {
   const peer = await spawnPeer({ PEER_SHM: '1' });
   try {

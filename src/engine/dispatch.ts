@@ -19,6 +19,15 @@ import { retryBackoffMs } from './retry.js';
 import { filePeer, shmRegionsOf, type SegmentTable } from './segments.js';
 import type { TransferCounters } from './types.js';
 
+type RemotePlan = Extract<Plan, { kind: 'remote' }>;
+
+/**
+ * Same-host copies larger than this go this much at a time, one piece per
+ * event-loop turn: a 64 MiB copy in one piece would hold the loop (every
+ * socket, every timer) for its whole duration.
+ */
+const SHM_CHUNK = 4 * 1024 * 1024;
+
 export interface DispatchContext {
   readonly config: EngineConfig;
   readonly counters: TransferCounters;
@@ -103,8 +112,13 @@ export class Dispatcher {
   }
 
   /** Carry a request to a peer whose descriptor we hold: a same-host copy through shared memory, else TCP slices. */
-  private sendRemote(task: Task, p: Extract<Plan, { kind: 'remote' }>): void {
+  private sendRemote(task: Task, p: RemotePlan): void {
     if (p.fileId === undefined && this.copyThroughShm(task, p)) return;
+    this.sendTcp(task, p);
+  }
+
+  /** TCP slices of TE_TCP_SPLIT_SIZE (file requests: at most MAX_FILE_REQUEST), each pinning its memory. */
+  private sendTcp(task: Task, p: RemotePlan): void {
     const split = p.fileId === undefined ? this.ctx.config.splitSize : Math.min(this.ctx.config.splitSize, MAX_FILE_REQUEST);
     const client = this.ctx.tcpClient();
     if (!client) {
@@ -128,7 +142,7 @@ export class Dispatcher {
    * request: another host, no shm region there, or the mapping failed (file
    * gone, size changed); the TCP path then succeeds or reports why not.
    */
-  private copyThroughShm(task: Task, p: Extract<Plan, { kind: 'remote' }>): boolean {
+  private copyThroughShm(task: Task, p: RemotePlan): boolean {
     const seg = p.seg;
     // Most peers publish no shared memory: that answer is cached per descriptor, so it comes first
     // (the machine-id check compares two long strings, on every request).
@@ -139,14 +153,49 @@ export class Dispatcher {
     if (!shm || !shm.canReach(machineId)) return false;
     const hit = locateShmRegion(regions, p.target, p.local.length);
     if (!hit) return false;
+    const len = p.local.length;
+    const first = pieceAt(p.local, 0, SHM_CHUNK);
     try {
-      shm.copy(machineId, hit.region, hit.offset, p.local, p.write);
+      shm.copy(machineId, hit.region, hit.offset, first, p.write);
     } catch {
-      return false;
+      return false; // TCP carries the request, or says why it cannot
     }
     this.shmCopies++;
-    task.transferred = p.local.length;
-    task.finish();
+    task.transferred = first.length;
+    if (first.length === len) {
+      task.finish();
+      return true;
+    }
+    // The rest a chunk per event-loop turn, so that other I/O is served in between; the memory stays
+    // pinned until the last chunk. A chunk that fails sends what is left over TCP, as a first one does.
+    const pin = new Lease(p.region);
+    const count = pieceCount(len, SHM_CHUNK);
+    let k = 1;
+    const next = (): void => {
+      if (!this.ctx.ready()) {
+        pin.release();
+        task.error = teError(ErrorCode.CLOSED, 'the engine was closed during a same-host copy');
+        task.finish();
+        return;
+      }
+      const piece = pieceAt(p.local, k, SHM_CHUNK);
+      try {
+        shm.copy(machineId, hit.region, hit.offset + k * SHM_CHUNK, piece, p.write);
+      } catch {
+        const done = k * SHM_CHUNK;
+        this.sendTcp(task, { ...p, local: p.local.subarray(done), target: p.target + BigInt(done) });
+        pin.release();
+        return;
+      }
+      task.transferred += piece.length;
+      if (++k < count) {
+        setImmediate(next);
+        return;
+      }
+      pin.release();
+      task.finish();
+    };
+    setImmediate(next);
     return true;
   }
 
