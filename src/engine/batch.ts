@@ -3,12 +3,12 @@
  * retry rounds' held slices, its status. The retry policy itself is
  * retry.ts; dispatch.ts runs the rounds.
  */
-import { ErrorCode, type TransferEngineError } from '../errors.js';
+import { teError, ErrorCode, type TransferEngineError } from '../errors.js';
 import { Lease } from '../lease.js';
 import { Failure, type Slice, type SliceOwner } from '../transport/slice.js';
 import { recordSlice, resetRound, retryRound, type RoundState } from './retry.js';
 import type { RemoteSegment } from './segments.js';
-import { TaskStatus, type TransferCounters, type TransferStatus } from './types.js';
+import { TaskStatus, type BatchID, type TransferCounters, type TransferStatus } from './types.js';
 
 /**
  * One request. Its slices go out; those that fail in a way resending can cure
@@ -137,5 +137,42 @@ export class Batch {
   whenDone(): Promise<void> {
     if (this.unfinished === 0) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+/** The engine's batches by id. Ids start at 1 and are never reused, so a freed id is told from a made-up one. */
+export class BatchTable {
+  private readonly batches = new Map<BatchID, Batch>();
+  private next = 1;
+
+  /** A new batch of at most `size` tasks. */
+  allocate(size: number): BatchID {
+    if (!Number.isSafeInteger(size) || size <= 0) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `batch size ${String(size)} must be a positive integer`);
+    }
+    const id = this.next++;
+    this.batches.set(id, new Batch(size));
+    return id;
+  }
+
+  /** Was `id` allocated here (freed since or not)? */
+  issued(id: BatchID): boolean {
+    return Number.isSafeInteger(id) && id >= 1 && id < this.next;
+  }
+
+  /** The batch, or TE_INVALID_BATCH. */
+  get(id: BatchID): Batch {
+    const b = this.batches.get(id);
+    if (!b) throw teError(ErrorCode.INVALID_BATCH, `batch ${String(id)} does not exist (never allocated, or freed)`);
+    return b;
+  }
+
+  /** Forget a batch; refused (TE_BATCH_BUSY) while any of its tasks is unfinished. */
+  free(id: BatchID): void {
+    const batch = this.get(id);
+    if (batch.unfinished > 0) {
+      throw teError(ErrorCode.BATCH_BUSY, `batch ${id} has ${batch.unfinished} unfinished task(s)`);
+    }
+    this.batches.delete(id);
   }
 }

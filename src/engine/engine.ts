@@ -16,6 +16,7 @@ import { HandshakeType } from '../codec/handshake.js';
 import { envVar } from '../env.js';
 import { teError, ErrorCode } from '../errors.js';
 import { HandshakeServer, type Notification } from '../rpc/handshake.js';
+import { notifyAccepted, notifyJson, probeSucceeded } from '../rpc/messages.js';
 import type { RegionAccess } from '../memory.js';
 import { AUTH_SCHEME, secretBytes } from '../codec/auth.js';
 import { joinHostPort, parseHostPort, splitHostPort } from '../net.js';
@@ -31,7 +32,7 @@ import { loadFileConfig } from '../file/config.js';
 import { LocalFiles } from '../file/local-files.js';
 import type { RegisterFileOptions } from '../file/registry.js';
 import { listenHostFor, publishedHost } from './addresses.js';
-import { Batch } from './batch.js';
+import { BatchTable } from './batch.js';
 import { Dispatcher } from './dispatch.js';
 import { TcpTransports } from './tcp-transports.js';
 import { LocalMemory } from './local-memory.js';
@@ -81,8 +82,7 @@ export class TransferEngine {
   private peers: PeerRpc | null = null;
   /** What the planner reads (made by init). */
   private planner!: PlannerContext;
-  private readonly batches = new Map<BatchID, Batch>();
-  private nextBatch = 1;
+  private readonly batches = new BatchTable();
   private notifications: Notification[] = [];
   private readonly counters: TransferCounters = { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 };
   /** Central metadata store (http/etcd/redis); null in P2P mode. */
@@ -408,23 +408,12 @@ export class TransferEngine {
 
   allocateBatchID(batchSize: number): BatchID {
     this.ready();
-    if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
-      throw teError(ErrorCode.INVALID_ARGUMENT, `batch size ${String(batchSize)} must be a positive integer`);
-    }
-    const id = this.nextBatch++;
-    this.batches.set(id, new Batch(batchSize));
-    return id;
+    return this.batches.allocate(batchSize);
   }
 
   /** Was `id` returned by allocateBatchID (freed since or not)? Ids are never reused, so this tells a freed id from a made-up one. */
   batchIdIssued(id: BatchID): boolean {
-    return Number.isSafeInteger(id) && id >= 1 && id < this.nextBatch;
-  }
-
-  private batch(id: BatchID): Batch {
-    const b = this.batches.get(id);
-    if (!b) throw teError(ErrorCode.INVALID_BATCH, `batch ${String(id)} does not exist (never allocated, or freed)`);
-    return b;
+    return this.batches.issued(id);
   }
 
   /**
@@ -434,7 +423,7 @@ export class TransferEngine {
    */
   submitTransfer(batchId: BatchID, requests: readonly TransferRequest[]): void {
     this.ready();
-    const batch = this.batch(batchId);
+    const batch = this.batches.get(batchId);
     if (!Array.isArray(requests)) throw teError(ErrorCode.INVALID_ARGUMENT, 'requests must be an array');
     if (batch.tasks.length + requests.length > batch.capacity) {
       throw teError(
@@ -462,7 +451,7 @@ export class TransferEngine {
 
   getTransferStatus(batchId: BatchID, taskId: number): TransferStatus {
     this.ready();
-    const batch = this.batch(batchId);
+    const batch = this.batches.get(batchId);
     const task = batch.tasks[taskId];
     if (!task) throw teError(ErrorCode.INVALID_ARGUMENT, `batch ${batchId} has no task ${String(taskId)}`);
     return task.statusReport;
@@ -471,7 +460,7 @@ export class TransferEngine {
   /** Resolves once every task submitted so far has finished; returns their statuses in order. */
   async waitBatch(batchId: BatchID): Promise<TransferStatus[]> {
     this.ready();
-    const batch = this.batch(batchId);
+    const batch = this.batches.get(batchId);
     await batch.whenDone();
     return batch.tasks.map((t) => t.statusReport);
   }
@@ -479,11 +468,7 @@ export class TransferEngine {
   /** Free a batch. Refused (TE_BATCH_BUSY) while any of its tasks is unfinished. */
   freeBatchID(batchId: BatchID): void {
     this.ready();
-    const batch = this.batch(batchId);
-    if (batch.unfinished > 0) {
-      throw teError(ErrorCode.BATCH_BUSY, `batch ${batchId} has ${batch.unfinished} unfinished task(s)`);
-    }
-    this.batches.delete(batchId);
+    this.batches.free(batchId);
   }
 
   // ----------------------------------------------------------- transports
@@ -522,15 +507,7 @@ export class TransferEngine {
   async sendNotify(segmentName: string, notify: Notification): Promise<void> {
     const json = this.notifyFrame(notify);
     const reply = await this.peers!.exchange(this.segmentKey(segmentName), HandshakeType.NOTIFY, json);
-    let ack: unknown;
-    try {
-      ack = JSON.parse(reply);
-    } catch {
-      ack = null;
-    }
-    // Mooncake treats an empty notify_msg in the reply as a refusal.
-    const msg = typeof ack === 'object' && ack !== null ? (ack as { notify_msg?: unknown }).notify_msg : undefined;
-    if (typeof msg !== 'string' || msg.length === 0) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} did not accept the notification`);
+    if (!notifyAccepted(reply)) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} did not accept the notification`);
   }
 
   /**
@@ -539,26 +516,14 @@ export class TransferEngine {
    */
   notifyFrame(notify: Notification): string {
     this.ready();
-    if (typeof notify?.name !== 'string' || typeof notify.msg !== 'string') {
-      throw teError(ErrorCode.INVALID_ARGUMENT, 'a notification is { name: string, msg: string }');
-    }
-    const json = `${JSON.stringify({ name: notify.name, notify_msg: notify.msg })}\n`;
-    const frame = Buffer.byteLength(json) + 1; // the length counts the type byte
-    const max = this.config.handshakeMaxLength;
-    if (frame > max) {
-      throw teError(
-        ErrorCode.INVALID_ARGUMENT,
-        `the notification makes a ${frame}-byte handshake frame, above the ${max}-byte limit (MC_HANDSHAKE_MAX_LENGTH, which peers apply too); send large data as a transfer`,
-      );
-    }
-    return json;
+    return notifyJson(notify, this.config.handshakeMaxLength);
   }
 
   /** Check that a segment's RPC port answers (Mooncake's Probe message). */
   async sendProbe(segmentName: string): Promise<void> {
     this.ready();
     const reply = await this.peers!.exchange(this.segmentKey(segmentName), HandshakeType.PROBE, '{}\n');
-    if (!/"status"\s*:\s*"success"/.test(reply)) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} answered the probe with ${reply.trim().slice(0, 80)}`);
+    if (!probeSucceeded(reply)) throw teError(ErrorCode.PROTOCOL_ERROR, `${segmentName} answered the probe with ${reply.trim().slice(0, 80)}`);
   }
 
   /** Drain Notify messages received from peers. */
