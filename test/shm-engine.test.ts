@@ -80,6 +80,29 @@ test('a large same-host copy goes a piece per event-loop turn: it ends after oth
   }
 });
 
+test('the peer\'s region truncated in the middle of a large same-host copy: the rest goes to TCP, the task ends with a typed result', { skip: !available }, async (t) => {
+  const peer = await spawnPeer({ PEER_SHM: '1' });
+  try {
+    const size = 14 * MiB;
+    const { addr } = await peer.call<{ addr: number }>('alloc', { size, seed: 31 });
+    const seg = await engine.openSegment(peer.segmentName);
+    const [name] = shmFilesOf(engine.getSegmentDescriptor(seg));
+    const bid = engine.allocateBatchID(1);
+    engine.submitTransfer(bid, [{ opcode: TransferOpcode.READ, source: localAddr, targetId: seg, targetOffset: addr, length: size }]);
+    // The first piece is in; the next ones find the file shorter than the descriptor says.
+    fs.truncateSync(`/dev/shm/${name}`, 4096);
+    const [st] = await engine.waitBatch(bid);
+    engine.freeBatchID(bid);
+    t.diagnostic(`status ${st!.status}, ${st!.transferred} bytes, ${st!.error?.code ?? 'no error'}`);
+    assert.ok(st!.status === TaskStatus.COMPLETED || st!.status === TaskStatus.FAILED, `status ${st!.status}`);
+    if (st!.status === TaskStatus.FAILED) assert.ok(st!.error?.code?.startsWith('TE_'), `a typed error: ${String(st!.error)}`);
+    assert.ok(st!.transferred >= 4 * MiB && st!.transferred <= size, `${st!.transferred} bytes counted`);
+    assert.ok(engine.stats().shmCopies > 0);
+  } finally {
+    await peer.stop();
+  }
+});
+
 test('a peer on this host is read and written through shared memory, not TCP', { skip: !available }, async () => {
   const peer = await spawnPeer({ PEER_SHM: '1' });
   try {
