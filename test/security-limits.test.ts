@@ -103,7 +103,7 @@ describe('requests in flight per connection', () => {
     await sleep(200);
     const stuck = e.stats().requestsServed;
     assert.ok(stuck < N, `the server took all ${N} requests while none of the answers was read`);
-    const peak = (e as unknown as { tcp: { stats(): { data: { peakQueued: number } } } }).tcp.stats().data.peakQueued;
+    const peak = (e as unknown as { parts: { tcp: { stats(): { data: { peakQueued: number } } } } }).parts.tcp.stats().data.peakQueued;
     assert.equal(peak, LIMIT, 'the queue of unsent answers did not stop at the limit');
     // Reading resumes everything, in order and complete.
     c.sock.resume();

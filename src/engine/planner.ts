@@ -1,42 +1,29 @@
 /**
  * Request -> Plan: each request of a batch is checked and resolved before any
- * of them starts (all or nothing), into one of a few plans the engine then
- * carries out (dispatch.ts, start). A bad request is a typed error naming it.
+ * of them starts (all or nothing), into a job for the transports
+ * (src/transport/transport.ts), or a job that waits for its segment's
+ * descriptor. The dispatcher (dispatch.ts) carries plans out. A bad request
+ * is a typed error naming it.
  */
 import { teError, ErrorCode } from '../errors.js';
 import { checkFileId, checkFileRange, type LocalFiles } from '../file/local-files.js';
-import type { RegisteredFile } from '../file/registry.js';
 import { detachedError, fmtAddr, type MemoryRegistry, type Region } from '../memory.js';
-import type { SameHostFiles } from '../transport/file-same-host.js';
+import type { Job } from '../transport/transport.js';
 import type { PendingOpen, RemoteSegment, SegmentTable } from './segments.js';
 import { LOCAL_SEGMENT, TransferOpcode, type RequestRanges, type TransferRequest } from './types.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
-interface PlanBase {
-  write: boolean;
-  /** The request's local bytes (source of a WRITE, destination of a READ). */
-  local: Uint8Array;
-  /** Their registered region, pinned while the request is in flight. */
-  region: Region;
-}
-
 export type Plan =
-  /** This engine's own memory: one copy, at once. */
-  | (PlanBase & { kind: 'local-memory'; targetBytes: Uint8Array })
-  /** A file read and written here by the I/O pool: ours (seg null), or a same-host peer's. */
-  | (PlanBase & { kind: 'file'; target: bigint; file: RegisteredFile; seg: RemoteSegment | null })
-  /** A peer whose descriptor we hold: shared memory when it can, else TCP; `fileId` for a peer's file. */
-  | (PlanBase & { kind: 'remote'; target: bigint; seg: RemoteSegment; fileId?: number; sameHostFallback?: boolean })
-  /** A peer whose descriptor is still being fetched: the task waits for it. */
-  | (PlanBase & { kind: 'opening'; target: bigint; pending: PendingOpen });
+  /** Resolved: the transports take it. `seg` is the peer's segment (retry rounds refetch it); null for our own memory and files. */
+  | (Job & { readonly kind: 'ready'; readonly seg: RemoteSegment | null })
+  /** A peer whose descriptor is still being fetched: the task waits for it, its memory pinned. */
+  | { readonly kind: 'opening'; readonly write: boolean; readonly local: Uint8Array; readonly region: Region; readonly target: bigint; readonly pending: PendingOpen };
 
 export interface PlannerContext {
   readonly registry: MemoryRegistry;
   readonly files: LocalFiles;
   readonly segments: SegmentTable;
-  /** Same-host peers' files read and written here (null: TE_FILE_SAME_HOST=0). */
-  readonly sameHostFiles: SameHostFiles | null;
   /** Whether the tcp transport is installed now (installTransport / uninstallTransport). */
   tcpInstalled(): boolean;
 }
@@ -89,13 +76,13 @@ export function planRequest(ctx: PlannerContext, r: TransferRequest, i: number):
       throw teError(ErrorCode.ADDRESS_NOT_REGISTERED, `request ${i}: target range [${fmtAddr(target)}, +${r.length}) is not inside one local region`);
     }
     if (t.region.detached) throw detachedError(t.region, `request ${i}: target memory`);
-    return { kind: 'local-memory', write, local, region, targetBytes: t.region.bytes.subarray(t.offset, t.offset + r.length) };
+    return { kind: 'ready', write, local, region, target, to: { kind: 'memory', bytes: t.region.bytes.subarray(t.offset, t.offset + r.length) }, seg: null };
   }
   const seg = ctx.segments.get(r.targetId);
   const pending = seg ? undefined : ctx.segments.opening(r.targetId);
   if (!seg && !pending) throw teError(ErrorCode.INVALID_SEGMENT, `request ${i}: segment handle ${String(r.targetId)} is not open`);
   if (!ctx.tcpInstalled()) throw teError(ErrorCode.NO_TRANSPORT, `request ${i}: the tcp transport is not installed`);
-  return seg ? { kind: 'remote', write, local, region, target, seg } : { kind: 'opening', write, local, region, target, pending: pending! };
+  return seg ? { kind: 'ready', write, local, region, target, to: seg.endpoint, seg } : { kind: 'opening', write, local, region, target, pending: pending! };
 }
 
 /** A request to a file: checked against the file's size and alignment (ours, or the peer's descriptor) before anything moves. */
@@ -108,7 +95,7 @@ function planFile(ctx: PlannerContext, r: TransferRequest, i: number, write: boo
     // Local transfers ignore 'none' (as for memory), but a 'read' file is open read-only.
     if (write && file.access === 'read') throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: file id ${fileId} is registered read-only`);
     checkFileRange(what, fileId, target, local.length, file.size, file.align);
-    return { kind: 'file', write, local, region, target, file, seg: null };
+    return { kind: 'ready', write, local, region, target, to: { kind: 'file', file }, seg: null };
   }
   const seg = ctx.segments.get(r.targetId);
   if (!seg) {
@@ -128,11 +115,6 @@ function planFile(ctx: PlannerContext, r: TransferRequest, i: number, write: boo
   }
   if (write && desc.access === 'read') throw teError(ErrorCode.INVALID_ARGUMENT, `${what}: file id ${fileId} of segment "${seg.name}" is read-only`);
   checkFileRange(what, fileId, target, local.length, desc.size, desc.align);
-  if (ctx.sameHostFiles?.sameHost(seg.desc.machineId)) {
-    // A peer on this host: its file is read and written here (src/transport/file-same-host.ts), or over TCP if that is refused.
-    const file = ctx.sameHostFiles.resolve(seg.name, desc);
-    if (file) return { kind: 'file', write, local, region, target, file, seg };
-    return { kind: 'remote', write, local, region, target, seg, fileId, sameHostFallback: true };
-  }
-  return { kind: 'remote', write, local, region, target, seg, fileId };
+  // A same-host peer's file is read and written here if it opens here (src/transport/file-same-host.ts), else over TCP.
+  return { kind: 'ready', write, local, region, target, to: { kind: 'peer-file', peer: seg.endpoint, file: desc }, seg };
 }

@@ -5,8 +5,8 @@
  */
 import type { SegmentDesc } from '../codec/descriptor.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
-import type { ShmPeerRegion } from '../transport/shm.js';
 import type { PeerAddress } from '../transport/tcp/client.js';
+import type { PeerEndpoint, ShmPeerRegion } from '../transport/transport.js';
 import type { SegmentHandle } from './types.js';
 
 export interface RemoteSegment {
@@ -15,8 +15,8 @@ export interface RemoteSegment {
   desc: SegmentDesc;
   /** Where its data port is: the descriptor name's host (P2P) or rpc_meta's (central modes). */
   host: string;
-  /** Built from desc and host (peerAddress), replaced when they change. */
-  peer: PeerAddress;
+  /** How transports reach it, built from desc and host (endpointOf), replaced when they change. */
+  endpoint: PeerEndpoint;
   /** Bumped each time a refetched descriptor moved the peer (stale-peer recovery). */
   generation: number;
   refreshing: Promise<RefreshResult> | null;
@@ -143,14 +143,13 @@ export class SegmentTable {
           name,
           desc,
           host,
-          peer: { host, port: 0, v2: true }, // replaced at once: the address's revalidate needs the segment
+          endpoint: this.endpointOf(name, desc, host, () => this.revalidate(seg)),
           generation: 0,
           refreshing: null,
           refreshedAt: 0,
           lastRefresh: null,
           fetchedAt: performance.now(),
         };
-        seg.peer = this.peerAddress(seg);
         if (!self.cancelled) {
           this.byHandle.set(handle, seg);
           this.byName.set(name, seg);
@@ -167,17 +166,22 @@ export class SegmentTable {
   }
 
   /**
-   * Where the data connections go, built once per descriptor (the TCP client
-   * keys its peers on the object). Our peers publish an engine id, which every
-   * lane checks; for the others (Mooncake) a lane opened while none is
-   * connected first fetches the descriptor again (revalidate).
+   * How transports reach a segment, built once per descriptor (the TCP client
+   * keys its peers on the address objects). Our peers publish an engine id,
+   * which every lane checks; for the others (Mooncake) a lane opened while
+   * none is connected first fetches the descriptor again (revalidate). File
+   * requests go to the file listener if the peer publishes one, else to its
+   * data port; always v2 (status frames), on lanes of their own.
    */
-  private peerAddress(seg: RemoteSegment): PeerAddress {
-    const { desc, host } = seg;
-    const addr: PeerAddress = { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.source.forceTcpV1 };
-    if (desc.engineId !== undefined) addr.engineId = desc.engineId;
-    else addr.revalidate = () => this.revalidate(seg);
-    return addr;
+  private endpointOf(name: string, desc: SegmentDesc, host: string, revalidate: () => Promise<void>): PeerEndpoint {
+    const data: PeerAddress = { host, port: desc.tcpDataPort, v2: desc.tcpProtoVersion >= 2 && !this.source.forceTcpV1 };
+    if (desc.engineId !== undefined) data.engineId = desc.engineId;
+    else data.revalidate = revalidate;
+    const ep = desc.fileEndpoint;
+    const files: PeerAddress = { host: ep?.host ?? host, port: ep?.port ?? desc.tcpDataPort, v2: true, files: true };
+    // The file listener is the same engine's: it confirms the same identity.
+    if (desc.engineId !== undefined) files.engineId = desc.engineId;
+    return { kind: 'peer', name, machineId: desc.machineId, data, files, shmRegions: shmRegionsOf(desc) };
   }
 
   /**
@@ -218,7 +222,7 @@ export class SegmentTable {
         else {
           seg.desc = fresh.desc;
           seg.host = fresh.host;
-          seg.peer = this.peerAddress(seg);
+          seg.endpoint = this.endpointOf(seg.name, seg.desc, seg.host, () => this.revalidate(seg));
           seg.generation++;
           result = 'changed';
         }
@@ -234,34 +238,9 @@ export class SegmentTable {
   }
 }
 
-/** File request addresses, one per descriptor object (a refetched descriptor gets a new one). */
-const filePeers = new WeakMap<SegmentDesc, PeerAddress>();
-
-/**
- * Where a segment takes file requests: its file listener if it publishes one, else its data port;
- * always v2 (status frames), on lanes of their own. One object per descriptor, as the client expects.
- */
-export function filePeer(seg: RemoteSegment): PeerAddress {
-  let addr = filePeers.get(seg.desc);
-  if (!addr) {
-    const ep = seg.desc.fileEndpoint;
-    addr = { host: ep?.host ?? seg.peer.host, port: ep?.port ?? seg.peer.port, v2: true, files: true };
-    // The file listener is the same engine's: it confirms the same identity.
-    if (seg.desc.engineId !== undefined) addr.engineId = seg.desc.engineId;
-    filePeers.set(seg.desc, addr);
-  }
-  return addr;
-}
-
-/** A descriptor's shared-memory regions, computed once per descriptor object. */
-const shmRegionCache = new WeakMap<SegmentDesc, ShmPeerRegion[]>();
-export function shmRegionsOf(desc: SegmentDesc): ShmPeerRegion[] {
-  let regions = shmRegionCache.get(desc);
-  if (!regions) {
-    regions = desc.buffers.flatMap((b) =>
-      b.shmName ? [{ shmName: b.shmName, size: b.length, addr: b.addr, ...(b.access === 'read' ? { readOnly: true } : {}) }] : [],
-    );
-    shmRegionCache.set(desc, regions);
-  }
-  return regions;
+/** A descriptor's shared-memory regions. */
+function shmRegionsOf(desc: SegmentDesc): ShmPeerRegion[] {
+  return desc.buffers.flatMap((b) =>
+    b.shmName ? [{ shmName: b.shmName, size: b.length, addr: b.addr, ...(b.access === 'read' ? { readOnly: true } : {}) }] : [],
+  );
 }

@@ -13,6 +13,7 @@ import type { MemoryRegistry } from '../memory.js';
 import { joinHostPort } from '../net.js';
 import { TcpClient } from '../transport/tcp/client.js';
 import { TcpDataServer, type DataServerStats } from '../transport/tcp/server.js';
+import { TcpTransport } from '../transport/tcp/transport.js';
 
 /** Transports that exist in Mooncake but need hardware this host does not have. */
 const UNSUPPORTED_TRANSPORTS = new Set([
@@ -28,17 +29,20 @@ export interface TcpTransportsContext {
   readonly engineId: number;
   /** Where the data port listens (the RPC port's address). */
   readonly listenHost: string;
+  /** Source address for data connections carrying memory of a location (EngineOptions.sourceAddress). */
+  readonly sourceAddress: ((location: string) => string | undefined) | undefined;
 }
 
 export class TcpTransports {
   private dataServer: TcpDataServer | null = null;
-  private tcpClient: TcpClient | null = null;
+  /** The initiator side, for the dispatcher: lives as long as the engine; holds a client while tcp is installed. */
+  readonly transport: TcpTransport;
   /** The file transport's own listener (its trid's traddr:trsvcid); null: files use the data port. */
   private fileServer: { server: TcpDataServer; host: string; port: number } | null = null;
-  /** Peer pauses counted by TCP clients already replaced (uninstall). */
-  private pastPeerPauses = 0;
 
-  constructor(private readonly ctx: TcpTransportsContext) {}
+  constructor(private readonly ctx: TcpTransportsContext) {
+    this.transport = new TcpTransport({ splitSize: ctx.config.splitSize, sourceAddress: ctx.sourceAddress });
+  }
 
   /** Install tcp at init: the data port in [MC_MIN_RPC_PORT, MC_MAX_RPC_PORT], beside the RPC port `rpcPort`. */
   async start(rpcPort: number): Promise<void> {
@@ -92,11 +96,8 @@ export class TcpTransports {
     }
     if (proto !== 'tcp') throw teError(ErrorCode.INVALID_ARGUMENT, `transport "${proto}" is not installed${proto === 'file' || proto === 'nvmeof_generic' ? ' with a listener of its own (file requests ride on the tcp data port)' : ''}`);
     const server = this.dataServer;
-    const client = this.tcpClient;
     this.dataServer = null;
-    this.tcpClient = null;
-    this.pastPeerPauses += client?.peerPauses ?? 0;
-    client?.close();
+    this.transport.detach();
     await server?.close();
   }
 
@@ -107,7 +108,7 @@ export class TcpTransports {
 
   /** The client peers' data ports are reached with; null while tcp is uninstalled. */
   get client(): TcpClient | null {
-    return this.tcpClient;
+    return this.transport.client;
   }
 
   /** The data port published in the descriptor (0 when tcp is uninstalled). */
@@ -129,15 +130,13 @@ export class TcpTransports {
       data: this.dataServer?.stats,
       file: this.fileServer?.server.stats,
       dataConnections: this.dataServer?.connectionCount ?? 0,
-      lanes: this.tcpClient?.laneCount ?? 0,
-      peerPauses: this.pastPeerPauses + (this.tcpClient?.peerPauses ?? 0),
+      ...this.transport.stats(),
     };
   }
 
   /** Close the client and every listener. */
   async close(): Promise<void> {
-    this.tcpClient?.close();
-    this.tcpClient = null;
+    this.transport.detach();
     const servers = [this.dataServer?.close(), this.fileServer?.server.close()];
     this.dataServer = null;
     this.fileServer = null;
@@ -154,14 +153,14 @@ export class TcpTransports {
       throw e;
     }
     this.dataServer = server;
-    this.tcpClient = new TcpClient({
+    this.transport.attach(new TcpClient({
       authSecret: config.authSecret,
       lanesPerPeer: config.lanesPerPeer,
       timeoutMs: config.transferTimeoutMs,
       connectTimeoutMs: Math.min(config.transferTimeoutMs, config.handshakeConnectTimeoutMs),
       peerPauseMs: config.peerPauseMs,
       keepAliveMs: config.keepAliveMs,
-    });
+    }));
   }
 
   private newServer(): TcpDataServer {

@@ -133,3 +133,16 @@ export interface TransferCounters {
   tasksFailed: number;
 }
 
+/** The engine's counters (stats()): tasks, bytes, connections, requests served, security and retries. */
+export type EngineStats = TransferCounters & {
+  dataConnections: number;
+  lanes: number;
+  requestsServed: number;
+  requestsRejected: number;
+  /** Connections accepted on the RPC (handshake) port: one per descriptor fetch, notify or probe of a peer. */
+  rpcConnections: number;
+  shmCopies: number;
+  fileSameHost: number;
+  fileSameHostFallbacks: number;
+} & SecurityCounters &
+  RetryCounters;

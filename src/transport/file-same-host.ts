@@ -39,8 +39,11 @@
 import fs from 'node:fs';
 import type { FileBufferDesc, FileOwnerHandle } from '../codec/file-buffers.js';
 import { teError, ErrorCode } from '../errors.js';
+import type { LocalFiles } from '../file/local-files.js';
 import { RegisteredFile } from '../file/registry.js';
 import { nativeAvailable } from '../native/addon.js';
+import { fileTransfer } from './file.js';
+import type { Job, TaskSink, Transport, TransportHost } from './transport.js';
 
 /** Longest an operation may start without re-checking that the owner still holds the file. */
 export const RECHECK_MS = 1;
@@ -161,7 +164,8 @@ interface Entry {
   live: boolean;
 }
 
-export class SameHostFiles {
+export class SameHostFiles implements Transport {
+  readonly name = 'file-same-host';
   /** `${segment}\0${file id}` -> entry; Map order is recency (oldest first). */
   private readonly cache = new Map<string, Entry>();
   /** The entry of each descriptor entry object seen: requests skip the key and identity strings. */
@@ -169,9 +173,51 @@ export class SameHostFiles {
   private turn = 0;
   private turnScheduled = false;
   private closed = false;
+  /** The file canServe resolved, for the submit of the same job that follows it. */
+  private resolvedJob: Job | null = null;
+  private resolvedFile: PeerFile | null = null;
+  /** Requests served here / to a same-host peer's file that went over TCP instead (refused, see the module comment). */
+  private served = 0;
+  private fallbacks = 0;
 
-  /** @param machineId this engine's machine id (the shm transport's); undefined: never same host. */
-  constructor(private readonly machineId: string | undefined) {}
+  /**
+   * @param machineId this engine's machine id (the shm transport's); undefined: never same host.
+   * @param files the I/O pool that carries the operations; null: files are only resolved (unit tests).
+   */
+  constructor(
+    private readonly machineId: string | undefined,
+    private readonly files: LocalFiles | null = null,
+  ) {}
+
+  /** A same-host peer's file that opens here; a refused one goes to TCP (counted as a fallback). */
+  canServe(job: Job): boolean {
+    const to = job.to;
+    if (to.kind !== 'peer-file' || this.files === null || !this.sameHost(to.peer.machineId)) return false;
+    const file = this.resolve(to.peer.name, to.file);
+    if (!file) {
+      this.fallbacks++;
+      return false;
+    }
+    this.resolvedJob = job;
+    this.resolvedFile = file;
+    return true;
+  }
+
+  submit(task: TaskSink, job: Job, host: TransportHost): void {
+    const to = job.to;
+    const file = job === this.resolvedJob ? this.resolvedFile : to.kind === 'peer-file' ? this.resolve(to.peer.name, to.file) : null;
+    this.resolvedJob = this.resolvedFile = null;
+    if (!file || !this.files) {
+      host.reroute(this, task, job); // canServe said no
+      return;
+    }
+    this.served++;
+    fileTransfer(this.files, task, job, file);
+  }
+
+  stats(): { served: number; fallbacks: number; open: number } {
+    return { served: this.served, fallbacks: this.fallbacks, open: this.openCount };
+  }
 
   /** Whether a peer publishing this machine id is on this host (the shm transport's rule). */
   sameHost(peerMachineId: string | undefined): boolean {
@@ -240,6 +286,7 @@ export class SameHostFiles {
 
   close(): void {
     this.closed = true;
+    this.resolvedJob = this.resolvedFile = null;
     for (const e of this.cache.values()) {
       e.live = false;
       e.file?.release();

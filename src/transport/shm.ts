@@ -2,10 +2,11 @@
  * The shared-memory transport: same-host transfers as plain copies between
  * our memory and a mapping of the peer's /dev/shm file.
  *
- * The engine decides per request: canReach() (addon loaded, same machine id,
- * region published with a valid shm name) picks shm; any TransferEngineError
- * from copy() other than INVALID_ARGUMENT / ADDRESS_REJECTED means "use TCP
- * for this peer region" (or fail the task if TCP cannot either).
+ * It serves a request (canServe) when the addon is loaded, the peer has our
+ * machine id and the range lies in one region it published with a valid shm
+ * name. A copy that fails hands the rest of the request to TCP, which carries
+ * it or reports why not (a range the peer refuses, a peer gone): the copy's
+ * own error is not the task's.
  *
  * Safety against a peer's mistakes (see also src/native/native.c):
  *  - names must match our pattern (no '/', no '..', only /dev/shm/transfer-engine-*);
@@ -18,29 +19,26 @@
  * A peer that exits leaves our mapping valid (the kernel keeps the pages);
  * once its file is removed (its exit hook, or the reaper) copies fail.
  *
- * Copies are synchronous (memcpy on the calling thread): at 1-8 MiB they take
- * tens to hundreds of microseconds, less than handing them to a thread.
+ * Copies are synchronous (memcpy on the calling thread): at 1-4 MiB they take
+ * tens to hundreds of microseconds, less than handing them to a thread; larger
+ * requests go a piece per event-loop turn (submit).
  */
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { localMachineId } from '../shm/identity.js';
 import { COPY_SKIP_STAT, fromNative, loadNative, type NativeHandle, type NativeAddon } from '../native/addon.js';
 import { SHM_DIR, validateShmName } from '../shm/names.js';
+import { Lease } from '../lease.js';
+import { pieceAt, pieceCount } from '../pieces.js';
+import type { Job, ShmPeerRegion, TaskSink, Transport, TransportHost } from './transport.js';
 
-/** A peer region as its descriptor publishes it. */
-export interface ShmPeerRegion {
-  /** File name inside /dev/shm (descriptor field `shm_name`). */
-  shmName: string;
-  /** The region's length; the file must be exactly this size. */
-  size: number | bigint;
-  /** The region's address in the peer's address space. */
-  addr: number | bigint;
-  /**
-   * The owner lets peers only READ it (descriptor `access: "read"`): writes are
-   * refused here (ADDRESS_REJECTED, as its data server would) and the file is
-   * mapped read-only, so no write can reach it through this transport.
-   */
-  readOnly?: boolean;
-}
+export type { ShmPeerRegion } from './transport.js';
+
+/**
+ * Same-host copies larger than this go this much at a time, one piece per
+ * event-loop turn: a 64 MiB copy in one piece would hold the loop (every
+ * socket, every timer) for its whole duration (benchmarks/shm-stall.ts).
+ */
+const SHM_CHUNK = 4 * 1024 * 1024;
 
 export interface ShmTransportOptions {
   /** Our machine identity (default TE_MACHINE_ID, else boot id + machine id). */
@@ -73,7 +71,8 @@ function toAddr(v: unknown): bigint {
 /** Native failures after which the cached mapping is useless. */
 const STALE = new Set(['ERR_TE_SHM_MISSING', 'ERR_TE_SHM_TRUNCATED', 'ERR_TE_SHM_CLOSED']);
 
-export class ShmTransport {
+export class ShmTransport implements Transport {
+  readonly name = 'shm';
   readonly machineId: string | undefined;
   private readonly native: NativeAddon | undefined;
   private readonly unavailable: TransferEngineError | undefined;
@@ -82,6 +81,8 @@ export class ShmTransport {
   /** shm name -> mapping; Map order is recency (oldest first). */
   private readonly cache = new Map<string, Entry>();
   private closed = false;
+  /** Requests served by copies (their first piece succeeded). */
+  private copies = 0;
 
   constructor(options: ShmTransportOptions = {}) {
     this.machineId = localMachineId(options.machineId);
@@ -120,6 +121,76 @@ export class ShmTransport {
     } catch {
       return false;
     }
+  }
+
+  /** A peer's memory on this host, the whole range inside one of its shared-memory regions. */
+  canServe(job: Job): boolean {
+    const to = job.to;
+    // Most peers publish no shared memory (cached per descriptor): that check comes first, before
+    // the machine ids (two long strings) are compared.
+    if (to.kind !== 'peer' || to.shmRegions.length === 0 || !this.canReach(to.machineId)) return false;
+    return locateShmRegion(to.shmRegions, job.target, job.local.length) !== null;
+  }
+
+  /**
+   * Copy the job SHM_CHUNK at a time, one piece per event-loop turn, so that
+   * other I/O is served in between; the memory stays pinned until the last
+   * piece. A piece that fails (the mapping is gone, the file shrank) gives
+   * what is left back to the host, for TCP: it succeeds or says why not.
+   */
+  submit(task: TaskSink, job: Job, host: TransportHost): void {
+    const to = job.to;
+    const hit = to.kind === 'peer' ? locateShmRegion(to.shmRegions, job.target, job.local.length) : null;
+    if (to.kind !== 'peer' || !hit) {
+      host.reroute(this, task, job); // canServe said no
+      return;
+    }
+    const len = job.local.length;
+    const first = pieceAt(job.local, 0, SHM_CHUNK);
+    try {
+      this.copy(to.machineId, hit.region, hit.offset, first, job.write);
+    } catch {
+      host.reroute(this, task, job);
+      return;
+    }
+    this.copies++;
+    task.transferred = first.length;
+    if (first.length === len) {
+      task.finish();
+      return;
+    }
+    const pin = new Lease(job.region);
+    const count = pieceCount(len, SHM_CHUNK);
+    let k = 1;
+    const next = (): void => {
+      if (!host.ready()) {
+        pin.release();
+        task.error = teError(ErrorCode.CLOSED, 'the engine was closed during a same-host copy');
+        task.finish();
+        return;
+      }
+      const piece = pieceAt(job.local, k, SHM_CHUNK);
+      try {
+        this.copy(to.machineId, hit.region, hit.offset + k * SHM_CHUNK, piece, job.write);
+      } catch {
+        const done = k * SHM_CHUNK;
+        host.reroute(this, task, { write: job.write, local: job.local.subarray(done), region: job.region, target: job.target + BigInt(done), to });
+        pin.release();
+        return;
+      }
+      task.transferred += piece.length;
+      if (++k < count) {
+        setImmediate(next);
+        return;
+      }
+      pin.release();
+      task.finish();
+    };
+    setImmediate(next);
+  }
+
+  stats(): { copies: number; mappings: number } {
+    return { copies: this.copies, mappings: this.cache.size };
   }
 
   /**
