@@ -42,6 +42,8 @@ export interface EngineConfig extends ListenerLimits {
   retryCount: number;
   /** TE_PEER_PAUSE_MS (ours): how long a peer that failed to connect 3 times in a row is left alone (0: never). */
   peerPauseMs: number;
+  /** TE_METRICS_PORT (ours): port of /metrics and /health; 0: not served. */
+  metricsPort: number;
   /** TE_AUTH_SECRET or TE_AUTH_SECRET_FILE (ours): the shared secret both ports require; undefined: no authentication (Mooncake-compatible). */
   authSecret: Buffer | undefined;
   /** TE_MAX_DESCRIPTOR_SIZE (ours): largest segment descriptor accepted from a peer or a metadata store, in bytes. */
@@ -103,6 +105,7 @@ export function loadConfig(env: Env = process.env): EngineConfig {
     splitSize: envVar('TE_TCP_SPLIT_SIZE', env),
     retryCount: envVar('MC_RETRY_CNT', env),
     peerPauseMs: envVar('TE_PEER_PAUSE_MS', env),
+    metricsPort: envVar('TE_METRICS_PORT', env),
     authSecret: authSecretVar(env),
     maxDescriptorSize: envVar('TE_MAX_DESCRIPTOR_SIZE', env),
     addressBase: envVar('TE_ADDRESS_BASE', env),

@@ -173,6 +173,7 @@ export const ENV_VARS = {
   TE_HANDSHAKE_RATE: integer({ default: DEFAULT_LIMITS.handshakeRate, min: 1, max: 1 << 20, doc: 'new RPC connections per second per remote address' }),
   TE_HANDSHAKE_BURST: integer({ default: DEFAULT_LIMITS.handshakeBurst, min: 1, max: 1 << 20, doc: 'burst of new RPC connections per remote address' }),
   TE_TCP_KEEPALIVE_MS: integer({ default: DEFAULT_LIMITS.keepAliveMs, min: 0, max: 86400_000, doc: 'TCP keepalive on data connections after this long idle (0: off)' }),
+  TE_METRICS_PORT: integer({ default: 0, min: 0, max: 65535, doc: 'port of the engine\'s /metrics and /health (0: off)' }),
   // Unset: MC_TRANSFER_TIMEOUT (src/config.ts).
   TE_STALL_TIMEOUT_MS: integer({ default: undefined, min: 10, max: 86400_000, doc: 'a connection mid-request without progress this long is closed' }),
 

@@ -69,6 +69,7 @@ describe('integers', () => {
       TE_TCP_SPLIT_SIZE: 1 << 20,
       MC_RETRY_CNT: 5,
       TE_PEER_PAUSE_MS: 1000,
+      TE_METRICS_PORT: 0,
       TE_MAX_DESCRIPTOR_SIZE: 64 << 20,
       TE_MAX_DATA_CONNECTIONS_PER_PEER: 1024,
       TE_MAX_RPC_CONNECTIONS_PER_PEER: 256,

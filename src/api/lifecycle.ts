@@ -32,6 +32,8 @@ export interface LifecycleOptions {
   /** Managed buffers in named shared memory (the core's `shm` option). */
   shm: boolean;
   authSecret: string | Uint8Array | undefined;
+  /** The core's metricsPort (default TE_METRICS_PORT). */
+  metricsPort: number | undefined;
 }
 
 export class Lifecycle {
@@ -64,7 +66,7 @@ export class Lifecycle {
   async start(localHostname: string, metadata: string, protocol: string): Promise<void> {
     if (this.closed) throw teError(ErrorCode.CLOSED, 'the engine is closed');
     if (this.running || this.starting) throw teError(ErrorCode.ALREADY_INITIALIZED, 'the engine is already initialized');
-    const { env, logger, shm, authSecret } = this.options;
+    const { env, logger, shm, authSecret, metricsPort } = this.options;
     this.starting = true;
     let core: CoreEngine | null = null;
     try {
@@ -75,6 +77,7 @@ export class Lifecycle {
         env,
         ...(shm ? { shm: true } : {}),
         ...(authSecret !== undefined ? { authSecret } : {}),
+        ...(metricsPort !== undefined ? { metricsPort } : {}),
         ...(metadata !== '' ? { metadataServer: metadata } : {}),
         ...(topology ? { sourceAddress: (location: string) => topology.sourceAddress(location) } : {}),
       });

@@ -62,6 +62,8 @@ export interface TransferEngineOptions {
   shm?: boolean;
   /** Shared secret both ports require (the core's `authSecret`; default TE_AUTH_SECRET). README, Security. */
   authSecret?: string | Uint8Array;
+  /** Serve /metrics and /health on this port (the core's `metricsPort`; default TE_METRICS_PORT, 0: off). docs/observability.md. */
+  metricsPort?: number;
 }
 
 type Addr = number | bigint;
@@ -85,7 +87,7 @@ export class TransferEngine {
     }
     const logger = new Logger(level, options.log ?? stderrSink);
     this.calls = new CallRecorder(logger);
-    this.life = new Lifecycle({ env, logger, shm: options.shm === true, authSecret: options.authSecret });
+    this.life = new Lifecycle({ env, logger, shm: options.shm === true, authSecret: options.authSecret, metricsPort: options.metricsPort });
   }
 
   // ------------------------------------------------------- initialization

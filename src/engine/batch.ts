@@ -5,10 +5,12 @@
  */
 import { teError, ErrorCode, type TransferEngineError } from '../errors.js';
 import { Lease } from '../lease.js';
-import { Failure, type Slice, type SliceOwner } from '../transport/slice.js';
+import { Failure, type Slice } from '../transport/slice.js';
+import type { TaskSink, TransportName } from '../transport/transport.js';
 import { recordSlice, resetRound, retryRound, type RoundState } from './retry.js';
 import type { RemoteSegment } from './segments.js';
-import { TaskStatus, type BatchID, type TransferCounters, type TransferStatus } from './types.js';
+import type { EndedTask, Telemetry } from './telemetry.js';
+import { TaskStatus, type BatchID, type TransferStatus } from './types.js';
 
 /**
  * One request. Its slices go out; those that fail in a way resending can cure
@@ -19,7 +21,7 @@ import { TaskStatus, type BatchID, type TransferCounters, type TransferStatus } 
  * unchanged until the task ends), a READ copies the same range into the same
  * place again. A task is COMPLETED only when every slice was acknowledged.
  */
-export class Task implements SliceOwner, RoundState {
+export class Task implements TaskSink, RoundState, EndedTask {
   status: TaskStatus = TaskStatus.WAITING;
   transferred = 0;
   error: TransferEngineError | undefined;
@@ -43,17 +45,36 @@ export class Task implements SliceOwner, RoundState {
   generation: number;
   /** The backoff before the next round. */
   retryTimer: NodeJS.Timeout | null = null;
+  /** The transport that took it (the dispatcher sets it); null until one did. */
+  via: TransportName | null = null;
+  /** When it was submitted (performance.now()): its submitTransfer call's time, read once for all its requests. */
+  readonly startedAt: number;
+  /** Its index in its batch. */
+  readonly index: number;
 
   constructor(
     private readonly batch: Batch,
     readonly write: boolean,
-    private readonly counters: TransferCounters,
+    private readonly telemetry: Telemetry,
     /** The peer's segment (set when its open completes, for a task submitted while it opened); null: local, never retried. */
     public seg: RemoteSegment | null = null,
     /** Starts a retry round (the engine's, shared by all tasks); null: no retries. */
     private readonly onRetry: ((task: Task) => void) | null = null,
   ) {
     this.generation = seg?.generation ?? 0;
+    this.index = batch.tasks.length;
+    this.startedAt = batch.submittedAt;
+    batch.tasks.push(this);
+    batch.unfinished++;
+    telemetry.taskStarted();
+  }
+
+  get batchId(): BatchID {
+    return this.batch.id;
+  }
+
+  get timedOut(): boolean {
+    return this.error?.code === ErrorCode.TIMEOUT;
   }
 
   halt(): void {
@@ -100,16 +121,8 @@ export class Task implements SliceOwner, RoundState {
   }
 
   finish(): void {
-    const c = this.counters;
-    if (this.write) c.bytesWritten += this.transferred;
-    else c.bytesRead += this.transferred;
-    if (this.error) {
-      this.status = this.error.code === ErrorCode.TIMEOUT ? TaskStatus.TIMEOUT : TaskStatus.FAILED;
-      c.tasksFailed++;
-    } else {
-      this.status = TaskStatus.COMPLETED;
-      c.tasksCompleted++;
-    }
+    this.status = this.error ? (this.timedOut ? TaskStatus.TIMEOUT : TaskStatus.FAILED) : TaskStatus.COMPLETED;
+    this.telemetry.taskEnded(this);
     this.batch.taskFinished();
   }
 
@@ -122,9 +135,14 @@ export class Task implements SliceOwner, RoundState {
 export class Batch {
   readonly tasks: Task[] = [];
   unfinished = 0;
+  /** When the latest submitTransfer call began (performance.now()): its tasks' start time. */
+  submittedAt = 0;
   private waiters: Array<() => void> = [];
 
-  constructor(readonly capacity: number) {}
+  constructor(
+    readonly id: BatchID,
+    readonly capacity: number,
+  ) {}
 
   taskFinished(): void {
     if (--this.unfinished === 0) {
@@ -151,7 +169,7 @@ export class BatchTable {
       throw teError(ErrorCode.INVALID_ARGUMENT, `batch size ${String(size)} must be a positive integer`);
     }
     const id = this.next++;
-    this.batches.set(id, new Batch(size));
+    this.batches.set(id, new Batch(id, size));
     return id;
   }
 

@@ -5,6 +5,7 @@
  * backoff, the descriptor refetch, the resend).
  */
 import type { EngineConfig } from '../config.js';
+import { channels } from '../diagnostics.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { Lease } from '../lease.js';
 import type { Job, TaskSink, Transport, TransportHost, TransportName } from '../transport/transport.js';
@@ -13,11 +14,11 @@ import { Task, type Batch } from './batch.js';
 import type { Plan } from './planner.js';
 import { retryBackoffMs } from './retry.js';
 import type { SegmentTable } from './segments.js';
-import type { TransferCounters } from './types.js';
+import type { Telemetry } from './telemetry.js';
 
 export interface DispatchContext {
   readonly config: EngineConfig;
-  readonly counters: TransferCounters;
+  readonly telemetry: Telemetry;
   readonly segments: SegmentTable;
   /** The engine is ready (not closed): tasks that wait for something check it again when it comes. */
   ready(): boolean;
@@ -42,9 +43,8 @@ export class Dispatcher implements TransportHost {
   /** Start one planned request as a task of `batch`. */
   start(batch: Batch, p: Plan): void {
     // Requests to a peer (its memory, or a same-host peer's file) may be retried; local ones never are.
-    const task = p.kind === 'opening' || p.seg ? new Task(batch, p.write, this.ctx.counters, p.kind === 'ready' ? p.seg : null, this.retryHook) : new Task(batch, p.write, this.ctx.counters);
-    batch.tasks.push(task);
-    batch.unfinished++;
+    const telemetry = this.ctx.telemetry;
+    const task = p.kind === 'opening' || p.seg ? new Task(batch, p.write, telemetry, p.kind === 'ready' ? p.seg : null, this.retryHook) : new Task(batch, p.write, telemetry);
     if (p.kind === 'ready') {
       this.route(0, task, p);
       return;
@@ -86,6 +86,7 @@ export class Dispatcher implements TransportHost {
     for (; i < list.length; i++) {
       const t = list[i]!;
       if (t.canServe(job)) {
+        task.via = t.name;
         t.submit(task, job, this);
         return;
       }
@@ -140,6 +141,9 @@ export class Dispatcher implements TransportHost {
     }
     const { slices, holds } = task.takeRetryable();
     this.retries += slices.length;
+    if (channels.retry.hasSubscribers) {
+      channels.retry.publish({ engineId: this.ctx.telemetry.engineId, segment: seg.name, round: task.rounds, slices: slices.length });
+    }
     this.ctx.tcp.resend(task, slices, seg.endpoint);
     // The resent slices hold their own pins now: the round's holds can go.
     for (const h of holds) h.release();

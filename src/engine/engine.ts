@@ -21,6 +21,7 @@ import { notifyAccepted, notifyJson, probeSucceeded } from '../rpc/messages.js';
 import { BatchTable } from './batch.js';
 import { collectStats, EngineParts } from './parts.js';
 import { checkRequest, planRequest, resolveLocal } from './planner.js';
+import { Telemetry } from './telemetry.js';
 import {
   LOCAL_SEGMENT,
   type BatchID,
@@ -30,7 +31,6 @@ import {
   type LocalRegistration,
   type RequestRanges,
   type SegmentHandle,
-  type TransferCounters,
   type TransferRequest,
   type TransferStatus,
 } from './types.js';
@@ -54,10 +54,11 @@ export class TransferEngine {
   private parts: EngineParts | null = null;
   private readonly batches = new BatchTable();
   private notifications: Notification[] = [];
-  private readonly counters: TransferCounters = { bytesWritten: 0, bytesRead: 0, tasksCompleted: 0, tasksFailed: 0 };
 
   /** This engine instance's identity: published as engine_id, checked by our peers on each data connection. */
   readonly engineId: number = newEngineId();
+  /** Counters, metrics and diagnostics events of its transfers (kept after close). */
+  private readonly telemetry = new Telemetry(this.engineId);
 
   constructor(private readonly options: EngineOptions = {}) {}
 
@@ -89,8 +90,9 @@ export class TransferEngine {
       rpcPort,
       options: this.options,
       engineId: this.engineId,
-      counters: this.counters,
+      telemetry: this.telemetry,
       ready: () => this.state === 'ready',
+      lifecycle: () => this.state,
       notify: (n: Notification) => this.notifications.push(n),
     };
     let parts: EngineParts;
@@ -322,6 +324,8 @@ export class TransferEngine {
       );
     }
     const plans = requests.map((r, i) => planRequest(p.planner!, r, i));
+    this.telemetry.submitted(batchId, batch.tasks.length, requests);
+    batch.submittedAt = performance.now();
     for (const plan of plans) p.dispatch!.start(batch, plan);
   }
 
@@ -426,7 +430,7 @@ export class TransferEngine {
 
   /** Counters for tests and monitoring: connections, requests served, bytes and tasks by outcome. */
   stats(): EngineStats {
-    return collectStats(this.counters, this.parts);
+    return collectStats(this.telemetry.counters, this.parts);
   }
 
   /** Release ports and connections. In-flight transfers end in FAILED (TE_CLOSED). Idempotent. */

@@ -10,11 +10,12 @@ import { loadConfig, type EngineConfig } from '../config.js';
 import { AUTH_SCHEME, secretBytes } from '../codec/auth.js';
 import { encodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { envVar } from '../env.js';
-import { teError, ErrorCode } from '../errors.js';
+import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { loadFileConfig } from '../file/config.js';
 import { LocalFiles } from '../file/local-files.js';
 import { parseMetadataConnString } from '../metadata/connection.js';
 import { SegmentDirectory } from '../metadata/directory.js';
+import { MetadataHttpServer } from '../metadata/http-server.js';
 import { metadataKeys } from '../metadata/keys.js';
 import { openMetadataStore } from '../metadata/open-store.js';
 import { storeOptionsFromEnv } from '../metadata/store.js';
@@ -33,7 +34,9 @@ import { PeerRpc } from './peer-rpc.js';
 import type { PlannerContext } from './planner.js';
 import { SegmentTable } from './segments.js';
 import { TcpTransports } from './tcp-transports.js';
-import type { EngineOptions, EngineStats, TransferCounters } from './types.js';
+import { metricsPages } from './metrics.js';
+import type { Telemetry } from './telemetry.js';
+import type { EngineLifecycle, EngineOptions, EngineStats, TransferCounters } from './types.js';
 
 export interface StartArgs {
   /** init()'s arguments, checked by the engine. */
@@ -43,10 +46,11 @@ export interface StartArgs {
   readonly options: EngineOptions;
   /** This engine instance's identity (published as engine_id). */
   readonly engineId: number;
-  /** The engine's counters, which tasks update. */
-  readonly counters: TransferCounters;
+  /** What tasks report when they end (counters, metrics, diagnostics events). */
+  readonly telemetry: Telemetry;
   /** True while the engine is ready (init done, not closed). */
   ready(): boolean;
+  lifecycle(): EngineLifecycle;
   /** A Notify message arrived at the RPC port. */
   notify(n: Notification): void;
 }
@@ -61,6 +65,8 @@ export class EngineParts {
   // Made by start(), in this order; null until then (or after release): a failed start releases what exists.
   shm: ShmTransport | null = null;
   handshake: HandshakeServer | null = null;
+  /** The metrics port (TE_METRICS_PORT); null when not served. */
+  metrics: MetadataHttpServer | null = null;
   files: LocalFiles | null = null;
   tcp: TcpTransports | null = null;
   sameHostFiles: SameHostFiles | null = null;
@@ -73,7 +79,7 @@ export class EngineParts {
     readonly memory: LocalMemory,
     private readonly args: StartArgs,
   ) {
-    this.peers = new PeerRpc({ config, directory: () => this.directory, ownDescriptor: () => this.descriptor() });
+    this.peers = new PeerRpc({ config, engineId: args.engineId, directory: () => this.directory, ownDescriptor: () => this.descriptor() });
     this.segments = new SegmentTable({
       lookup: (name) => this.peers.lookup(name),
       ready: () => {
@@ -98,6 +104,10 @@ export class EngineParts {
     const target = parseMetadataConnString(options.metadataServer || envVar('MC_METADATA_SERVER', env) || 'P2PHANDSHAKE');
     const storeOptions = storeOptionsFromEnv(env); // malformed TE_METADATA_* / MC_REDIS_* fail before any port is bound
     const fileConfig = loadFileConfig(env); // MC_NVMEOF_GENERIC_*, checked as early
+    const metricsPort = options.metricsPort ?? config.metricsPort;
+    if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) {
+      throw teError(ErrorCode.INVALID_ARGUMENT, `metricsPort ${String(metricsPort)} is not a port number (0: off)`);
+    }
     if (options.shm && !nativeAvailable()) {
       throw teError(ErrorCode.NOT_SUPPORTED, 'shared memory was asked for (shm option) but the native addon is not built on this host');
     }
@@ -137,7 +147,8 @@ export class EngineParts {
       if (fileConfig.sameHost) parts.sameHostFiles = new SameHostFiles(shm.machineId, files);
       // Offered each job in this order: a same-host path, when one serves it, before TCP.
       const transports: Transport[] = [new MemoryCopy(), new FileTransport(files), ...(parts.sameHostFiles ? [parts.sameHostFiles] : []), shm, tcp.transport];
-      parts.dispatch = new Dispatcher({ config, counters: args.counters, segments: parts.segments, ready: args.ready, transports, tcp: tcp.transport });
+      parts.dispatch = new Dispatcher({ config, telemetry: args.telemetry, segments: parts.segments, ready: args.ready, transports, tcp: tcp.transport });
+      if (metricsPort !== 0) parts.metrics = await parts.serveMetrics(listenHost, metricsPort, options.metricsPort !== undefined);
       if (central) {
         const store = await openMetadataStore(target, storeOptions);
         parts.directory = new SegmentDirectory(store, metadataKeys(env), (meta, name) => parts.peers.answersAs(meta, name), config.maxDescriptorSize);
@@ -168,6 +179,32 @@ export class EngineParts {
     };
   }
 
+  /** The metrics port: /metrics and /health. A port in use is an error naming where it came from. */
+  private async serveMetrics(host: string, port: number, fromOption: boolean): Promise<MetadataHttpServer> {
+    const a = this.args;
+    const pages = metricsPages({
+      telemetry: a.telemetry,
+      lifecycle: () => a.lifecycle(),
+      stats: () => collectStats(a.telemetry.counters, this),
+      transports: () => this.tcp?.names ?? [],
+      segmentName: () => this.name,
+      segments: () => this.segments.count,
+      registered: () => {
+        const regions = this.memory.registry.list();
+        let bytes = 0;
+        for (const r of regions) bytes += r.length;
+        return { regions: regions.length, bytes, files: this.files?.registry.size ?? 0 };
+      },
+    });
+    try {
+      return await MetadataHttpServer.start({ host, port, pages, metadata: false });
+    } catch (e) {
+      const what = fromOption ? 'the metricsPort option' : 'TE_METRICS_PORT';
+      if (e instanceof TransferEngineError) throw teError(e.code, `${what}: ${e.message}`, e);
+      throw e;
+    }
+  }
+
   /** Remove this engine's entry from the metadata store (bounded by the store's timeouts); nothing in P2P mode. */
   async unpublish(): Promise<void> {
     const dir = this.directory;
@@ -177,9 +214,10 @@ export class EngineParts {
 
   /** Ports, connections, peer mappings, and the shared memory we own (its files are removed). */
   async release(): Promise<void> {
-    const closing = [this.tcp?.close(), this.handshake?.close()];
+    const closing = [this.tcp?.close(), this.handshake?.close(), this.metrics?.close()];
     this.tcp = null;
     this.handshake = null;
+    this.metrics = null;
     await Promise.all(closing);
     this.sameHostFiles?.close();
     this.sameHostFiles = null;

@@ -8,6 +8,7 @@
 import { decodeSegmentDesc, encodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { HandshakeType } from '../codec/handshake.js';
 import type { EngineConfig } from '../config.js';
+import { channels } from '../diagnostics.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { exchange } from '../rpc/handshake.js';
 import { parseHostPort, splitHostPort } from '../net.js';
@@ -23,6 +24,8 @@ const ANSWERS_AS_REPLY_MS = 3000;
 
 export interface PeerRpcContext {
   readonly config: EngineConfig;
+  /** This engine's id, for diagnostics events. */
+  readonly engineId: number;
   /** The central metadata store's directory; null in P2P mode. */
   directory(): SegmentDirectory | null;
   /** This engine's own descriptor: sent with each Metadata request, as Mooncake does. */
@@ -74,8 +77,27 @@ export class PeerRpc {
     return { desc, host };
   }
 
-  /** One framed exchange with a segment's RPC port. Central modes: a cached location that fails is looked up again once. */
+  /** One framed exchange with a segment's RPC port, reported on the handshake diagnostics channel. */
   async exchange(name: string, type: HandshakeType, json: string): Promise<string> {
+    if (!channels.handshake.hasSubscribers) return this.exchangeOnce(name, type, json);
+    const started = performance.now();
+    const kind = type === HandshakeType.NOTIFY ? 'notify' : type === HandshakeType.PROBE ? 'probe' : 'metadata';
+    const report = (error?: string): void => {
+      const event = { engineId: this.ctx.engineId, segment: name, type: kind, ok: error === undefined, durationMs: performance.now() - started } as const;
+      channels.handshake.publish(error === undefined ? event : { ...event, error });
+    };
+    try {
+      const reply = await this.exchangeOnce(name, type, json);
+      report();
+      return reply;
+    } catch (e) {
+      report(e instanceof Error ? e.message : String(e));
+      throw e;
+    }
+  }
+
+  /** Central modes: a cached location that fails is looked up again once. */
+  private async exchangeOnce(name: string, type: HandshakeType, json: string): Promise<string> {
     const cached = this.ctx.directory() !== null && this.metaCache.has(name);
     const { host, port } = await this.rpcAddress(name);
     try {

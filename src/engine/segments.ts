@@ -95,6 +95,11 @@ export class SegmentTable {
     return this.byName.get(name)?.handle ?? this.beginOpen(name).handle;
   }
 
+  /** Segments open (descriptor fetched) and opening. */
+  get count(): { open: number; opening: number } {
+    return { open: this.byHandle.size, opening: this.openingByHandle.size };
+  }
+
   get(handle: SegmentHandle): RemoteSegment | undefined {
     return this.byHandle.get(handle);
   }

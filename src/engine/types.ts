@@ -94,6 +94,11 @@ export interface EngineOptions {
   /** This host's identity for the same-host check (default TE_MACHINE_ID, else boot id + machine id). */
   machineId?: string;
   /**
+   * Serve `GET /metrics` (Prometheus text) and `GET /health` on this port, on
+   * the RPC port's address (default TE_METRICS_PORT; 0: not served).
+   */
+  metricsPort?: number;
+  /**
    * Shared secret (at least 16 bytes; default TE_AUTH_SECRET): both ports then
    * require our challenge-response authentication before any request, and this
    * engine talks only to peers holding the same secret. Mooncake peers cannot

@@ -160,8 +160,8 @@ export class StoreMaster {
         ? await MetadataHttpServer.start({ host: httpMetadata.host, port: httpMetadata.port, pages, ...(metadataDir ? { dataDir: metadataDir } : {}) })
         : null;
       if (metadataServer) opened.push(metadataServer);
-      // The metrics server is the metadata server's HTTP code with nothing stored: /metadata answers 404.
-      const metricsServer = metricsAt ? await MetadataHttpServer.start({ host: metricsAt.host, port: metricsAt.port, pages }) : null;
+      // The metrics server is the metadata server's HTTP code serving pages only: /metadata answers 404.
+      const metricsServer = metricsAt ? await MetadataHttpServer.start({ host: metricsAt.host, port: metricsAt.port, pages, metadata: false }) : null;
       if (metricsServer) opened.push(metricsServer);
       const m = new StoreMaster(config, service, metrics, metricsServer, metadataServer);
       self = m;

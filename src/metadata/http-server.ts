@@ -21,6 +21,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { teError, ErrorCode } from '../errors.js';
+import { encodeMetrics, PROMETHEUS_CONTENT_TYPE, type MetricFamily, type Sample } from '../codec/prometheus.js';
 
 export const METADATA_PATH = '/metadata';
 /** Larger PUT bodies are refused (413); Mooncake's etcd limit is 32 MiB too. */
@@ -33,8 +34,14 @@ export interface MetadataHttpServerOptions {
   port: number;
   /** Persist the store here (created if missing) and reload it on start. */
   dataDir?: string;
-  /** More read-only pages (GET/HEAD) by path, e.g. a Store master's /metrics; `/health` here replaces the default. */
+  /**
+   * More read-only pages (GET/HEAD) by path, e.g. a Store master's /metrics;
+   * `/health` and `/metrics` here replace the defaults (OK, and this server's
+   * own request counters).
+   */
   pages?: Readonly<Record<string, () => HttpPage>>;
+  /** Serve the metadata store at /metadata (default true); false: only the pages (a metrics port). */
+  metadata?: boolean;
 }
 
 /** A generated read-only page. */
@@ -51,8 +58,13 @@ function fileFor(key: string): string {
 
 let tmpCounter = 0;
 
+/** Methods counted by name; any other is counted as 'other' (label values stay bounded). */
+const COUNTED_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'POST']);
+
 export class MetadataHttpServer {
   private readonly store = new Map<string, Buffer>();
+  /** `method\0path\0status` -> requests answered; paths are /metadata, the pages, or 'other'. */
+  private readonly answered = new Map<string, number>();
   private readonly server: http.Server;
   /** Disk writes run one at a time, in request order, so the last acknowledged value is the one on disk. */
   private diskQueue: Promise<void> = Promise.resolve();
@@ -154,9 +166,28 @@ export class MetadataHttpServer {
     return p;
   }
 
+  /** This server's own metric families: requests by method, path and status; keys and bytes stored. */
+  metricFamilies(): MetricFamily[] {
+    let bytes = 0;
+    for (const v of this.store.values()) bytes += v.length;
+    const requests: Sample[] = [...this.answered].sort().map(([k, n]) => {
+      const [method, path, code] = k.split('\0') as [string, string, string];
+      return { labels: { method, path, code }, value: n };
+    });
+    return [
+      { name: 'metadata_server_requests_total', help: 'HTTP requests answered, by method, path and status code.', type: 'counter', samples: requests },
+      { name: 'metadata_server_keys', help: 'Keys in the metadata store.', type: 'gauge', samples: [{ value: this.store.size }] },
+      { name: 'metadata_server_stored_bytes', help: 'Bytes of the values in the metadata store.', type: 'gauge', samples: [{ value: bytes }] },
+    ];
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    let counted = 'other';
     const send = (status: number, body: string | Buffer, type = 'text/plain; charset=utf-8'): void => {
       if (res.headersSent) return;
+      const method = COUNTED_METHODS.has(req.method ?? '') ? req.method! : 'other';
+      const k = `${method}\0${counted}\0${status}`;
+      this.answered.set(k, (this.answered.get(k) ?? 0) + 1);
       res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
       res.end(body);
     };
@@ -167,8 +198,14 @@ export class MetadataHttpServer {
       send(400, 'bad request URL');
       return;
     }
-    const page = this.options.pages && Object.hasOwn(this.options.pages, url.pathname) ? this.options.pages[url.pathname] : undefined;
+    const page =
+      this.options.pages && Object.hasOwn(this.options.pages, url.pathname)
+        ? this.options.pages[url.pathname]
+        : url.pathname === '/metrics'
+          ? (): HttpPage => ({ status: 200, body: encodeMetrics(this.metricFamilies()), type: PROMETHEUS_CONTENT_TYPE })
+          : undefined;
     if (page) {
+      counted = url.pathname;
       req.resume();
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         send(405, 'method not allowed');
@@ -184,14 +221,17 @@ export class MetadataHttpServer {
       return;
     }
     if (url.pathname === '/health') {
+      counted = url.pathname;
       if (req.method === 'GET' || req.method === 'HEAD') send(200, 'OK');
       else send(405, 'method not allowed');
       return;
     }
-    if (url.pathname !== METADATA_PATH) {
+    if (url.pathname !== METADATA_PATH || this.options.metadata === false) {
+      req.resume();
       send(404, 'not found');
       return;
     }
+    counted = METADATA_PATH;
     const key = url.searchParams.get('key') ?? '';
     if (key.trim().length === 0) {
       req.resume();

@@ -89,6 +89,8 @@ export interface TaskSink extends SliceOwner {
   /** Slices in flight: a transport that sends slices sets it before the first goes out. */
   pending: number;
   error: TransferEngineError | undefined;
+  /** The transport carrying it, for its metrics: set by the dispatcher as it hands the job over. */
+  via: TransportName | null;
   /** End the task (whole-request transports; a slicing one settles its slices instead). */
   finish(): void;
 }

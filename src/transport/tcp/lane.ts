@@ -12,6 +12,7 @@
  */
 import net from 'node:net';
 import { encodeHeader, encodeFileHeader, encodeHello, decodeStatus, HEADER_SIZE, STATUS_SIZE, STATUS_ENGINE_CONFIRMED, STATUS_WRONG_ENGINE } from '../../codec/wire.js';
+import { channels } from '../../diagnostics.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
 import { AuthClientSide, authRequiredError } from '../../auth.js';
 import { AuthKind, authKindAt } from '../../codec/auth.js';
@@ -200,6 +201,10 @@ export class Lane {
     clearTimeout(this.connectTimer);
     this.connected = true;
     this.lastProgress = performance.now();
+    if (channels.connect.hasSubscribers) {
+      const a = this.peer.addr;
+      channels.connect.publish({ host: a.host, port: a.port, files: a.files === true, ok: true });
+    }
     return true;
   }
 
@@ -420,6 +425,10 @@ export class Lane {
     if (this.dead) return;
     this.dead = true;
     clearTimeout(this.connectTimer);
+    if (!this.connected && channels.connect.hasSubscribers) {
+      const a = this.peer.addr;
+      channels.connect.publish({ host: a.host, port: a.port, files: a.files === true, ok: false, error: err.message });
+    }
     // With requests unfinished, reset rather than close: a graceful close lets the kernel go on
     // sending WRITE payloads still in the send queue, which would land after their slices were
     // reported failed (or were resent and completed), over whatever the application wrote there

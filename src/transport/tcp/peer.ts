@@ -11,6 +11,7 @@
  * connections are rate-limited, so that retries cannot turn into a connection
  * storm against it.
  */
+import { channels } from '../../diagnostics.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
 import { detachedError } from '../../memory.js';
 import { Failure, type Slice } from '../slice.js';
@@ -199,6 +200,7 @@ export class Peer implements LaneOwner {
     if (++this.connectFailures >= PAUSE_AFTER && pauseMs > 0) {
       this.pausedUntil = performance.now() + pauseMs;
       this.client.peerPauses++;
+      if (channels.peerPause.hasSubscribers) channels.peerPause.publish({ host: this.addr.host, port: this.addr.port, pauseMs });
     }
     this.failQueue(err, failure);
     for (const l of [...this.lanes]) l.destroy(err, false, failure);
