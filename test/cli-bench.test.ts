@@ -99,6 +99,8 @@ test('usage mistakes exit 2 with one clear stderr line', async () => {
     [['bench', '--segment_id=127.0.0.1:1', '--metadata_type=etcd'], /--metadata_type=etcd needs --metadata_servers/],
     [['bench', '--mode=target', '--segment_id=127.0.0.1:1'], /--segment_id is for the initiator/],
     [['bench', '--loopback', '--segment_id=127.0.0.1:1'], /do not combine it with --segment_id/],
+    [['bench', '--loopback', '--csv', '--json'], /--csv and --json each replace the text report/],
+    [['bench', '--mode=target', '--csv'], /--csv is for the initiator/],
   ];
   for (const [args, pattern] of cases) {
     const r = await cli(args);
@@ -247,6 +249,16 @@ test('bench --loopback --json: mix with integrity check passes; the target proce
     assert.ok((l['max'] as number) >= (l['p999'] as number));
   }
   assert.ok((lat.request['count'] as number) >= 8, 'requests are timed in sampled batches, each of its requests');
+  // nixlbench's columns: a batch's prepare (allocate), post (submit) and transfer (wait) times.
+  const nixl = j['nixl'] as Json;
+  assert.deepEqual(Object.keys(nixl), ['block_size', 'batch_size', 'bw_gbps', 'avg_lat_us', 'avg_prep_us', 'p99_prep_us', 'avg_post_us', 'p99_post_us', 'avg_tx_us', 'p99_tx_us']);
+  assert.equal(nixl['block_size'], 4096);
+  assert.equal(nixl['batch_size'], 8);
+  assert.equal(nixl['bw_gbps'], j['throughput_GBps']);
+  assert.equal(nixl['avg_lat_us'], lat.batch['mean']);
+  for (const k of ['avg_prep_us', 'avg_post_us', 'avg_tx_us'] as const) assert.ok((nixl[k] as number) > 0, `${k} measured`);
+  assert.ok((nixl['p99_tx_us'] as number) >= (nixl['avg_tx_us'] as number) / 2, 'a p99 is not far below the mean');
+  assert.ok((nixl['avg_tx_us'] as number) > (nixl['avg_post_us'] as number), 'the transfer takes longer than posting it');
   assert.equal(j['threads'], 4, "the v1 bench's default");
   assert.equal((j['per_thread_GBps'] as number[]).length, 4);
   const target = j['target'] as Json;
@@ -269,6 +281,27 @@ for (const workload of ['write', 'read'] as const) {
   });
 }
 
+test('bench --loopback --csv: a header and one row, our columns then nixlbench\'s; no progress, no text', async () => {
+  const r = await cli(['bench', '--loopback', '--duration', '0.5', '--size', '8K', '--batch', '4', '--threads', '1', '--csv']);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 2, r.stdout);
+  const head = lines[0]!.split(',');
+  const row = lines[1]!.split(',');
+  assert.deepEqual(head, [
+    'mode', 'workload', 'threads', 'duration_s', 'bytes', 'batches', 'requests', 'failures', 'integrity', 'batch_p50_us', 'batch_p99_us',
+    'block_size', 'batch_size', 'bw_gbps', 'avg_lat_us', 'avg_prep_us', 'p99_prep_us', 'avg_post_us', 'p99_post_us', 'avg_tx_us', 'p99_tx_us',
+  ]);
+  assert.equal(row.length, head.length);
+  const v = Object.fromEntries(head.map((h, i) => [h, row[i]!]));
+  assert.equal(v['mode'], 'loopback');
+  assert.equal(v['integrity'], 'passed');
+  assert.equal(v['failures'], '0');
+  assert.equal(v['block_size'], '8192');
+  assert.equal(v['batch_size'], '4');
+  assert.ok(Number(v['bytes']) > 0 && Number(v['bw_gbps']) > 0 && Number(v['avg_tx_us']) > 0);
+});
+
 test('bench --loopback text report uses the chosen unit', async () => {
   const r = await cli(['bench', '--loopback', '--duration', '0.5', '--size', '8K', '--batch', '4', '--report_unit', 'MiB', '--report_precision', '1']);
   assert.equal(r.code, 0, r.stderr);
@@ -276,6 +309,7 @@ test('bench --loopback text report uses the chosen unit', async () => {
   assert.match(r.stdout, /integrity\s+passed/);
   assert.match(r.stdout, /p50 [\d.]+ us, p99 [\d.]+ us/);
   assert.match(r.stdout, /target\s+pid \d+ exited cleanly/);
+  assert.match(r.stdout, /nixlbench +Block Size \(B\) +Batch Size +B\/W \(GB\/Sec\) +Avg Lat\. \(us\) +Avg Prep \(us\) +P99 Prep \(us\) +Avg Post \(us\) +P99 Post \(us\) +Avg Tx \(us\) +P99 Tx \(us\)\n +8192 +4 +[\d.]+/);
 });
 
 // --------------------------------------------------- target + initiator

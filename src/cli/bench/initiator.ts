@@ -51,6 +51,8 @@ export interface BenchResult {
   stopMessage: string | undefined;
   batchLatency: Percentiles;
   requestLatency: Percentiles;
+  /** nixlbench's columns: a batch's prepare, post and transfer times. */
+  phases: { prep: Percentiles; post: Percentiles; tx: Percentiles };
   /** Per thread: bytes over that thread's own run time. */
   perThreadBps: number[];
   error: string | undefined;
@@ -105,7 +107,7 @@ export async function runInitiator(o: BenchOptions, segment: string, targetLost?
   try {
     const group = shared ? await startWorkers(o, segment, control, log) : await startInline(o, segment, log);
     announceRun(o, segment);
-    const progress = process.stdout.isTTY && !o.json ? startProgress(o, control) : null;
+    const progress = process.stdout.isTTY && !o.json && !o.csv ? startProgress(o, control) : null;
     const watch = o.giveUpAfterS > 0 ? watchFailures(o, control, (streak) => stopEarly({ kind: 'failing', streak })) : null;
     const t0 = performance.now();
     const timer = setTimeout(() => Atomics.store(control.stop, 0, 1), o.durationS * 1000);
@@ -140,7 +142,8 @@ function announceRun(o: BenchOptions, segment: string): void {
     const event = { event: 'run_started', workload: o.workload, remote_segment: segment, duration_s: o.durationS, threads: o.threads };
     process.stdout.write(`${JSON.stringify(event)}\n`);
   } else {
-    process.stdout.write(`Running ${o.workload} against ${segment} for ${o.durationS} s (${o.threads} thread${o.threads > 1 ? 's' : ''})...\n`);
+    // With --csv stdout holds the table alone: what is said along the way goes to stderr.
+    (o.csv ? process.stderr : process.stdout).write(`Running ${o.workload} against ${segment} for ${o.durationS} s (${o.threads} thread${o.threads > 1 ? 's' : ''})...\n`);
   }
 }
 
@@ -329,6 +332,9 @@ export function integrityVerdict(o: BenchOptions, checks: number, mismatches: nu
 function aggregate(o: BenchOptions, segment: string, results: ThreadResult[], elapsedS: number, interrupted: boolean, early: EarlyStop | null): BenchResult {
   const batchLatency = new LatencyHistogram();
   const requestLatency = new LatencyHistogram();
+  const prep = new LatencyHistogram();
+  const post = new LatencyHistogram();
+  const tx = new LatencyHistogram();
   let bytes = 0;
   let batches = 0;
   let requests = 0;
@@ -346,6 +352,9 @@ function aggregate(o: BenchOptions, segment: string, results: ThreadResult[], el
     error ??= r.error;
     batchLatency.merge(r.batchLatency);
     requestLatency.merge(r.requestLatency);
+    prep.merge(r.prepLatency);
+    post.merge(r.postLatency);
+    tx.merge(r.txLatency);
   }
   const stop = describeStop(early, results);
   return {
@@ -363,6 +372,7 @@ function aggregate(o: BenchOptions, segment: string, results: ThreadResult[], el
     stopMessage: stop.message,
     batchLatency: batchLatency.percentiles(),
     requestLatency: requestLatency.percentiles(),
+    phases: { prep: prep.percentiles(), post: post.percentiles(), tx: tx.percentiles() },
     perThreadBps: results.map((r) => (r.elapsedS > 0 ? r.bytes / r.elapsedS : 0)),
     error,
   };

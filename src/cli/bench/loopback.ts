@@ -62,7 +62,7 @@ function exitText(code: number | null, signal: NodeJS.Signals | null): string {
  */
 function announceTarget(o: BenchOptions, segment: string, pid: number): void {
   if (o.json) process.stdout.write(`${JSON.stringify({ event: 'target_ready', segment, pid })}\n`);
-  else process.stdout.write(`Target ready in a child process: segment ${segment}, pid ${pid}.\n`);
+  else (o.csv ? process.stderr : process.stdout).write(`Target ready in a child process: segment ${segment}, pid ${pid}.\n`);
 }
 
 /** Wait for the target's JSON ready line on its stdout; returns its segment name. */

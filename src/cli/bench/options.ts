@@ -71,6 +71,7 @@ export const BENCH_FLAGS = {
   report_unit: { type: 'string', choices: UNIT_NAMES, description: 'throughput unit (b = bits)', defaultText: 'GB' },
   report_precision: { type: 'integer', description: 'decimals in the throughput report', defaultText: '2' },
   json: { type: 'boolean', description: 'print one JSON object as the last stdout line (target: a ready line)' },
+  csv: { type: 'boolean', description: "print the result as CSV: a header line, then one row (our columns, then nixlbench's)" },
   metadata_type: { type: 'string', choices: METADATA_TYPES, description: 'where segments are published and looked up', defaultText: 'p2p' },
   metadata_servers: {
     type: 'string',
@@ -150,6 +151,8 @@ export interface BenchOptions {
   reportUnit: ReportUnit;
   precision: number;
   json: boolean;
+  /** Initiator: the result as CSV instead of text. */
+  csv: boolean;
   /** Connection string: P2PHANDSHAKE, http://..., etcd://..., redis://... */
   metadataServer: string;
   /** The metadata flags as given, passed on to a --loopback target and shown in the initiator command. */
@@ -257,6 +260,8 @@ export function resolveOptions(p: BenchParse): BenchOptions {
   if (!(giveUpAfterS >= 0)) throw new UsageError(`--give_up_after=${giveUpAfterS}: must be 0 (never) or more seconds`);
   const precision = f.report_precision ?? 2;
   if (precision < 0 || precision > MAX_PRECISION) throw new UsageError(`--report_precision=${precision}: must be between 0 and ${MAX_PRECISION}`);
+  if (f.csv && f.json) throw new UsageError('--csv and --json each replace the text report: give one');
+  if (f.csv && mode === 'target') throw new UsageError('--csv is for the initiator (and --loopback): a target prints no result');
   const integrityCheck = f.integrity_check ?? (loopback && workload === 'mix');
   if (integrityCheck && workload !== 'mix') {
     throw new UsageError(`--integrity_check needs --workload=mix (it writes, reads back and compares), not ${workload}`);
@@ -290,6 +295,7 @@ export function resolveOptions(p: BenchParse): BenchOptions {
     reportUnit: unit,
     precision,
     json: f.json ?? false,
+    csv: f.csv ?? false,
     metadataServer: metadata.conn,
     metadataFlags: metadata.flags,
     bufferBytes,

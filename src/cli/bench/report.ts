@@ -20,6 +20,7 @@ export function report(o: BenchOptions, r: BenchResult, target: TargetExit | nul
   const bytesPerS = r.elapsedS > 0 ? r.bytes / r.elapsedS : 0;
   const throughput = bytesPerS / REPORT_UNITS[o.reportUnit];
   if (o.json) process.stdout.write(`${JSON.stringify(jsonReport(o, r, target, throughput, bytesPerS))}\n`);
+  else if (o.csv) process.stdout.write(csvReport(o, r, bytesPerS));
   else process.stdout.write(textReport(o, r, target, throughput));
   return runFailed(r, target) ? 1 : 0;
 }
@@ -58,9 +59,45 @@ function jsonReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, 
     stop_reason: r.stopReason,
     ...(r.stopMessage !== undefined ? { stop_message: r.stopMessage } : {}),
     latency_us: { batch: r.batchLatency, request: r.requestLatency },
+    nixl: Object.fromEntries(NIXL_COLUMNS.map((c, i) => [c.key, nixlValues(o, r, bytesPerS)[i]])),
     ...(target ? { target: { pid: target.pid, exit_code: target.exitCode, signal: target.signal, clean: target.clean } } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),
   };
+}
+
+/** nixlbench's result columns, in its order and with its headings (a batch: prepare, post, transfer). */
+const NIXL_COLUMNS = [
+  { key: 'block_size', title: 'Block Size (B)' },
+  { key: 'batch_size', title: 'Batch Size' },
+  { key: 'bw_gbps', title: 'B/W (GB/Sec)' },
+  { key: 'avg_lat_us', title: 'Avg Lat. (us)' },
+  { key: 'avg_prep_us', title: 'Avg Prep (us)' },
+  { key: 'p99_prep_us', title: 'P99 Prep (us)' },
+  { key: 'avg_post_us', title: 'Avg Post (us)' },
+  { key: 'p99_post_us', title: 'P99 Post (us)' },
+  { key: 'avg_tx_us', title: 'Avg Tx (us)' },
+  { key: 'p99_tx_us', title: 'P99 Tx (us)' },
+] as const;
+
+/** The values of NIXL_COLUMNS: Avg Lat. is the mean time of a whole batch; the phases are measured on untimed batches. */
+function nixlValues(o: BenchOptions, r: BenchResult, bytesPerS: number): number[] {
+  const { prep, post, tx } = r.phases;
+  return [o.size, o.batch, round(bytesPerS / 1e9, 6), r.batchLatency.mean, prep.mean, prep.p99, post.mean, post.p99, tx.mean, tx.p99];
+}
+
+/** Our columns, then nixlbench's. */
+const CSV_COLUMNS = ['mode', 'workload', 'threads', 'duration_s', 'bytes', 'batches', 'requests', 'failures', 'integrity', 'batch_p50_us', 'batch_p99_us', ...NIXL_COLUMNS.map((c) => c.key)];
+
+function csvReport(o: BenchOptions, r: BenchResult, bytesPerS: number): string {
+  const ours = [o.mode, o.workload, o.threads, round(r.elapsedS, 3), r.bytes, r.batches, r.requests, r.failures, r.integrity, r.batchLatency.p50, r.batchLatency.p99];
+  return `${CSV_COLUMNS.join(',')}\n${[...ours, ...nixlValues(o, r, bytesPerS)].join(',')}\n`;
+}
+
+/** nixlbench's table: its headings over our values, each column as wide as its heading. */
+function nixlTable(o: BenchOptions, r: BenchResult, bytesPerS: number): string[] {
+  const values = nixlValues(o, r, bytesPerS);
+  const widths = NIXL_COLUMNS.map((c) => c.title.length + 2);
+  return [NIXL_COLUMNS.map((c, i) => c.title.padEnd(widths[i]!)).join('').trimEnd(), values.map((v, i) => String(v).padEnd(widths[i]!)).join('').trimEnd()];
 }
 
 function latencyLine(p: Percentiles, what: string): string {
@@ -97,6 +134,8 @@ function textReport(o: BenchOptions, r: BenchResult, target: TargetExit | null, 
     `              per request: ${latencyLine(r.requestLatency, 'requests')}`,
     `  integrity   ${integrity}`,
   ];
+  const [head, row] = nixlTable(o, r, r.elapsedS > 0 ? r.bytes / r.elapsedS : 0);
+  lines.push(`  nixlbench   ${head}`, `              ${row}`);
   if (o.threads > 1) {
     const unit = REPORT_UNITS[o.reportUnit];
     lines.push(`  per thread  ${r.perThreadBps.map((b) => (b / unit).toFixed(o.precision)).join(', ')} ${o.reportUnit}/s`);

@@ -46,6 +46,10 @@ export interface ThreadResult {
   lastError: FailureInfo | undefined;
   batchLatency: HistogramData;
   requestLatency: HistogramData;
+  /** nixlbench's phases of a batch (untimed batches only): allocateBatchID, submitTransfer, waitBatch. */
+  prepLatency: HistogramData;
+  postLatency: HistogramData;
+  txLatency: HistogramData;
 }
 
 /** NUMA nodes of this host (Mooncake publishes one buffer per node); at least 1. */
@@ -103,6 +107,9 @@ export class ThreadRunner {
   private readonly word = Buffer.alloc(8);
   private readonly batchLatency = new LatencyHistogram();
   private readonly requestLatency = new LatencyHistogram();
+  private readonly prepLatency = new LatencyHistogram();
+  private readonly postLatency = new LatencyHistogram();
+  private readonly txLatency = new LatencyHistogram();
   private bytes = 0;
   private batches = 0;
   private requests = 0;
@@ -201,6 +208,9 @@ export class ThreadRunner {
       lastError: this.lastError,
       batchLatency: this.batchLatency.data(),
       requestLatency: this.requestLatency.data(),
+      prepLatency: this.prepLatency.data(),
+      postLatency: this.postLatency.data(),
+      txLatency: this.txLatency.data(),
     };
   }
 
@@ -259,12 +269,21 @@ export class ThreadRunner {
     return ok;
   }
 
+  /** One batch, its phases timed as nixlbench names them: prepare (allocate), post (submit), transfer (until done). */
   private async plainBatch(reqs: TransferRequest[]): Promise<TransferStatus[]> {
     const engine = this.engine;
+    const t0 = performance.now();
     const id = engine.allocateBatchID(reqs.length);
     try {
+      const t1 = performance.now();
       engine.submitTransfer(id, reqs);
-      return await engine.waitBatch(id);
+      const t2 = performance.now();
+      const st = await engine.waitBatch(id);
+      const t3 = performance.now();
+      this.prepLatency.recordUs((t1 - t0) * 1000);
+      this.postLatency.recordUs((t2 - t1) * 1000);
+      this.txLatency.recordUs((t3 - t2) * 1000);
+      return st;
     } finally {
       engine.freeBatchID(id);
     }
