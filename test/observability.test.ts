@@ -213,7 +213,7 @@ describe('engine metrics port: /metrics and /health', () => {
     await assert.rejects(get(port, '/health'), { code: 'ECONNREFUSED' });
   });
 
-  it('a metrics port in use: init fails naming where the port came from, and binds nothing else', async () => {
+  it('a metrics port in use: init fails naming where the port came from, releases what it bound, and can be retried; bad ports are refused', async () => {
     const blocker = net.createServer();
     await new Promise<void>((r) => blocker.listen({ host: '127.0.0.1', port: 0 }, () => r()));
     const port = (blocker.address() as net.AddressInfo).port;
@@ -225,8 +225,16 @@ describe('engine metrics port: /metrics and /health', () => {
       await assert.rejects(fromOption.init('127.0.0.1'), (err: Error & { code?: string }) => err.code === 'TE_PORT_IN_USE' && /metricsPort option/.test(err.message));
       await assert.rejects(new TransferEngine({ metricsPort: 70000 }).init('127.0.0.1'), { code: 'TE_INVALID_ARGUMENT' });
       await assert.rejects(new TransferEngine({ env: { ...process.env, TE_METRICS_PORT: 'x' } }).init('127.0.0.1'), { code: 'TE_BAD_ENV' });
+      // The failed init released what it had bound: once the port is free, the same engine starts.
+      await new Promise<void>((r) => blocker.close(() => r()));
+      await fromOption.init('127.0.0.1');
+      try {
+        assert.equal((await get(port, '/health')).status, 200);
+      } finally {
+        await fromOption.close();
+      }
     } finally {
-      blocker.close();
+      if (blocker.listening) blocker.close();
     }
   });
 });
