@@ -6,10 +6,15 @@
  * and for WRITE and READ. Every round runs every contender once, the order
  * reversed every other round (A/B/B/A...), so drift hits all alike; the table
  * has the median of the rounds and the spread (min-max). It checks the ratios
- * issue #6 requires and refreshes the table in BENCHMARKS.md between its markers.
+ * issue #6 requires and refreshes the table in BENCHMARKS.md between its markers,
+ * and draws it as a chart, BENCHMARKS-compare.svg beside it (compare-chart.ts).
  *
  *   node dist/benchmarks/compare.js [--rounds 5] [--duration 4] [--sizes 4096,65536,1048576,8388608]
  *     [--ops write,read] [--max-load 0.8] [--idle-wait 600] [--no-update] [--json FILE]
+ *   node dist/benchmarks/compare.js --chart-only
+ *
+ * --no-update leaves BENCHMARKS.md and the chart alone. --chart-only measures
+ * nothing: it reads the table in BENCHMARKS.md and draws its chart again.
  *
  * Before each size it waits (up to --idle-wait seconds) for the 1-minute load
  * average to drop under --max-load; the loads seen are printed with the table.
@@ -21,6 +26,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { BEGIN, END, parseCompareTable, renderCompareChart, titleFromRunLine, type CompareChartInput, type Spread } from './compare-chart.js';
 import { median, sizeLabel, updateBenchmarksMd, waitIdle } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..'); // dist/benchmarks -> repo root
@@ -28,8 +34,7 @@ const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
 const BATCH = 128;
 const IPERF3_MAX_LEN = 1 << 20;
-const BEGIN = '<!-- bench:compare:begin -->';
-const END = '<!-- bench:compare:end -->';
+const CHART = path.join(ROOT, 'BENCHMARKS-compare.svg');
 
 // ------------------------------------------------------------ memcpy child
 
@@ -72,6 +77,7 @@ const { values } = parseArgs({
     'idle-wait': { type: 'string', default: '600' },
     'no-update': { type: 'boolean', default: false },
     json: { type: 'string' },
+    'chart-only': { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -337,7 +343,10 @@ async function main(): Promise<void> {
   const out = render(rows, loads, started);
   process.stdout.write(`${out.text}\n`);
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(rows, null, 1));
-  if (!values['no-update']) updateBenchmarksMd(ROOT, BEGIN, END, '## Side by side: Mooncake, iperf3, memcpy (bench:compare)', out.text, log);
+  if (!values['no-update']) {
+    updateBenchmarksMd(ROOT, BEGIN, END, '## Side by side: Mooncake, iperf3, memcpy (bench:compare)', out.text, log);
+    writeChart({ ...titleFromRunLine(out.runLine), rows: rows.map(({ size, op, s }) => ({ block: size, op, values: spreads(s) })) });
+  }
   process.exitCode = out.failed ? 1 : 0;
 }
 
@@ -359,12 +368,13 @@ const REQUIRED: Requirement[] = [
   { size: 1 << 20, against: 'iperf3', min: 0.6 },
 ];
 
-function render(rows: Row[], loads: number[], started: Date): { text: string; failed: boolean } {
+function render(rows: Row[], loads: number[], started: Date): { text: string; failed: boolean; runLine: string } {
   const m = (xs: number[]): number => median(xs);
   const lines: string[] = [];
   const cmd = `npm run bench:compare -- --rounds ${rounds} --duration ${duration}`;
-  lines.push(`Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC: \`${cmd}\` (node ${process.version}, ${os.cpus().length} cores, ` +
-    `1-min load before each block size: ${loads.map((l) => l.toFixed(2)).join(', ')}).`);
+  const runLine = `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC: \`${cmd}\` (node ${process.version}, ${os.cpus().length} cores, ` +
+    `1-min load before each block size: ${loads.map((l) => l.toFixed(2)).join(', ')}).`;
+  lines.push(runLine);
   lines.push('');
   lines.push('| block | op | iperf3 | memcpy (Buffer.copy) | Mooncake default | Mooncake pooled | ours | ours / Mooncake best | ours / Mooncake default | ours / iperf3 |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|');
@@ -398,8 +408,35 @@ function render(rows: Row[], loads: number[], started: Date): { text: string; fa
       lines.push(`- ${label(req.size)} ${op}, ours vs ${vs} >= ${req.min}x: ${Number.isFinite(got) ? got.toFixed(2) : 'n/a'}x ${ok ? 'PASS' : 'FAIL'}`);
     }
   }
-  return { text: lines.join('\n'), failed };
+  return { text: lines.join('\n'), failed, runLine };
+}
+
+// ------------------------------------------------------------------ chart
+
+const spread = (xs: number[]): Spread | null => (xs.length ? { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) } : null);
+const spreads = (s: Series): Record<Key, Spread | null> => ({
+  iperf3: spread(s.iperf3),
+  memcpy: spread(s.memcpy),
+  mcDefault: spread(s.mcDefault),
+  mcPooled: spread(s.mcPooled),
+  ours: spread(s.ours),
+});
+
+function writeChart(input: CompareChartInput): void {
+  fs.writeFileSync(CHART, renderCompareChart(input));
+  log(`chart written (${path.relative(process.cwd(), CHART)})`);
+}
+
+/** --chart-only: the chart of the run recorded in BENCHMARKS.md, nothing measured. */
+function chartOnly(): void {
+  try {
+    writeChart(parseCompareTable(fs.readFileSync(path.join(ROOT, 'BENCHMARKS.md'), 'utf8')));
+  } catch (e) {
+    log(`--chart-only: ${(e as Error).message}`);
+    process.exitCode = 1;
+  }
 }
 
 
-await main();
+if (values['chart-only']) chartOnly();
+else await main();

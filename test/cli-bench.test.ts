@@ -11,7 +11,8 @@ import { LatencyHistogram } from '../src/cli/bench/histogram.js';
 import { describeStop, integrityVerdict } from '../src/cli/bench/initiator.js';
 import type { ThreadResult } from '../src/cli/bench/thread.js';
 import { nativeAvailable } from '../src/native/addon.js';
-import { runCli, type CliRun } from './helpers.js';
+import { counterSum, runCli, scrapeWhile, type CliRun } from './helpers.js';
+import { freePort } from './servers.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -380,6 +381,26 @@ test('--threads=3 runs three worker threads, each with its own engine and memory
   assert.ok((j['integrity_checks'] as number) >= 3);
   const lat = (j['latency_us'] as Record<string, Json>)['batch']!;
   assert.equal(lat['count'], j['batches'], 'every batch of every thread is in the merged percentiles');
+});
+
+test('bench --loopback with TE_METRICS_PORT: the initiator serves /metrics during the run, the target child does not bind the port', async () => {
+  // Before the fix the child inherited TE_METRICS_PORT and bound it first (and each worker thread's
+  // engine tried too): the initiator failed with TE_PORT_IN_USE, exit 1.
+  const port = await freePort();
+  const run = runCli(['bench', '--loopback', '--duration=0.5', '--size=4K', '--batch=4', '--threads=2', '--json'], { env: { TE_METRICS_PORT: String(port) } });
+  const scrapes = await scrapeWhile(port, run);
+  const r = await run;
+  assert.equal(r.code, 0, r.stderr);
+  const j = lastJsonLine(r.stdout);
+  assert.equal(j['integrity'], 'passed');
+  assert.equal(j['failures'], 0);
+  assert.equal(j['threads'], 2);
+  const ready = r.stdout.split('\n').map((l) => (l.startsWith('{') ? (JSON.parse(l) as Json) : {})).find((e) => e['event'] === 'target_ready');
+  assert.ok(ready, r.stdout);
+  assert.ok(scrapes.length > 0, 'the metrics port answered during the run');
+  for (const s of scrapes) assert.notEqual((JSON.parse(s.health) as Json)['segment'], ready['segment'], 'served by the initiator, not the target');
+  const sent = Math.max(...scrapes.map((s) => counterSum(s.metrics, 'transfer_requests_total', { transport: 'tcp' })));
+  assert.ok(sent > 0, `the initiator's requests are counted (${scrapes.length} scrapes)`);
 });
 
 // ------------------------------------------------------------ signals

@@ -329,3 +329,21 @@ describe('engine_id (ours: engine identity)', () => {
     }
   });
 });
+
+describe('metrics_port (ours: where the status page reads an engine)', () => {
+  const base = { name: 'h:1', protocol: 'tcp', tcpDataPort: 2, tcpProtoVersion: 2, buffers: [{ name: 'h:1', addr: 4096n, length: 10n }] };
+
+  test('written as a JSON integer when the engine serves metrics, read back; absent otherwise', () => {
+    const text = encodeSegmentDesc({ ...base, metricsPort: 9464, timestamp: 't' });
+    assert.equal(text, '{"name":"h:1","protocol":"tcp","tcp_data_port":2,"tcp_proto_version":2,"timestamp":"t","buffers":[{"name":"h:1","addr":4096,"length":10}],"metrics_port":9464}');
+    assert.equal(decodeSegmentDesc(text).metricsPort, 9464);
+    assert.ok(!encodeSegmentDesc(base).includes('metrics_port'));
+  });
+
+  test('anything but a port in [1, 65535] is ignored, never a reason to reject the segment', () => {
+    for (const raw of ['0', '-1', '65536', '1.5', '"80"', 'null', '[]']) {
+      const d = decodeSegmentDesc(`{"name":"h:1","protocol":"tcp","tcp_data_port":2,"metrics_port":${raw},"buffers":[]}`);
+      assert.equal(d.metricsPort, undefined, raw);
+    }
+  });
+});

@@ -15,7 +15,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { isFileBench } from '../src/cli/bench-file.js';
 import { patternBuffer } from './pattern.js';
-import { runCli, type CliRun } from './helpers.js';
+import { counterSum, runCli, scrapeWhile, type CliRun } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -65,6 +65,17 @@ test('loopback: read then write two files, Mooncake\'s summary line and the JSON
   assert.ok((j['bytes'] as number) > 0 && (j['batches'] as number) > 0);
   assert.equal(fs.statSync(f0).size, before.length, 'writes stay inside the file');
   assert.ok(!fs.readFileSync(f0).equals(before), 'the write run changed the file (zeroed blocks)');
+});
+
+test('loopback with TE_METRICS_PORT: the initiator serves /metrics, the target child does not bind the port', async () => {
+  const port = await freePort();
+  const run = cli(['bench', '--mode=loopback', `--files=${f0}`, '--duration=0.5', '--batch_size=4', '--block_size=4K', '--json'], { TE_METRICS_PORT: String(port) });
+  const scrapes = await scrapeWhile(port, run);
+  const r = await run;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(lastJson(r.stdout)['failures'], 0);
+  const sent = Math.max(0, ...scrapes.map((s) => counterSum(s.metrics, 'transfer_requests_total', { opcode: 'read' })));
+  assert.ok(sent > 0, `the initiator's requests are counted (${scrapes.length} scrapes)`);
 });
 
 test('target with its own listener (trid), initiator by --segment_id; the target stops on SIGTERM', async () => {

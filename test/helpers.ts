@@ -2,6 +2,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { httpGet } from './servers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
 
@@ -142,4 +143,44 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** GET on a fresh connection (a pooled one would hold the server open); null if it could not connect. */
+function getText(port: number, path: string): Promise<{ status: number; body: string } | null> {
+  return httpGet(port, path).catch(() => null);
+}
+
+/** One scrape of an engine's metrics port: /metrics and /health, both answered 200. */
+export interface Scrape {
+  metrics: string;
+  health: string;
+}
+
+/** Scrape /metrics and /health on 127.0.0.1:port every 25 ms until `until` settles; the scrapes that got 200 on both. */
+export async function scrapeWhile(port: number, until: Promise<unknown>): Promise<Scrape[]> {
+  let done = false;
+  until.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  const out: Scrape[] = [];
+  while (!done) {
+    const metrics = await getText(port, '/metrics');
+    const health = await getText(port, '/health');
+    if (metrics?.status === 200 && health?.status === 200) out.push({ metrics: metrics.body, health: health.body });
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return out;
+}
+
+/** The sum of a counter's samples whose labels include `labels` (a Prometheus text exposition). */
+export function counterSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    if (!Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) continue;
+    sum += Number(m[3]);
+  }
+  return sum;
 }

@@ -19,7 +19,7 @@ const LAYERS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['store', ['src/store/', 'src/master/']],
   ['core engine', ['src/engine/']],
   ['transports', ['src/transport/']],
-  ['services', ['src/rpc/', 'src/metadata/']],
+  ['services', ['src/rpc/', 'src/metadata/', 'src/status/']],
   ['resources', ['src/memory.ts', 'src/lease.ts', 'src/file/', 'src/shm/', 'src/native/']],
   [
     'foundations',

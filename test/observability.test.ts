@@ -15,28 +15,11 @@ import net from 'node:net';
 import { TransferEngine, TransferOpcode, TaskStatus, type TransferRequest } from '../src/core.js';
 import { MetadataHttpServer } from '../src/metadata/http-server.js';
 import { ensureInteropEnv, PYTHON } from './interop/mooncake.js';
-import { freePort } from './servers.js';
+import { freePort, httpGet } from './servers.js';
 
 const KiB = 1024;
 
-interface Reply {
-  status: number;
-  type: string;
-  body: string;
-}
-
-function get(port: number, path: string, method = 'GET'): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const get = httpGet;
 
 /** The samples of a scrape: `name{labels}` -> value (labels as printed). */
 function samples(text: string): Map<string, number> {

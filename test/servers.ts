@@ -10,6 +10,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,6 +66,26 @@ export function requireServer(bin: 'etcd' | 'redis-server'): Binary {
   if (process.env['CI']) throw new Error(`${reason}: this suite needs it in CI`);
   process.stderr.write(`\n#### SKIPPING: ${reason}. The suite needs a real ${bin}; outside CI it is skipped. ####\n\n`);
   return { path: '', skip: reason };
+}
+
+export interface HttpReply {
+  status: number;
+  type: string;
+  body: string;
+}
+
+/** One HTTP request to 127.0.0.1 on a fresh connection: status, content type and body as text. */
+export function httpGet(port: number, path: string, method = 'GET'): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** A free TCP port on 127.0.0.1 (bound and released: a small race, fine for tests). */

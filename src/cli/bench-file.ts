@@ -22,7 +22,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TaskStatus, TransferEngine, TransferOpcode, type FileBufferDesc, type TransferRequest } from '../core.js';
 import { formatFlagHelp, parseFlags, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
-import { stopRequested } from './bench/target.js';
+import { loopbackTargetEnv, stopRequested } from './bench/target.js';
 import { fileCapacity, DIRECT_IO_ALIGN } from '../file/registry.js';
 import { loadFileConfig } from '../file/config.js';
 import { TransferEngineError } from '../errors.js';
@@ -311,7 +311,8 @@ async function runLoopback(o: Options): Promise<number> {
   const child = spawn(
     process.execPath,
     [MAIN_JS, 'bench', '--mode=target', '--json', `--local_server_name=127.0.0.1`, `--files=${o.files.join(' ')}`, ...o.targetFlags],
-    { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true },
+    // TE_METRICS_PORT is the initiator's: the target does not serve metrics.
+    { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true, env: loopbackTargetEnv() },
   );
   try {
     const segment = await targetReady(child);

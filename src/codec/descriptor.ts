@@ -59,6 +59,12 @@ export interface SegmentDesc {
    * peer's port is never served requests meant for the peer.
    */
   engineId?: number;
+  /**
+   * Ours: the port serving this engine's /metrics, /health and /status.json
+   * (`metrics_port`, TE_METRICS_PORT), on the host rpc_meta names; absent: none.
+   * A metadata server's status page reads each engine's status there.
+   */
+  metricsPort?: number;
 }
 
 /** Default bound on a descriptor's text (TE_MAX_DESCRIPTOR_SIZE): ~500k buffers. */
@@ -106,6 +112,7 @@ export function encodeSegmentDesc(desc: SegmentDesc): string {
     ...(desc.machineId ? { machine_id: desc.machineId } : {}),
     ...(desc.auth ? { auth: desc.auth } : {}),
     ...(desc.engineId !== undefined ? { engine_id: BigInt(desc.engineId) } : {}),
+    ...(desc.metricsPort !== undefined ? { metrics_port: desc.metricsPort } : {}),
   };
   const files = encodeFileBuffers(desc.fileBuffers);
   if (files !== undefined) obj['file_buffers'] = files;
@@ -180,6 +187,7 @@ export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {})
   const machineId = v['machine_id'];
   const auth = v['auth'];
   const engineId = v['engine_id'];
+  const metricsPort = v['metrics_port'];
   const fileBuffers = decodeFileBuffers(v['file_buffers']);
   const fileEndpoint = decodeFileEndpoint(v['file_data_host'], v['file_data_port']);
   return {
@@ -195,5 +203,7 @@ export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {})
     ...(typeof auth === 'string' && auth.length > 0 ? { auth } : {}),
     // Our own optional field: anything but an integer in [1, 2^53) is ignored, as for shm_name.
     ...(typeof engineId === 'bigint' && engineId > 0n && engineId <= BigInt(Number.MAX_SAFE_INTEGER) ? { engineId: Number(engineId) } : {}),
+    // Likewise: anything but a port in [1, 65535] is ignored.
+    ...(typeof metricsPort === 'bigint' && metricsPort > 0n && metricsPort <= 65535n ? { metricsPort: Number(metricsPort) } : {}),
   };
 }

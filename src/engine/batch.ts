@@ -73,6 +73,11 @@ export class Task implements TaskSink, RoundState, EndedTask {
     return this.batch.id;
   }
 
+  /** The peer segment's name (telemetry reads it for failed tasks only). */
+  get peer(): string | undefined {
+    return this.seg?.name;
+  }
+
   get timedOut(): boolean {
     return this.error?.code === ErrorCode.TIMEOUT;
   }
@@ -123,6 +128,13 @@ export class Task implements TaskSink, RoundState, EndedTask {
   finish(): void {
     this.status = this.error ? (this.timedOut ? TaskStatus.TIMEOUT : TaskStatus.FAILED) : TaskStatus.COMPLETED;
     this.telemetry.taskEnded(this);
+    const peer = this.seg?.traffic;
+    if (peer) {
+      if (this.write) peer.bytesWritten += this.transferred;
+      else peer.bytesRead += this.transferred;
+      if (this.error) peer.failed++;
+      else peer.completed++;
+    }
     this.batch.taskFinished();
   }
 

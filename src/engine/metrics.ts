@@ -1,7 +1,8 @@
 /**
  * The engine's metrics port (TE_METRICS_PORT, option metricsPort): `GET
  * /metrics` in the Prometheus text format and `GET /health`, served by the
- * metadata server's HTTP code with its store turned off. Names follow
+ * metadata server's HTTP code with its store turned off, and the engine's
+ * status document at `GET /status.json` (status.ts). Names follow
  * Prometheus conventions (`_total`, `_bytes`, `_seconds`) and, where they
  * map, Mooncake's PR #2958 (transfer_requests_total, transfer_bytes_total,
  * transfer_failures_total, inflight_transfers, transfer_latency_seconds).
@@ -73,7 +74,7 @@ export function notServing(src: MetricsSource): string | null {
   return null;
 }
 
-/** The pages of the metrics port. */
+/** The pages of the metrics port (status.ts adds /status.json). */
 export function metricsPages(src: MetricsSource): Record<string, () => HttpPage> {
   return {
     '/metrics': () => ({ status: 200, body: encodeMetrics(engineFamilies(src)), type: PROMETHEUS_CONTENT_TYPE }),

@@ -35,6 +35,7 @@ import type { PlannerContext } from './planner.js';
 import { SegmentTable } from './segments.js';
 import { TcpTransports } from './tcp-transports.js';
 import { metricsPages } from './metrics.js';
+import { statusPage, type StatusSource } from './status.js';
 import type { Telemetry } from './telemetry.js';
 import type { EngineLifecycle, EngineOptions, EngineStats, TransferCounters } from './types.js';
 
@@ -176,26 +177,30 @@ export class EngineParts {
       ...(this.config.authSecret ? { auth: AUTH_SCHEME } : {}),
       ...(this.files && this.files.registry.size > 0 ? { fileBuffers: this.files.describe() } : {}),
       ...(fileEndpoint ? { fileEndpoint } : {}),
+      ...(this.metrics ? { metricsPort: this.metrics.port } : {}),
     };
   }
 
-  /** The metrics port: /metrics and /health. A port in use is an error naming where it came from. */
+  /** The metrics port: /metrics, /health and /status.json. A port in use is an error naming where it came from. */
   private async serveMetrics(host: string, port: number, fromOption: boolean): Promise<MetadataHttpServer> {
     const a = this.args;
-    const pages = metricsPages({
+    const source: StatusSource = {
       telemetry: a.telemetry,
       lifecycle: () => a.lifecycle(),
       stats: () => collectStats(a.telemetry.counters, this),
       transports: () => this.tcp?.names ?? [],
       segmentName: () => this.name,
       segments: () => this.segments.count,
+      descriptor: () => this.descriptor(),
+      peers: () => this.segments.list(),
       registered: () => {
         const regions = this.memory.registry.list();
         let bytes = 0;
         for (const r of regions) bytes += r.length;
         return { regions: regions.length, bytes, files: this.files?.registry.size ?? 0 };
       },
-    });
+    };
+    const pages = { ...metricsPages(source), '/status.json': () => statusPage(source) };
     try {
       return await MetadataHttpServer.start({ host, port, pages, metadata: false });
     } catch (e) {

@@ -25,6 +25,16 @@ export interface RemoteSegment {
   lastRefresh: RefreshResult | null;
   /** When a fetch last returned this segment's descriptor (open or refetch). */
   fetchedAt: number;
+  /** What this engine's requests to it moved while it was open (the status page's peers). */
+  readonly traffic: PeerTraffic;
+}
+
+/** Counted when each task to the peer ends (batch.ts, Task.finish): a few increments, no allocation. */
+export interface PeerTraffic {
+  bytesRead: number;
+  bytesWritten: number;
+  completed: number;
+  failed: number;
 }
 
 /** What a refetch found: the same descriptor, a changed one (now cached), or why it could not be fetched. */
@@ -100,6 +110,11 @@ export class SegmentTable {
     return { open: this.byHandle.size, opening: this.openingByHandle.size };
   }
 
+  /** The open segments. */
+  list(): IterableIterator<RemoteSegment> {
+    return this.byHandle.values();
+  }
+
   get(handle: SegmentHandle): RemoteSegment | undefined {
     return this.byHandle.get(handle);
   }
@@ -154,6 +169,7 @@ export class SegmentTable {
           refreshedAt: 0,
           lastRefresh: null,
           fetchedAt: performance.now(),
+          traffic: { bytesRead: 0, bytesWritten: 0, completed: 0, failed: 0 },
         };
         if (!self.cancelled) {
           this.byHandle.set(handle, seg);

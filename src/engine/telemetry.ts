@@ -12,6 +12,7 @@
 import { Histogram, type MetricFamily, type Sample } from '../codec/prometheus.js';
 import { channels, type Opcode } from '../diagnostics.js';
 import type { TransferEngineError } from '../errors.js';
+import { MAX_RECENT_ERRORS, type RecentError } from '../status/types.js';
 import type { TransportName } from '../transport/transport.js';
 import { TransferOpcode, type TransferCounters, type TransferRequest } from './types.js';
 
@@ -38,6 +39,8 @@ export interface EndedTask {
   readonly startedAt: number;
   readonly batchId: number;
   readonly index: number;
+  /** The peer segment's name; read only when the task failed. */
+  readonly peer?: string | undefined;
 }
 
 export class Telemetry {
@@ -53,6 +56,8 @@ export class Telemetry {
   /** `opcode\0status\0code` -> tasks that failed so: a code catalogue's worth of keys at most. */
   private readonly failures = new Map<string, number>();
   private readonly latency = [new Histogram(LATENCY_BOUNDS), new Histogram(LATENCY_BOUNDS)];
+  /** The last MAX_RECENT_ERRORS failures, oldest first (the status page). */
+  private readonly recent: RecentError[] = [];
 
   constructor(readonly engineId: number) {}
 
@@ -93,6 +98,9 @@ export class Telemetry {
     const status = t.timedOut ? 'timeout' : 'failed';
     const key = `${opcode}\0${status}\0${t.error.code}`;
     this.failures.set(key, (this.failures.get(key) ?? 0) + 1);
+    const peer = t.peer;
+    this.recent.push({ time: new Date().toISOString(), opcode, status, code: t.error.code, message: t.error.message, ...(peer === undefined ? {} : { peer }) });
+    if (this.recent.length > MAX_RECENT_ERRORS) this.recent.shift();
     if (channels.error.hasSubscribers) {
       channels.error.publish({
         engineId: this.engineId,
@@ -106,6 +114,11 @@ export class Telemetry {
         message: t.error.message,
       });
     }
+  }
+
+  /** The last failures, newest first. */
+  recentErrors(): RecentError[] {
+    return this.recent.slice().reverse();
   }
 
   /** The transfer metric families (names as in Mooncake's PR #2958 where they map). */

@@ -12,14 +12,16 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { teError, ErrorCode } from '../errors.js';
+import { encodeMetrics } from '../codec/prometheus.js';
 import { MetadataHttpServer, type HttpPage } from '../metadata/http-server.js';
+import type { StoreStatus } from '../status/types.js';
 import { STORE_PROTOCOL_VERSION } from '../store/master-protocol.js';
 import { DEFAULT_CLUSTER_ID } from '../store/master-view.js';
 import { DEFAULT_MASTER_CONFIG, type MasterConfig } from './config.js';
 import { FileJournal } from './file-journal.js';
 import { EtcdHa } from './ha.js';
 import { masterHandlers } from './handlers.js';
-import { MasterMetrics, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
+import { MasterMetrics, PROMETHEUS_CONTENT_TYPE, storeStatus } from './metrics.js';
 import type { ChangeSet } from './records.js';
 import { RpcServer } from './rpc-server.js';
 import { MasterService } from './service.js';
@@ -143,8 +145,10 @@ export class StoreMaster {
     const service = new MasterService(config, () => performance.now());
     let self: StoreMaster | null = null;
     const metrics = new MasterMetrics(service, () => self?.rpc?.connections ?? 0);
+    let metadataServer: MetadataHttpServer | null = null;
     const pages: Record<string, () => HttpPage> = {
-      '/metrics': () => ({ status: 200, body: metrics.render(), type: PROMETHEUS_CONTENT_TYPE }),
+      // The embedded metadata server's own counters follow the master's (one port, one scrape).
+      '/metrics': () => ({ status: 200, body: metrics.render() + (metadataServer ? encodeMetrics(metadataServer.metricFamilies()) : ''), type: PROMETHEUS_CONTENT_TYPE }),
       '/health': () => {
         const role = self?.role ?? 'standby';
         // A standby is healthy but does not serve: 503 tells a load balancer to send clients elsewhere.
@@ -156,12 +160,14 @@ export class StoreMaster {
       // With a data directory the embedded metadata server keeps its keys there too (unless told otherwise):
       // clients the restarted master still knows do not remount, so they would not publish their segments again.
       const metadataDir = httpMetadata?.dataDir ?? (dataDir ? path.join(dataDir, 'metadata') : undefined);
-      const metadataServer = httpMetadata
-        ? await MetadataHttpServer.start({ host: httpMetadata.host, port: httpMetadata.port, pages, ...(metadataDir ? { dataDir: metadataDir } : {}) })
+      // The status page shows the master's store, and on the metadata port the segments published there.
+      const status = { server: 'master', store: (): StoreStatus => storeStatus(self?.role ?? 'standby', service) };
+      metadataServer = httpMetadata
+        ? await MetadataHttpServer.start({ host: httpMetadata.host, port: httpMetadata.port, pages, status, ...(metadataDir ? { dataDir: metadataDir } : {}) })
         : null;
       if (metadataServer) opened.push(metadataServer);
       // The metrics server is the metadata server's HTTP code serving pages only: /metadata answers 404.
-      const metricsServer = metricsAt ? await MetadataHttpServer.start({ host: metricsAt.host, port: metricsAt.port, pages, metadata: false }) : null;
+      const metricsServer = metricsAt ? await MetadataHttpServer.start({ host: metricsAt.host, port: metricsAt.port, pages, status, metadata: false }) : null;
       if (metricsServer) opened.push(metricsServer);
       const m = new StoreMaster(config, service, metrics, metricsServer, metadataServer);
       self = m;

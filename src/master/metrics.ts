@@ -5,6 +5,7 @@
  * error-code table, segments from what clients mounted (one per client).
  */
 import { encodeMetrics, type MetricFamily, type Sample } from '../codec/prometheus.js';
+import { MAX_SEGMENTS, type StoreStatus } from '../status/types.js';
 import { storeErrorName } from '../store/master-protocol.js';
 import type { MasterService } from './service.js';
 import type { RequestObserver } from './rpc-server.js';
@@ -55,4 +56,20 @@ export class MasterMetrics {
       { name: 'mooncake_master_requests_total', help: 'RPC requests by method and result.', type: 'counter', samples: requests },
     ]);
   }
+}
+
+/** The master's part of the status page (src/status/): its role, totals and mounted segments (at most MAX_SEGMENTS). */
+export function storeStatus(role: string, svc: MasterService): StoreStatus {
+  const s = svc.stats;
+  return {
+    role,
+    clients: s.clients,
+    objects: s.objects,
+    capacityBytes: s.capacityBytes,
+    usedBytes: s.usedBytes,
+    segments: svc
+      .segmentUsage()
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .slice(0, MAX_SEGMENTS),
+  };
 }

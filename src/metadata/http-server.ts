@@ -9,6 +9,8 @@
  *   DELETE /metadata?key=K   200, 404 when missing
  *   an empty or blank key    400
  *   GET    /health           200 "OK"
+ *   GET    /metrics          this server's counters (Prometheus text)
+ *   GET    /, /ui            the status page (src/status/), and its /status.json
  *
  * Beyond Mooncake, whose servers forget everything on restart: with a data
  * directory every change is written to disk before it is acknowledged (one
@@ -22,6 +24,9 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { teError, ErrorCode } from '../errors.js';
 import { encodeMetrics, PROMETHEUS_CONTENT_TYPE, type MetricFamily, type Sample } from '../codec/prometheus.js';
+import { StatusCollector } from '../status/collector.js';
+import { STATUS_PAGE, STATUS_PAGE_TYPE } from '../status/page.js';
+import type { StoreStatus } from '../status/types.js';
 
 export const METADATA_PATH = '/metadata';
 /** Larger PUT bodies are refused (413); Mooncake's etcd limit is 32 MiB too. */
@@ -39,9 +44,16 @@ export interface MetadataHttpServerOptions {
    * `/health` and `/metrics` here replace the defaults (OK, and this server's
    * own request counters).
    */
-  pages?: Readonly<Record<string, () => HttpPage>>;
+  pages?: Readonly<Record<string, () => HttpPage | Promise<HttpPage>>>;
   /** Serve the metadata store at /metadata (default true); false: only the pages (a metrics port). */
   metadata?: boolean;
+  /**
+   * The status page (`/`, `/ui`, `/status.json`, src/status/): served by
+   * default with the metadata store, showing its segments; `false`: not
+   * served; an object: served (with or without the store) as that server,
+   * with a Store master's own view.
+   */
+  status?: false | { server: string; store?: () => StoreStatus };
 }
 
 /** A generated read-only page. */
@@ -68,10 +80,20 @@ export class MetadataHttpServer {
   private readonly server: http.Server;
   /** Disk writes run one at a time, in request order, so the last acknowledged value is the one on disk. */
   private diskQueue: Promise<void> = Promise.resolve();
+  /** The status page's source; null when not served. */
+  private readonly status: StatusCollector | null;
   port = 0;
 
   private constructor(private readonly options: MetadataHttpServerOptions) {
     this.server = http.createServer((req, res) => this.handle(req, res));
+    const st = options.status ?? (options.metadata === false ? false : { server: 'metadata-server' });
+    this.status = st
+      ? new StatusCollector({
+          server: st.server,
+          ...(options.metadata === false ? {} : { entries: () => this.store.entries() }),
+          ...(st.store ? { store: st.store } : {}),
+        })
+      : null;
     // Bound the time a client may take to send its request: a slow or stalled client cannot pin resources.
     this.server.requestTimeout = 30_000;
     this.server.headersTimeout = 10_000;
@@ -106,6 +128,7 @@ export class MetadataHttpServer {
   }
 
   async close(): Promise<void> {
+    this.status?.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -181,10 +204,20 @@ export class MetadataHttpServer {
     ];
   }
 
+  /** The pages served unless `pages` replaces them: /metrics, and the status page when served. */
+  private defaultPage(pathname: string): (() => HttpPage | Promise<HttpPage>) | undefined {
+    if (pathname === '/metrics') return () => ({ status: 200, body: encodeMetrics(this.metricFamilies()), type: PROMETHEUS_CONTENT_TYPE });
+    const status = this.status;
+    if (!status) return undefined;
+    if (pathname === '/' || pathname === '/ui') return () => ({ status: 200, body: STATUS_PAGE, type: STATUS_PAGE_TYPE });
+    if (pathname === '/status.json') return async () => ({ status: 200, body: `${JSON.stringify(await status.status())}\n`, type: 'application/json; charset=utf-8' });
+    return undefined;
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     let counted = 'other';
     const send = (status: number, body: string | Buffer, type = 'text/plain; charset=utf-8'): void => {
-      if (res.headersSent) return;
+      if (res.headersSent || res.destroyed) return;
       const method = COUNTED_METHODS.has(req.method ?? '') ? req.method! : 'other';
       const k = `${method}\0${counted}\0${status}`;
       this.answered.set(k, (this.answered.get(k) ?? 0) + 1);
@@ -199,11 +232,7 @@ export class MetadataHttpServer {
       return;
     }
     const page =
-      this.options.pages && Object.hasOwn(this.options.pages, url.pathname)
-        ? this.options.pages[url.pathname]
-        : url.pathname === '/metrics'
-          ? (): HttpPage => ({ status: 200, body: encodeMetrics(this.metricFamilies()), type: PROMETHEUS_CONTENT_TYPE })
-          : undefined;
+      this.options.pages && Object.hasOwn(this.options.pages, url.pathname) ? this.options.pages[url.pathname] : this.defaultPage(url.pathname);
     if (page) {
       counted = url.pathname;
       req.resume();
@@ -211,13 +240,19 @@ export class MetadataHttpServer {
         send(405, 'method not allowed');
         return;
       }
-      let p: HttpPage;
+      const failed = (e: unknown): HttpPage => ({ status: 500, body: `cannot render ${url.pathname}: ${e instanceof Error ? e.message : String(e)}`, type: 'text/plain; charset=utf-8' });
+      let p: HttpPage | Promise<HttpPage>;
       try {
         p = page();
       } catch (e) {
-        p = { status: 500, body: `cannot render ${url.pathname}: ${e instanceof Error ? e.message : String(e)}`, type: 'text/plain; charset=utf-8' };
+        p = failed(e);
       }
-      send(p.status, p.body, p.type);
+      if (p instanceof Promise) {
+        // The client may be gone by then: send() writes nothing once the response is over.
+        p.catch(failed).then((v) => send(v.status, v.body, v.type));
+      } else {
+        send(p.status, p.body, p.type);
+      }
       return;
     }
     if (url.pathname === '/health') {

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { runInitiator, TargetLostError, type BenchResult } from './initiator.js';
 import type { BenchOptions } from './options.js';
 import { report, type TargetExit } from './report.js';
+import { loopbackTargetEnv } from './target.js';
 
 const MAIN_JS = fileURLToPath(new URL('../main.js', import.meta.url));
 const TARGET_READY_TIMEOUT_MS = 20_000;
@@ -24,7 +25,8 @@ export async function runLoopback(o: BenchOptions): Promise<number> {
     ],
     // Own process group: a terminal Ctrl-C stops our run first, then we stop the target.
     // The IPC channel lets the target notice if we die without stopping it.
-    { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true },
+    // TE_METRICS_PORT is the initiator's: the target does not serve metrics.
+    { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true, env: loopbackTargetEnv() },
   );
   const pid = child.pid ?? -1;
   const lost = new AbortController();

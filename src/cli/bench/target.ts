@@ -95,6 +95,16 @@ function servedProgress(engine: TransferEngine): { stop(): void } {
 }
 
 /**
+ * The environment of a --loopback target child (memory and file bench): ours
+ * with the metrics port off. TE_METRICS_PORT is then served by this process
+ * (the initiator) only; the child inherited it and, binding the same port
+ * first, made the initiator's init() fail with TE_PORT_IN_USE.
+ */
+export function loopbackTargetEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...env, TE_METRICS_PORT: '0' };
+}
+
+/**
  * Resolves on SIGINT or SIGTERM, or when the parent that spawned us with an
  * IPC channel (--loopback) goes away, so a killed parent never leaks a target.
  */

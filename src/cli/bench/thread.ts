@@ -62,9 +62,14 @@ export function numaNodeCount(): number {
   }
 }
 
-/** The engine options every engine of the bench gets. */
-export function engineOptions(o: BenchOptions): EngineOptions {
-  return { metadataServer: o.metadataServer, ...(o.shmfs ? { shm: true } : {}) };
+/**
+ * The engine options every engine of the bench gets. With `thread` > 0 (the
+ * initiator's second and later worker threads, each with its own engine)
+ * the metrics port is off: TE_METRICS_PORT is served by thread 0's engine
+ * only, the others would fail to bind it.
+ */
+export function engineOptions(o: BenchOptions, thread = 0): EngineOptions {
+  return { metadataServer: o.metadataServer, ...(o.shmfs ? { shm: true } : {}), ...(thread > 0 ? { metricsPort: 0 } : {}) };
 }
 
 /** Where this thread's requests land: buffers[thread % n] of the target, past the threads that share it. */
@@ -148,7 +153,7 @@ export class ThreadRunner {
 
   /** Start an engine, open the target, allocate and register this thread's memory. */
   static async create(o: BenchOptions, segment: string, thread: number, log: Log): Promise<ThreadRunner> {
-    const engine = new TransferEngine(engineOptions(o));
+    const engine = new TransferEngine(engineOptions(o, thread));
     // P2P: the port is picked per engine, so threads share the host name. Central modes: names are keys.
     const central = o.metadataServer !== 'P2PHANDSHAKE';
     await engine.init(central && o.threads > 1 ? `${o.localSegment}-t${thread}` : o.localSegment);
