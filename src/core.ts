@@ -7,6 +7,7 @@ export {
   type TransferRequest,
   type RequestRanges,
   type TransferStatus,
+  type WaitOptions,
   type EngineLifecycle,
   type LocalRegistration,
   type EngineOptions,

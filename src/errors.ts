@@ -30,8 +30,12 @@ export const ErrorCode = {
   INVALID_BATCH: 'TE_INVALID_BATCH',
   /** More tasks submitted than the batch was allocated for. */
   BATCH_FULL: 'TE_BATCH_FULL',
-  /** freeBatchID on a batch with unfinished tasks. */
+  /** freeBatchID on a batch with unfinished tasks, or canceled ones whose wire requests have not all ended. */
   BATCH_BUSY: 'TE_BATCH_BUSY',
+  /** The task was canceled (cancelBatch, or the signal given to waitBatch) before it ended. */
+  CANCELED: 'TE_CANCELED',
+  /** cancelBatch on a batch whose tasks have all ended: nothing was canceled. */
+  BATCH_FINISHED: 'TE_BATCH_FINISHED',
   /** The segment handle or name is unknown or closed. */
   INVALID_SEGMENT: 'TE_INVALID_SEGMENT',
   /** Nobody answers at the segment's address, or the connection broke. */

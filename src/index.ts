@@ -3,7 +3,7 @@
  * TypeScript). The core engine, in the vocabulary of Mooncake's C++ API, is at
  * 'transfer-engine/core'.
  */
-export { TransferEngine, TransferNotify, TransferOpcode, type TransferEngineOptions, type MemoryRef } from './api/transfer-engine.js';
+export { TransferEngine, TransferNotify, TransferOpcode, type TransferEngineOptions, type MemoryRef, type SyncOptions } from './api/transfer-engine.js';
 export {
   OK,
   ERR_FAILED,
@@ -18,6 +18,7 @@ export {
   ERR_INVALID_MANAGED_BUFFER,
   ERR_REGION_BUSY,
   ERR_BAD_ENV,
+  ERR_CANCELED,
   ERR_PEER_UNREACHABLE,
   ERR_PROTOCOL,
   ERR_NOTIFY_FAILED,

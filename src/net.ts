@@ -54,7 +54,10 @@ function listenOnce(server: net.Server, host: string, port: number): Promise<voi
 /** Split "host:port", "[v6]:port" or a bare host. Mooncake splits at the last ':'. */
 export function splitHostPort(name: string): { host: string; port: number | undefined } {
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(name);
-  if (m) return { host: m[1]!, port: m[2] === undefined ? undefined : Number(m[2]) };
+  if (m) {
+    const port = m[2] === undefined ? NaN : Number(m[2]);
+    return { host: m[1]!, port: Number.isInteger(port) && port > 0 && port <= 65535 ? port : undefined };
+  }
   const colons = name.split(':').length - 1;
   if (colons > 1) return { host: name, port: undefined }; // bare IPv6
   const i = name.lastIndexOf(':');
@@ -76,7 +79,10 @@ export function parseHostPort(name: string, what: string): { host: string; port:
   };
   const v6 = /^\[([^\]]+)\](?::(.*))?$/.exec(name);
   if (v6) {
+    if (!net.isIPv6(v6[1]!)) throw teError(ErrorCode.INVALID_ARGUMENT, `${what} "${name}": "${v6[1]}" in brackets is not an IPv6 address`);
     if (v6[2] !== undefined && r.port === undefined) bad(v6[2]);
+  } else if (name.includes('[') || name.includes(']')) {
+    throw teError(ErrorCode.INVALID_ARGUMENT, `${what} "${name}": brackets must enclose the whole IPv6 address, as in "[::1]:12345"`);
   } else if (name.split(':').length === 2 && r.port === undefined) {
     bad(name.slice(name.lastIndexOf(':') + 1));
   }

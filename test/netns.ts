@@ -106,6 +106,9 @@ export class NetnsPair {
   readonly ifB: string;
   readonly addrA = '10.213.0.1';
   readonly addrB = '10.213.0.2';
+  /** The same link's IPv6 addresses (unique local, fd00::/8), usable at once (nodad). */
+  readonly addr6A = 'fd13:213::1';
+  readonly addr6B = 'fd13:213::2';
   private readonly peers = new Set<PeerProcess>();
   private destroyed = false;
 
@@ -132,6 +135,8 @@ export class NetnsPair {
       run('ip', ['-n', p.a, 'link', 'add', p.ifA, 'type', 'veth', 'peer', 'name', p.ifB, 'netns', p.b]);
       run('ip', ['-n', p.a, 'addr', 'add', `${p.addrA}/30`, 'dev', p.ifA]);
       run('ip', ['-n', p.b, 'addr', 'add', `${p.addrB}/30`, 'dev', p.ifB]);
+      run('ip', ['-n', p.a, '-6', 'addr', 'add', `${p.addr6A}/64`, 'dev', p.ifA, 'nodad']);
+      run('ip', ['-n', p.b, '-6', 'addr', 'add', `${p.addr6B}/64`, 'dev', p.ifB, 'nodad']);
       for (const [ns, dev] of [[p.a, 'lo'], [p.b, 'lo'], [p.a, p.ifA], [p.b, p.ifB]] as const) run('ip', ['-n', ns, 'link', 'set', dev, 'up']);
     } catch (e) {
       p.destroySync();

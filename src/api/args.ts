@@ -131,3 +131,22 @@ export function notifyArg(m: string, notify: unknown): void {
     throw new TypeError(`${m}(): notify must be a TransferNotify { name: string, msg: string } or null`);
   }
 }
+
+/** The options form of the sync transfer calls (a trailing argument after transportHint). */
+export interface SyncOptions {
+  /** Its abort cancels the transfer: the call returns ERR_CANCELED. */
+  signal?: AbortSignal;
+  /** Replaces the call's deadline (MC_TRANSFER_TIMEOUT + 1 ns/byte): on expiry the transfer is canceled, ERR_TIMEOUT. */
+  timeoutMs?: number;
+}
+
+export function syncOptionsArg(m: string, v: unknown): SyncOptions {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`${m}(): options must be an object ({ signal, timeoutMs }), got ${typeName(v)}`);
+  const { signal, timeoutMs } = v as Record<string, unknown>;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`${m}(): options.signal must be an AbortSignal, got ${typeName(signal)}`);
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0)) {
+    throw new TypeError(`${m}(): options.timeoutMs must be a positive number of milliseconds, got ${typeof timeoutMs === 'number' ? String(timeoutMs) : typeName(timeoutMs)}`);
+  }
+  return { ...(signal ? { signal } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+}

@@ -38,6 +38,8 @@ export const ERR_INVALID_MANAGED_BUFFER = -10;
 export const ERR_REGION_BUSY = -11;
 /** An MC_* environment variable holds a malformed value (initialize). The detail names the variable. */
 export const ERR_BAD_ENV = -12;
+/** The transfer was canceled (an aborted signal, or the options' timeout) before it ended. */
+export const ERR_CANCELED = -13;
 /** The target cannot be reached: connection refused or timed out, host name not resolvable, peer gone. */
 export const ERR_PEER_UNREACHABLE = -102;
 /** The peer answered with bytes that do not follow the protocol (malformed frame or descriptor). */
@@ -68,6 +70,7 @@ export const ReturnCode = {
   ERR_INVALID_MANAGED_BUFFER,
   ERR_REGION_BUSY,
   ERR_BAD_ENV,
+  ERR_CANCELED,
   ERR_PEER_UNREACHABLE,
   ERR_PROTOCOL,
   ERR_NOTIFY_FAILED,
@@ -106,6 +109,9 @@ export const RETURN_CODE_OF = {
   [ErrorCode.INVALID_BATCH]: ERR_INVALID_BATCH,
   [ErrorCode.BATCH_FULL]: ERR_INVALID_ARGUMENT,
   [ErrorCode.BATCH_BUSY]: ERR_REGION_BUSY,
+  [ErrorCode.CANCELED]: ERR_CANCELED,
+  // Nothing left to cancel: the caller named a batch in a state the call does not accept.
+  [ErrorCode.BATCH_FINISHED]: ERR_INVALID_ARGUMENT,
   [ErrorCode.INVALID_SEGMENT]: ERR_METADATA,
   [ErrorCode.PEER_UNREACHABLE]: ERR_PEER_UNREACHABLE,
   // The peer we addressed is gone (another engine holds its port).

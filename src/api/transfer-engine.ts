@@ -37,8 +37,10 @@ import {
   opcodeArg,
   singleTransferArgs,
   str,
+  syncOptionsArg,
   toLength,
   type MemoryRef,
+  type SyncOptions,
 } from './args.js';
 import { CallRecorder } from './calls.js';
 import { OK, type CallError } from './codes.js';
@@ -51,7 +53,7 @@ import { localTopologyJson } from './topology.js';
 import type { TransferLists } from './transfers.js';
 
 export { TransferOpcode, TransferNotify };
-export type { MemoryRef };
+export type { MemoryRef, SyncOptions };
 
 export interface TransferEngineOptions {
   /** Where MC_* variables are read at initialize (default process.env). */
@@ -277,8 +279,9 @@ export class TransferEngine {
   // ----------------------------------------------------------- transfers
 
   /** The common body of the sync calls: 0 or the failure's code. */
-  private sync(m: string, target: string, lists: TransferLists, opcode: TransferOpcode, notify: TransferNotify | null, hint: string): Promise<number> {
-    return this.calls.runAsync(m, async () => (await this.life.ready().transfers.sync(m, target, lists, opcode, notify, hint), OK));
+  private sync(m: string, target: string, lists: TransferLists, opcode: TransferOpcode, notify: TransferNotify | null, hint: string, options: unknown): Promise<number> {
+    const o = syncOptionsArg(m, options);
+    return this.calls.runAsync(m, async () => (await this.life.ready().transfers.sync(m, target, lists, opcode, notify, hint, o), OK));
   }
 
   /** The common body of the async calls: a batch id (>= 1) or the failure's code. */
@@ -287,19 +290,19 @@ export class TransferEngine {
   }
 
   /** Write `length` bytes from local `buffer` to `peerBufferAddress` in the target segment; waits. 0 or a negative code. */
-  async transferSyncWrite(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = ''): Promise<number> {
+  async transferSyncWrite(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'transferSyncWrite';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     singleTransferArgs(m, targetHostname, buffer, peerBufferAddress, length, transportHint);
-    return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.WRITE, null, transportHint);
+    return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.WRITE, null, transportHint, options);
   }
 
   /** Read `length` bytes at `peerBufferAddress` in the target segment into local `buffer`; waits. */
-  async transferSyncRead(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = ''): Promise<number> {
+  async transferSyncRead(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'transferSyncRead';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     singleTransferArgs(m, targetHostname, buffer, peerBufferAddress, length, transportHint);
-    return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.READ, null, transportHint);
+    return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.READ, null, transportHint, options);
   }
 
   /**
@@ -315,13 +318,14 @@ export class TransferEngine {
     opcode: TransferOpcode,
     notify: TransferNotify | null = null,
     transportHint = '',
+    options: SyncOptions = {},
   ): Promise<number> {
     const m = 'transferSync';
-    arity(m, arguments, 5, 7);
+    arity(m, arguments, 5, 8);
     singleTransferArgs(m, targetHostname, buffer, peerBufferAddress, length, transportHint);
     opcodeArg(m, opcode);
     notifyArg(m, notify);
-    return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), opcode, notify, transportHint);
+    return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), opcode, notify, transportHint, options);
   }
 
   /** Submit a write and return at once: a batch id (>= 1) for transferCheckStatus, or a negative code. */
@@ -353,18 +357,18 @@ export class TransferEngine {
   }
 
   /** Sync transfer of several ranges with one target, all in one batch. */
-  async batchTransferSyncWrite(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = ''): Promise<number> {
+  async batchTransferSyncWrite(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'batchTransferSyncWrite';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     const lists = batchTransferArgs(m, targetHostname, buffers, peerBufferAddresses, lengths, transportHint);
-    return this.sync(m, targetHostname, lists, TransferOpcode.WRITE, null, transportHint);
+    return this.sync(m, targetHostname, lists, TransferOpcode.WRITE, null, transportHint, options);
   }
 
-  async batchTransferSyncRead(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = ''): Promise<number> {
+  async batchTransferSyncRead(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'batchTransferSyncRead';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     const lists = batchTransferArgs(m, targetHostname, buffers, peerBufferAddresses, lengths, transportHint);
-    return this.sync(m, targetHostname, lists, TransferOpcode.READ, null, transportHint);
+    return this.sync(m, targetHostname, lists, TransferOpcode.READ, null, transportHint, options);
   }
 
   async batchTransferSync(
@@ -375,13 +379,14 @@ export class TransferEngine {
     opcode: TransferOpcode,
     notify: TransferNotify | null = null,
     transportHint = '',
+    options: SyncOptions = {},
   ): Promise<number> {
     const m = 'batchTransferSync';
-    arity(m, arguments, 5, 7);
+    arity(m, arguments, 5, 8);
     const lists = batchTransferArgs(m, targetHostname, buffers, peerBufferAddresses, lengths, transportHint);
     opcodeArg(m, opcode);
     notifyArg(m, notify);
-    return this.sync(m, targetHostname, lists, opcode, notify, transportHint);
+    return this.sync(m, targetHostname, lists, opcode, notify, transportHint, options);
   }
 
   /** Submit several ranges as one batch and return at once: a batch id (>= 1) or a negative code. */

@@ -13,7 +13,7 @@
 import type { TransferEngine as CoreEngine } from '../engine/engine.js';
 import { TaskStatus, TransferOpcode, type BatchID, type RequestRanges, type SegmentHandle, type TransferStatus } from '../engine/types.js';
 import { ErrorCode, TransferEngineError, teError } from '../errors.js';
-import { toLength, toLocalAddress } from './args.js';
+import { toLength, toLocalAddress, type SyncOptions } from './args.js';
 import { BatchTable, MAX_FINISHED, type BatchOutcome, type BatchRecord } from './batches.js';
 import { ApiFailure, ERR_FAILED, ERR_NOTIFY_FAILED } from './codes.js';
 import { syncDeadlineMs } from './env.js';
@@ -24,17 +24,29 @@ const TRANSPORT_HINTS_OK = new Set(['', 'tcp', 'unspec']);
 const TRANSPORT_HINTS_UNSUPPORTED = new Set(['rdma', 'mnnvl', 'shm', 'nvlink', 'gds', 'io_uring', 'ascend', 'sunrise_link']);
 
 const TIMED_OUT = Symbol('timed out');
+const ABORTED = Symbol('aborted');
 
-function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+/** `p`, or TIMED_OUT after `ms`, or ABORTED once `signal` aborts, whichever comes first. */
+function withDeadline<T>(p: Promise<T>, ms: number, signal?: AbortSignal): Promise<T | typeof TIMED_OUT | typeof ABORTED> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+    const onAbort = (): void => {
+      clearTimeout(t);
+      resolve(ABORTED);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(TIMED_OUT);
+    }, Math.max(0, ms));
+    signal?.addEventListener('abort', onAbort, { once: true });
     p.then(
       (v) => {
         clearTimeout(t);
+        signal?.removeEventListener('abort', onAbort);
         resolve(v);
       },
       (e: unknown) => {
         clearTimeout(t);
+        signal?.removeEventListener('abort', onAbort);
         reject(e);
       },
     );
@@ -45,12 +57,14 @@ function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OU
 export function batchError(statuses: readonly TransferStatus[], what: string): TransferEngineError | null {
   const failed = statuses.findIndex((s) => s.status === TaskStatus.FAILED);
   const timedOut = statuses.findIndex((s) => s.status === TaskStatus.TIMEOUT);
-  // A failure is reported before a timeout: it is the more specific news.
-  const i = failed >= 0 ? failed : timedOut;
+  const canceled = statuses.findIndex((s) => s.status === TaskStatus.CANCELED);
+  // A failure is reported before a timeout, and both before a cancel: the more specific news first.
+  const i = failed >= 0 ? failed : timedOut >= 0 ? timedOut : canceled;
   if (i < 0) return null;
   const s = statuses[i]!;
   const detail = s.error?.message ?? TaskStatus[s.status];
   if (s.status === TaskStatus.TIMEOUT) return teError(ErrorCode.TIMEOUT, `${what}: task ${i} timed out: ${detail}`, s.error);
+  if (s.status === TaskStatus.CANCELED) return teError(ErrorCode.CANCELED, `${what}: task ${i} was canceled: ${detail}`, s.error);
   return new ApiFailure(ERR_FAILED, s.error?.code ?? ErrorCode.PROTOCOL_ERROR, `${what}: task ${i} failed: ${detail}`, s.error);
 }
 
@@ -147,7 +161,12 @@ export class Transfers {
       outcome: undefined,
       // Never rejects: a failure to wait (not expected: the batch was just submitted) is the batch's outcome.
       done: core.waitBatch(id).then(
-        (statuses) => finish(batchError(statuses, what)),
+        async (statuses) => {
+          // Canceled (a sync call's deadline or signal): its managed buffers stay pinned and the batch
+          // allocated until its wire requests have ended (cancelBatch resolves then; it rejects when none was left).
+          if (statuses.some((st) => st.status === TaskStatus.CANCELED)) await core.cancelBatch(id).catch(() => undefined);
+          return finish(batchError(statuses, what));
+        },
         (e: unknown) => finish(e instanceof TransferEngineError ? e : teError(ErrorCode.PROTOCOL_ERROR, `${what}: ${String(e)}`, e)),
       ),
     };
@@ -158,23 +177,40 @@ export class Transfers {
    * A sync transfer: open the segment, submit, wait, all within one deadline;
    * then the Notify, if any. Resolves when done; throws the failure.
    */
-  async sync(method: string, targetHostname: string, lists: TransferLists, opcode: TransferOpcode, notify: { name: string; msg: string } | null, transportHint: string): Promise<void> {
+  async sync(
+    method: string,
+    targetHostname: string,
+    lists: TransferLists,
+    opcode: TransferOpcode,
+    notify: { name: string; msg: string } | null,
+    transportHint: string,
+    options: SyncOptions = {},
+  ): Promise<void> {
     const started = performance.now();
     const core = this.core;
     const c = this.check(lists, opcode, transportHint);
     if (notify) core.notifyFrame({ name: notify.name, msg: notify.msg }); // too large: refused before any byte moves
     const op = opcode === TransferOpcode.WRITE ? 'write' : 'read';
     // One deadline for the whole call, the segment's opening included.
-    const deadline = syncDeadlineMs(core.transferTimeoutMs, c.bytes);
+    const deadline = options.timeoutMs ?? syncDeadlineMs(core.transferTimeoutMs, c.bytes);
     const late = (): TransferEngineError =>
-      teError(ErrorCode.TIMEOUT, `${op} of ${c.bytes} B with ${targetHostname} not done within ${deadline.toFixed(0)} ms (MC_TRANSFER_TIMEOUT + 1 ns/byte)`);
+      teError(
+        ErrorCode.TIMEOUT,
+        `${op} of ${c.bytes} B with ${targetHostname} not done within ${deadline.toFixed(0)} ms (${options.timeoutMs === undefined ? 'MC_TRANSFER_TIMEOUT + 1 ns/byte' : 'options.timeoutMs'})`,
+      );
+    const canceled = (): TransferEngineError => teError(ErrorCode.CANCELED, `${op} of ${c.bytes} B with ${targetHostname} canceled (options.signal)`);
+    const { signal } = options;
+    if (signal?.aborted) throw canceled();
     let outcome;
+    let batch = 0;
     try {
-      const handle = await withDeadline(core.openSegment(targetHostname), deadline);
+      const handle = await withDeadline(core.openSegment(targetHostname), deadline, signal);
       if (handle === TIMED_OUT) throw late();
-      const { record } = this.submit(c, handle, () => `${op} with ${targetHostname}`);
+      if (handle === ABORTED) throw canceled();
+      const { id, record } = this.submit(c, handle, () => `${op} with ${targetHostname}`);
+      batch = id;
       this.logger.trace(`${method}: ${op} ${c.bytes} B in ${c.requests.length} request(s) with ${targetHostname}`);
-      outcome = await withDeadline(record.done, deadline - (performance.now() - started));
+      outcome = await withDeadline(record.done, deadline - (performance.now() - started), signal);
     } catch (e) {
       // close() during the call: the transfer ran and failed (-1); ERR_CLOSED is for calls made after close().
       if (e instanceof TransferEngineError && e.code === ErrorCode.CLOSED) {
@@ -182,7 +218,11 @@ export class Transfers {
       }
       throw e;
     }
-    if (outcome === TIMED_OUT) throw late(); // the batch releases itself when its tasks end
+    if (outcome === TIMED_OUT || outcome === ABORTED) {
+      // The transfer is canceled; the batch releases itself once its wire requests have ended.
+      core.cancelBatch(batch).catch(() => undefined);
+      throw outcome === TIMED_OUT ? late() : canceled();
+    }
     if (outcome) throw outcome; // (a peer that moved was already looked up again by the core)
     if (notify) {
       try {

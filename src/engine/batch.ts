@@ -51,6 +51,10 @@ export class Task implements TaskSink, RoundState, EndedTask {
   readonly startedAt: number;
   /** Its index in its batch. */
   readonly index: number;
+  /** Canceled before it ended: reported CANCELED; what transports still do for it only drains it. */
+  canceled = false;
+  private drained = true;
+  private canceledReport: TransferStatus | null = null;
 
   constructor(
     private readonly batch: Batch,
@@ -87,6 +91,11 @@ export class Task implements TaskSink, RoundState, EndedTask {
   }
 
   sliceDone(slice: Slice, error: TransferEngineError | null): void {
+    if (this.canceled) {
+      // Reported already: only wait for the last wire request to end (the slice released its own pin).
+      if (--this.pending === 0) this.finish();
+      return;
+    }
     const verdict = recordSlice(this, error === null ? null : slice.failure, this.onRetry !== null);
     if (verdict === 'done') this.transferred += slice.length;
     else if (verdict === 'hold') {
@@ -125,21 +134,59 @@ export class Task implements TaskSink, RoundState, EndedTask {
     this.finish();
   }
 
+  /**
+   * The transport is done with the task (every wire request ended, or the
+   * whole-request copy or I/O returned): report it, or, for a task canceled
+   * before, only count it as drained (its report stands).
+   */
   finish(): void {
-    this.status = this.error ? (this.timedOut ? TaskStatus.TIMEOUT : TaskStatus.FAILED) : TaskStatus.COMPLETED;
+    if (this.canceled) {
+      if (!this.drained) {
+        this.drained = true;
+        this.batch.taskDrained();
+      }
+      return;
+    }
+    this.report(this.error ? (this.timedOut ? TaskStatus.TIMEOUT : TaskStatus.FAILED) : TaskStatus.COMPLETED);
+  }
+
+  /**
+   * Cancel the task if it has not ended: it ends CANCELED now (waitBatch sees
+   * it), and its wire requests in flight run out; until the transport is
+   * done with it (`busy`), the batch counts it as draining and its memory
+   * stays pinned by those requests. Held retry slices are unpinned now.
+   * @param busy whether a transport or a segment open still holds the task
+   */
+  cancel(error: TransferEngineError, busy: boolean): boolean {
+    if (this.status !== TaskStatus.WAITING) return false;
+    for (const h of this.holds) h.release();
+    this.retryable = [];
+    this.holds = [];
+    this.error = error;
+    this.report(TaskStatus.CANCELED);
+    this.canceled = true;
+    this.canceledReport = { status: TaskStatus.CANCELED, transferred: this.transferred, error };
+    this.drained = !busy;
+    if (busy) this.batch.draining++;
+    return true;
+  }
+
+  private report(status: TaskStatus): void {
+    this.status = status;
     this.telemetry.taskEnded(this);
     const peer = this.seg?.traffic;
     if (peer) {
       if (this.write) peer.bytesWritten += this.transferred;
       else peer.bytesRead += this.transferred;
-      if (this.error) peer.failed++;
-      else peer.completed++;
+      if (status === TaskStatus.COMPLETED) peer.completed++;
+      else if (status !== TaskStatus.CANCELED) peer.failed++;
     }
     this.batch.taskFinished();
   }
 
-  /** The task's status as the API reports it. */
+  /** The task's status as the API reports it (a canceled task's, as it was when canceled). */
   get statusReport(): TransferStatus {
+    if (this.canceledReport) return this.canceledReport;
     return this.error ? { status: this.status, transferred: this.transferred, error: this.error } : { status: this.status, transferred: this.transferred };
   }
 }
@@ -156,6 +203,10 @@ export class Batch {
     readonly capacity: number,
   ) {}
 
+  /** Canceled tasks whose transport is not done with them yet (wire requests in flight). */
+  draining = 0;
+  private drainWaiters: Array<() => void> = [];
+
   taskFinished(): void {
     if (--this.unfinished === 0) {
       const w = this.waiters;
@@ -164,9 +215,23 @@ export class Batch {
     }
   }
 
+  taskDrained(): void {
+    if (--this.draining === 0) {
+      const w = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const f of w) f();
+    }
+  }
+
   whenDone(): Promise<void> {
     if (this.unfinished === 0) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Resolves once no canceled task of this batch has a wire request in flight. */
+  whenDrained(): Promise<void> {
+    if (this.draining === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 }
 
@@ -197,11 +262,14 @@ export class BatchTable {
     return b;
   }
 
-  /** Forget a batch; refused (TE_BATCH_BUSY) while any of its tasks is unfinished. */
+  /** Forget a batch; refused (TE_BATCH_BUSY) while any of its tasks is unfinished or draining after a cancel. */
   free(id: BatchID): void {
     const batch = this.get(id);
     if (batch.unfinished > 0) {
       throw teError(ErrorCode.BATCH_BUSY, `batch ${id} has ${batch.unfinished} unfinished task(s)`);
+    }
+    if (batch.draining > 0) {
+      throw teError(ErrorCode.BATCH_BUSY, `batch ${id} has ${batch.draining} canceled task(s) whose wire requests have not all ended: await cancelBatch(${id})`);
     }
     this.batches.delete(id);
   }

@@ -14,6 +14,7 @@ import { Task, type Batch } from './batch.js';
 import type { Plan } from './planner.js';
 import { retryBackoffMs } from './retry.js';
 import type { SegmentTable } from './segments.js';
+import { TaskStatus } from './types.js';
 import type { Telemetry } from './telemetry.js';
 
 export interface DispatchContext {
@@ -33,6 +34,8 @@ export class Dispatcher implements TransportHost {
   retries = 0;
   /** Tasks between retry rounds (backoff, or refetching the descriptor): close() ends them. */
   private readonly retrying = new Set<Task>();
+  /** Tasks waiting for their segment's descriptor, with the pin on their memory. */
+  private readonly opening = new Map<Task, Lease>();
 
   constructor(private readonly ctx: DispatchContext) {}
 
@@ -51,9 +54,11 @@ export class Dispatcher implements TransportHost {
     }
     // The segment is still opening: the task waits for its descriptor, its memory pinned meanwhile.
     const pin = new Lease(p.region);
+    this.opening.set(task, pin);
     p.pending.segment.then(
       (opened) => {
         pin.release();
+        if (!this.opening.delete(task)) return; // canceled meanwhile: it was done then
         if (!this.ctx.ready()) {
           task.error = teError(ErrorCode.CLOSED, 'the engine was closed while the segment opened');
           task.finish();
@@ -65,6 +70,7 @@ export class Dispatcher implements TransportHost {
       },
       (e: unknown) => {
         pin.release();
+        if (!this.opening.delete(task)) return;
         task.error = e instanceof TransferEngineError ? e : teError(ErrorCode.PEER_UNREACHABLE, `cannot open segment "${p.pending.name}": ${String(e)}`, e);
         task.finish();
       },
@@ -130,6 +136,10 @@ export class Dispatcher implements TransportHost {
     const seg = task.seg!;
     const moved = (await this.ctx.segments.refresh(seg, task.generation)) === 'changed';
     if (!this.retrying.delete(task)) return; // ended by close()
+    if (task.canceled) {
+      task.giveUp(); // canceled while the descriptor was refetched: nothing more is sent
+      return;
+    }
     if (moved) task.generation = seg.generation;
     else if (task.needsNewDescriptor) {
       task.giveUp(); // rejected by a peer that has not changed (or another engine at a peer that is gone): resending cannot help
@@ -147,6 +157,34 @@ export class Dispatcher implements TransportHost {
     this.ctx.tcp.resend(task, slices, seg.endpoint);
     // The resent slices hold their own pins now: the round's holds can go.
     for (const h of holds) h.release();
+  }
+
+  /**
+   * Cancel a batch's unfinished tasks (cancelBatch, an aborted waitBatch
+   * signal): each ends CANCELED now. One waiting for its segment or out a
+   * retry backoff has nothing in flight and is done at once; the others drain
+   * as their wire requests, copies or I/O end. Returns how many were canceled.
+   */
+  cancel(batch: Batch): number {
+    const err = teError(ErrorCode.CANCELED, `batch ${batch.id} was canceled`);
+    let n = 0;
+    for (const t of batch.tasks) {
+      if (t.canceled || t.status !== TaskStatus.WAITING) continue;
+      // Nothing in flight for a task waiting for its segment (nothing was sent) or out a retry backoff.
+      let busy = true;
+      const pin = this.opening.get(t);
+      if (pin) {
+        this.opening.delete(t);
+        pin.release();
+        busy = false;
+      } else if (t.retryTimer && this.retrying.delete(t)) {
+        clearTimeout(t.retryTimer);
+        t.retryTimer = null;
+        busy = false;
+      }
+      if (t.cancel(err, busy)) n++;
+    }
+    return n;
   }
 
   /** End tasks waiting between retry rounds (close()). */

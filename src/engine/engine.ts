@@ -33,7 +33,16 @@ import {
   type SegmentHandle,
   type TransferRequest,
   type TransferStatus,
+  type WaitOptions,
 } from './types.js';
+
+/** waitBatch's signal, checked: an AbortSignal or nothing. */
+function checkSignal(options: WaitOptions): AbortSignal | undefined {
+  if (typeof options !== 'object' || options === null) throw teError(ErrorCode.INVALID_ARGUMENT, 'waitBatch options must be an object');
+  const { signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw teError(ErrorCode.INVALID_ARGUMENT, 'waitBatch options.signal must be an AbortSignal');
+  return signal;
+}
 
 /** A random engine id in [1, 2^53) (src/codec/wire.ts, engine identity). */
 function newEngineId(): number {
@@ -351,15 +360,55 @@ export class TransferEngine {
     return task.statusReport;
   }
 
-  /** Resolves once every task submitted so far has finished; returns their statuses in order. */
-  async waitBatch(batchId: BatchID): Promise<TransferStatus[]> {
+  /**
+   * Resolves once every task submitted so far has finished; returns their
+   * statuses in order. With `signal`, its abort cancels the batch's
+   * unfinished tasks (as cancelBatch does), which then end CANCELED: the
+   * call returns at once, and the batch can be freed once they drained
+   * (cancelBatch's promise tells when).
+   */
+  async waitBatch(batchId: BatchID, options: WaitOptions = {}): Promise<TransferStatus[]> {
     this.ready();
     const batch = this.batches.get(batchId);
+    const signal = checkSignal(options);
+    if (signal && batch.unfinished > 0) {
+      const abort = (): void => {
+        this.parts?.dispatch?.cancel(batch); // after close() there is nothing left to cancel
+      };
+      if (signal.aborted) abort();
+      signal.addEventListener('abort', abort, { once: true });
+      try {
+        await batch.whenDone();
+      } finally {
+        signal.removeEventListener('abort', abort);
+      }
+    }
     await batch.whenDone();
     return batch.tasks.map((t) => t.statusReport);
   }
 
-  /** Free a batch. Refused (TE_BATCH_BUSY) while any of its tasks is unfinished. */
+  /**
+   * Cancel a batch's unfinished tasks: they end CANCELED at once
+   * (getTransferStatus, waitBatch), with the bytes moved so far. Requests
+   * already on the wire cannot be recalled: until each has ended, the memory
+   * it uses stays pinned (unregistering it is TE_REGION_BUSY), a READ may
+   * still land in it and a WRITE may still reach the peer. Resolves once they
+   * all ended; freeBatchID is TE_BATCH_BUSY until then (after an aborted
+   * waitBatch signal, call it to await that). Rejects with TE_INVALID_BATCH
+   * for an unknown batch and TE_BATCH_FINISHED when every task had ended and
+   * none is draining (nothing changes).
+   */
+  async cancelBatch(batchId: BatchID): Promise<void> {
+    this.ready();
+    const batch = this.batches.get(batchId);
+    if (batch.unfinished === 0 && batch.draining === 0) {
+      throw teError(ErrorCode.BATCH_FINISHED, `batch ${batchId} has no unfinished task: nothing to cancel`);
+    }
+    this.p.dispatch!.cancel(batch); // none left when an aborted waitBatch signal canceled them: then only the drain is awaited
+    await batch.whenDrained();
+  }
+
+  /** Free a batch. Refused (TE_BATCH_BUSY) while any of its tasks is unfinished, or canceled and still draining. */
   freeBatchID(batchId: BatchID): void {
     this.ready();
     this.batches.free(batchId);

@@ -11,7 +11,7 @@
  */
 import { Histogram, type MetricFamily, type Sample } from '../codec/prometheus.js';
 import { channels, type Opcode } from '../diagnostics.js';
-import type { TransferEngineError } from '../errors.js';
+import { ErrorCode, type TransferEngineError } from '../errors.js';
 import { MAX_RECENT_ERRORS, type RecentError } from '../status/types.js';
 import type { TransportName } from '../transport/transport.js';
 import { TransferOpcode, type TransferCounters, type TransferRequest } from './types.js';
@@ -94,8 +94,9 @@ export class Telemetry {
       }
       return;
     }
-    c.tasksFailed++;
-    const status = t.timedOut ? 'timeout' : 'failed';
+    // A canceled task is neither completed nor failed: it has its own status.
+    const status = t.error.code === ErrorCode.CANCELED ? 'canceled' : t.timedOut ? 'timeout' : 'failed';
+    if (status !== 'canceled') c.tasksFailed++;
     const key = `${opcode}\0${status}\0${t.error.code}`;
     this.failures.set(key, (this.failures.get(key) ?? 0) + 1);
     const peer = t.peer;
@@ -144,7 +145,7 @@ export class Telemetry {
     return [
       { name: 'transfer_requests_total', help: 'Transfer requests (tasks) ended, by opcode and the transport that carried them.', type: 'counter', samples: byCarrier(this.requests) },
       { name: 'transfer_bytes_total', help: 'Bytes moved by transfer requests, by opcode and transport.', type: 'counter', samples: byCarrier(this.bytes) },
-      { name: 'transfer_tasks_total', help: 'Transfer requests ended, by opcode, status (completed, failed, timeout) and error code.', type: 'counter', samples: results },
+      { name: 'transfer_tasks_total', help: 'Transfer requests ended, by opcode, status (completed, failed, timeout, canceled) and error code.', type: 'counter', samples: results },
       { name: 'transfer_failures_total', help: 'Transfer requests that failed or timed out.', type: 'counter', samples: [{ value: this.counters.tasksFailed }] },
       { name: 'inflight_transfers', help: 'Transfer requests submitted and not ended.', type: 'gauge', samples: [{ value: this.inflight }] },
       {

@@ -57,6 +57,12 @@ export interface TransferRequest {
 /** A memory request apart from its target segment: what checkRequests can check before the segment is open. */
 export type RequestRanges = Pick<TransferRequest, 'opcode' | 'source' | 'targetOffset' | 'length'>;
 
+/** waitBatch's options. */
+export interface WaitOptions {
+  /** Its abort cancels the batch's unfinished tasks (cancelBatch); they end CANCELED. */
+  signal?: AbortSignal;
+}
+
 export interface TransferStatus {
   status: TaskStatus;
   /** Bytes acknowledged so far: a true lower bound. */

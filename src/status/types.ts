@@ -10,7 +10,7 @@ export interface RecentError {
   /** ISO 8601, UTC. */
   time: string;
   opcode: 'read' | 'write';
-  status: 'failed' | 'timeout';
+  status: 'failed' | 'timeout' | 'canceled';
   code: string;
   message: string;
   /** The peer segment it was addressed to; absent for local requests. */

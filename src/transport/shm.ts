@@ -163,6 +163,11 @@ export class ShmTransport implements Transport {
     const count = pieceCount(len, SHM_CHUNK);
     let k = 1;
     const next = (): void => {
+      if (task.canceled) {
+        pin.release();
+        task.finish();
+        return;
+      }
       if (!host.ready()) {
         pin.release();
         task.error = teError(ErrorCode.CLOSED, 'the engine was closed during a same-host copy');

@@ -93,6 +93,8 @@ export interface TaskSink extends SliceOwner {
   via: TransportName | null;
   /** End the task (whole-request transports; a slicing one settles its slices instead). */
   finish(): void;
+  /** Canceled (reported already): a transport working in steps stops at the next one and calls finish(). */
+  readonly canceled: boolean;
 }
 
 /** What a transport may ask of the dispatcher that hands it jobs. */
