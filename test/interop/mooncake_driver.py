@@ -46,6 +46,15 @@ def handle(c):
         return {"rc": rc, "addr": addr, "sha": sha(addr, size)}
     if cmd == "hash":
         return {"sha": sha(c["addr"], c["len"])}
+    if cmd == "hash_blocks":
+        return {"shas": [sha(c["addr"] + i * c["block"], c["block"]) for i in range(c["count"])]}
+    if cmd == "submit_each":
+        # One single-request async batch per request, so that each request's outcome is seen alone.
+        f = engine.batch_transfer_async_write if c["op"] == "write" else engine.batch_transfer_async_read
+        return {"bids": [f(c["target"], [l], [r], [n]) for l, r, n in zip(c["locals"], c["remotes"], c["lens"])]}
+    if cmd == "status_each":
+        # get_batch_transfer_status waits for each batch (MC_TRANSFER_TIMEOUT + 1 ns/byte from its submission).
+        return {"rcs": [engine.get_batch_transfer_status([b]) if b != 0 else -100 for b in c["bids"]]}
     if cmd == "fill_random":
         ctypes.memmove(c["addr"], os.urandom(c["len"]), c["len"])
         return {"sha": sha(c["addr"], c["len"])}
