@@ -88,6 +88,16 @@ describe('IPv6', () => {
       await b.init('127.0.0.1');
       assert.match(b.segmentName, /^127\.0\.0\.1:\d+$/, 'a wildcard is never published');
       await roundTrip(a, b, b.segmentName);
+      // The same RPC port answers on IPv6 too: a peer that names it [::1]:port opens the segment.
+      const port = Number(b.segmentName.slice(b.segmentName.lastIndexOf(':') + 1));
+      const c = new TransferEngine();
+      try {
+        await c.init('[::1]');
+        const seg = await c.openSegment(`[::1]:${port}`);
+        assert.equal(c.getSegmentDescriptor(seg).engineId, b.engineId, 'the engine that listens on ::');
+      } finally {
+        await c.close();
+      }
     } finally {
       await a.close();
       await b.close();

@@ -18,7 +18,7 @@ import type { RegionAccess } from '../memory.js';
 import { parseHostPort } from '../net.js';
 import type { Notification } from '../rpc/handshake.js';
 import { notifyAccepted, notifyJson, probeSucceeded } from '../rpc/messages.js';
-import { BatchTable } from './batch.js';
+import { BatchTable, type Batch } from './batch.js';
 import { collectStats, EngineParts } from './parts.js';
 import { checkRequest, planRequest, resolveLocal } from './planner.js';
 import { Telemetry } from './telemetry.js';
@@ -371,20 +371,23 @@ export class TransferEngine {
     this.ready();
     const batch = this.batches.get(batchId);
     const signal = checkSignal(options);
-    if (signal && batch.unfinished > 0) {
-      const abort = (): void => {
-        this.parts?.dispatch?.cancel(batch); // after close() there is nothing left to cancel
-      };
-      if (signal.aborted) abort();
-      signal.addEventListener('abort', abort, { once: true });
-      try {
-        await batch.whenDone();
-      } finally {
-        signal.removeEventListener('abort', abort);
-      }
-    }
-    await batch.whenDone();
+    if (signal) await this.doneOrAborted(batch, signal);
+    else await batch.whenDone();
     return batch.tasks.map((t) => t.statusReport);
+  }
+
+  /** The batch done, its unfinished tasks canceled when `signal` aborts (no closure on the common, signal-less path). */
+  private async doneOrAborted(batch: Batch, signal: AbortSignal): Promise<void> {
+    const abort = (): void => {
+      this.parts?.dispatch?.cancel(batch); // after close() there is nothing left to cancel
+    };
+    if (signal.aborted) abort();
+    else signal.addEventListener('abort', abort, { once: true });
+    try {
+      await batch.whenDone();
+    } finally {
+      signal.removeEventListener('abort', abort);
+    }
   }
 
   /**

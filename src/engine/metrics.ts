@@ -31,6 +31,13 @@ export function engineFamilies(src: MetricsSource): MetricFamily[] {
   const seg = src.segments();
   const reg = src.registered();
   const one = (name: string, type: 'counter' | 'gauge', help: string, value: number): MetricFamily => ({ name, type, help, samples: [{ value }] });
+  // One sample per value of a single label, in the order given.
+  const byLabel = (name: string, type: 'counter' | 'gauge', help: string, label: string, values: Record<string, number>): MetricFamily => ({
+    name,
+    type,
+    help,
+    samples: Object.entries(values).map(([v, value]) => ({ labels: { [label]: v }, value })),
+  });
   return [
     ...src.telemetry.families(),
     one('transfer_retries_total', 'counter', 'Slices sent again by retry rounds (MC_RETRY_CNT).', s.retries),
@@ -38,28 +45,12 @@ export function engineFamilies(src: MetricsSource): MetricFamily[] {
     one('transfer_lanes', 'gauge', 'Data connections open or opening to peers (initiator side).', s.lanes),
     one('transfer_server_connections', 'gauge', 'Data connections from peers open on the data port.', s.dataConnections),
     one('transfer_rpc_connections_total', 'counter', 'Connections accepted on the RPC (handshake) port.', s.rpcConnections),
-    {
-      name: 'transfer_server_requests_total',
-      help: 'Requests from peers on the data port, by result.',
-      type: 'counter',
-      samples: [
-        { labels: { result: 'served' }, value: s.requestsServed },
-        { labels: { result: 'rejected' }, value: s.requestsRejected },
-      ],
-    },
+    byLabel('transfer_server_requests_total', 'counter', 'Requests from peers on the data port, by result.', 'result', { served: s.requestsServed, rejected: s.requestsRejected }),
     one('transfer_auth_failures_total', 'counter', 'Connections whose authentication failed (RPC, data and file ports).', s.authRejected),
     one('transfer_connections_refused_total', 'counter', 'Connections closed at once: too many open from one address.', s.connectionsRefused),
     one('transfer_handshakes_rate_limited_total', 'counter', 'RPC connections closed at once: over TE_HANDSHAKE_RATE.', s.handshakesRateLimited),
     one('transfer_connections_stalled_total', 'counter', 'Connections closed for making no progress mid-request (TE_STALL_TIMEOUT_MS).', s.connectionsStalled),
-    {
-      name: 'transfer_segments',
-      help: 'Peer segments opened by this engine, by state.',
-      type: 'gauge',
-      samples: [
-        { labels: { state: 'open' }, value: seg.open },
-        { labels: { state: 'opening' }, value: seg.opening },
-      ],
-    },
+    byLabel('transfer_segments', 'gauge', 'Peer segments opened by this engine, by state.', 'state', { open: seg.open, opening: seg.opening }),
     one('transfer_registered_regions', 'gauge', 'Memory regions registered.', reg.regions),
     one('transfer_registered_bytes', 'gauge', 'Bytes of memory registered.', reg.bytes),
     one('transfer_registered_files', 'gauge', 'Files registered.', reg.files),

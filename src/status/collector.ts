@@ -13,7 +13,8 @@
  */
 import http from 'node:http';
 import { decodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
-import { splitHostPort } from '../net.js';
+import { decodeRpcMeta, type RpcMeta } from '../metadata/values.js';
+import { joinHostPort, splitHostPort } from '../net.js';
 import { buffersOf, filesOf } from './segment-view.js';
 import { MAX_RECENT_ERRORS, MAX_SEGMENTS, type ClusterStatus, type EngineStatus, type SegmentStatus, type StoreStatus, type ThroughputSample } from './types.js';
 
@@ -156,29 +157,25 @@ export class StatusCollector {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** rpc_meta entries: segment name -> the host and port it published. */
-  private rpcMeta(): Map<string, { host: string; port: number }> {
-    const out = new Map<string, { host: string; port: number }>();
+  /** rpc_meta entries: segment name -> where it published its RPC port (values that do not decode are left out). */
+  private rpcMeta(): Map<string, RpcMeta> {
+    const out = new Map<string, RpcMeta>();
     for (const [key, value] of this.options.entries?.() ?? []) {
       const at = key.indexOf('/rpc_meta/');
       if (at < 0) continue;
       try {
-        const v: unknown = JSON.parse(value.toString('utf8'));
-        if (typeof v !== 'object' || v === null) continue;
-        const host = (v as Record<string, unknown>)['ip_or_host_name'];
-        const port = (v as Record<string, unknown>)['rpc_port'];
-        if (typeof host === 'string' && host.length > 0 && typeof port === 'number' && Number.isInteger(port)) out.set(key.slice(at + 10), { host, port });
+        out.set(key.slice(at + 10), decodeRpcMeta(value.toString('utf8'), key));
       } catch {
-        // not JSON: the engine that reads it reports it; the page just has no address for it
+        // the engine that reads it reports it; the page just has no address for the segment
       }
     }
     return out;
   }
 
-  private async segmentStatus(f: Found, rpc: { host: string; port: number } | undefined): Promise<SegmentStatus> {
+  private async segmentStatus(f: Found, rpc: RpcMeta | undefined): Promise<SegmentStatus> {
     const base = {
       name: f.name,
-      ...(rpc ? { rpc: rpc.host.includes(':') ? `[${rpc.host}]:${rpc.port}` : `${rpc.host}:${rpc.port}` } : {}),
+      ...(rpc ? { rpc: joinHostPort(rpc.ipOrHostName, rpc.rpcPort) } : {}),
     };
     const desc = f.desc;
     if (!desc) {
@@ -197,7 +194,7 @@ export class StatusCollector {
       reach: 'no-metrics',
     };
     if (desc.metricsPort === undefined) return shown;
-    const host = rpc?.host ?? splitHostPort(desc.name).host;
+    const host = rpc?.ipOrHostName ?? splitHostPort(desc.name).host;
     try {
       const doc = await fetchJson(host, desc.metricsPort, '/status.json', this.options.fetchTimeoutMs ?? FETCH_TIMEOUT_MS);
       const engine = asEngineStatus(doc);
