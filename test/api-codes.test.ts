@@ -96,8 +96,8 @@ describe('the argument count is the count given', () => {
     await assert.rejects(call('transferSync', 'h:1', 1, 1, 1), { name: 'TypeError', message: 'transferSync() takes 5 to 8 arguments (4 given)' });
     await assert.rejects(call('batchTransferSync', 'h:1', [1], [1], [1], W, null, '', {}, 'extra'), { name: 'TypeError', message: /takes 5 to 8 arguments \(9 given\)/ });
     await assert.rejects(call('transferSyncRead', 'h:1', 1, 1, 1, '', {}, 'extra'), { name: 'TypeError', message: /takes 4 to 6 arguments \(7 given\)/ });
-    await assert.rejects(call('batchTransferAsync', 'h:1', [1], [1], [1], W, '', 'extra'), { name: 'TypeError', message: /takes 5 to 6 arguments \(7 given\)/ });
-    await assert.rejects(call('transferSubmitRead', 'h:1', 1, 1, 1, '', 'extra'), { name: 'TypeError', message: /takes 4 to 5 arguments \(6 given\)/ });
+    await assert.rejects(call('batchTransferAsync', 'h:1', [1], [1], [1], W, '', {}, 'extra'), { name: 'TypeError', message: /takes 5 to 7 arguments \(8 given\)/ });
+    await assert.rejects(call('transferSubmitRead', 'h:1', 1, 1, 1, '', {}, 'extra'), { name: 'TypeError', message: /takes 4 to 6 arguments \(7 given\)/ });
     // Seven arguments are the seed's full form of transferSync, eight ours: past the count check, they fail as data (not initialized).
     assert.ok((await call('transferSync', 'h:1', 1, 1, 1, W, null, '')) < 0);
     assert.ok((await call('transferSync', 'h:1', 1, 1, 1, W, null, '', { timeoutMs: 10 })) < 0);

@@ -132,11 +132,16 @@ export function notifyArg(m: string, notify: unknown): void {
   }
 }
 
-/** The options form of the sync transfer calls (a trailing argument after transportHint). */
+/**
+ * The options form of the transfer calls, sync and async (a trailing argument
+ * after transportHint). For the async calls (transferSubmit*, batchTransferAsync*)
+ * they apply to the batch: its status (transferCheckStatus, getBatchTransferStatus)
+ * is then ERR_CANCELED or ERR_TIMEOUT.
+ */
 export interface SyncOptions {
-  /** Its abort cancels the transfer: the call returns ERR_CANCELED. */
+  /** Its abort cancels the transfer: the call (async: the batch) ends ERR_CANCELED. Already aborted: nothing is submitted. */
   signal?: AbortSignal;
-  /** Replaces the call's deadline (MC_TRANSFER_TIMEOUT + 1 ns/byte): on expiry the transfer is canceled, ERR_TIMEOUT. */
+  /** Replaces the deadline (MC_TRANSFER_TIMEOUT + 1 ns/byte; async: from the submission): on expiry the transfer is canceled, ERR_TIMEOUT. */
   timeoutMs?: number;
 }
 

@@ -26,6 +26,8 @@ export interface BatchRecord {
   readonly bytes: number;
   /** When it was submitted (performance.now()). */
   readonly startedAt: number;
+  /** The async call's options.timeoutMs: the batch is canceled then (ERR_TIMEOUT); undefined: the default deadline, which getBatchTransferStatus applies. */
+  readonly timeoutMs?: number | undefined;
   /** undefined while tasks run. */
   outcome: BatchOutcome | undefined;
   /** Resolves with the outcome when the last task ends. */

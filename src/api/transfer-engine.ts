@@ -285,8 +285,9 @@ export class TransferEngine {
   }
 
   /** The common body of the async calls: a batch id (>= 1) or the failure's code. */
-  private async submit(m: string, target: string, lists: TransferLists, opcode: TransferOpcode, hint: string): Promise<number> {
-    return this.calls.run(m, () => this.life.ready().transfers.submitAsync(m, target, lists, opcode, hint));
+  private async submit(m: string, target: string, lists: TransferLists, opcode: TransferOpcode, hint: string, options: unknown): Promise<number> {
+    const o = syncOptionsArg(m, options);
+    return this.calls.run(m, () => this.life.ready().transfers.submitAsync(m, target, lists, opcode, hint, o));
   }
 
   /** Write `length` bytes from local `buffer` to `peerBufferAddress` in the target segment; waits. 0 or a negative code. */
@@ -328,26 +329,30 @@ export class TransferEngine {
     return this.sync(m, targetHostname, one(buffer, peerBufferAddress, length), opcode, notify, transportHint, options);
   }
 
-  /** Submit a write and return at once: a batch id (>= 1) for transferCheckStatus, or a negative code. */
-  async transferSubmitWrite(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = ''): Promise<number> {
+  /**
+   * Submit a write and return at once: a batch id (>= 1) for transferCheckStatus, or a negative code.
+   * `options.signal` aborting cancels the batch (its status: ERR_CANCELED); `options.timeoutMs` cancels it on expiry (ERR_TIMEOUT).
+   */
+  async transferSubmitWrite(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'transferSubmitWrite';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     singleTransferArgs(m, targetHostname, buffer, peerBufferAddress, length, transportHint);
-    return this.submit(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.WRITE, transportHint);
+    return this.submit(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.WRITE, transportHint, options);
   }
 
   /** The read twin of transferSubmitWrite (not in the Python binding). */
-  async transferSubmitRead(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = ''): Promise<number> {
+  async transferSubmitRead(targetHostname: string, buffer: Addr, peerBufferAddress: Addr, length: Addr, transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'transferSubmitRead';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     singleTransferArgs(m, targetHostname, buffer, peerBufferAddress, length, transportHint);
-    return this.submit(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.READ, transportHint);
+    return this.submit(m, targetHostname, one(buffer, peerBufferAddress, length), TransferOpcode.READ, transportHint, options);
   }
 
   /**
    * Poll a batch from transferSubmit* or batchTransferAsync*: 1 completed, 0
-   * still running, -1 failed, -2 timed out. A final status (1, -1, -2) frees
-   * the id; polling it again gives ERR_INVALID_BATCH.
+   * still running, -1 failed, -2 timed out, ERR_CANCELED (-13) canceled by its
+   * options.signal. A final status frees the id; polling it again gives
+   * ERR_INVALID_BATCH.
    */
   transferCheckStatus(batchId: number | bigint): number {
     const m = 'transferCheckStatus';
@@ -389,19 +394,19 @@ export class TransferEngine {
     return this.sync(m, targetHostname, lists, opcode, notify, transportHint, options);
   }
 
-  /** Submit several ranges as one batch and return at once: a batch id (>= 1) or a negative code. */
-  async batchTransferAsyncWrite(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = ''): Promise<number> {
+  /** Submit several ranges as one batch and return at once: a batch id (>= 1) or a negative code. Options as transferSubmitWrite's. */
+  async batchTransferAsyncWrite(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'batchTransferAsyncWrite';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     const lists = batchTransferArgs(m, targetHostname, buffers, peerBufferAddresses, lengths, transportHint);
-    return this.submit(m, targetHostname, lists, TransferOpcode.WRITE, transportHint);
+    return this.submit(m, targetHostname, lists, TransferOpcode.WRITE, transportHint, options);
   }
 
-  async batchTransferAsyncRead(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = ''): Promise<number> {
+  async batchTransferAsyncRead(targetHostname: string, buffers: Addr[], peerBufferAddresses: Addr[], lengths: Addr[], transportHint = '', options: SyncOptions = {}): Promise<number> {
     const m = 'batchTransferAsyncRead';
-    arity(m, arguments, 4, 5);
+    arity(m, arguments, 4, 6);
     const lists = batchTransferArgs(m, targetHostname, buffers, peerBufferAddresses, lengths, transportHint);
-    return this.submit(m, targetHostname, lists, TransferOpcode.READ, transportHint);
+    return this.submit(m, targetHostname, lists, TransferOpcode.READ, transportHint, options);
   }
 
   async batchTransferAsync(
@@ -411,19 +416,22 @@ export class TransferEngine {
     lengths: Addr[],
     opcode: TransferOpcode,
     transportHint = '',
+    options: SyncOptions = {},
   ): Promise<number> {
     const m = 'batchTransferAsync';
-    arity(m, arguments, 5, 6);
+    arity(m, arguments, 5, 7);
     const lists = batchTransferArgs(m, targetHostname, buffers, peerBufferAddresses, lengths, transportHint);
     opcodeArg(m, opcode);
-    return this.submit(m, targetHostname, lists, opcode, transportHint);
+    return this.submit(m, targetHostname, lists, opcode, transportHint, options);
   }
 
   /**
    * Wait for batches from batchTransferAsync* / transferSubmit*: 0 when all
    * completed, -1 when one failed, -2 when one timed out (each batch has
-   * MC_TRANSFER_TIMEOUT + 1 ns/byte from its submission). Returns at the first
-   * failure. Every listed id is freed either way.
+   * MC_TRANSFER_TIMEOUT + 1 ns/byte from its submission, or its
+   * options.timeoutMs), ERR_CANCELED (-13) when one was canceled by its
+   * options.signal. Returns at the first failure. Every listed id is freed
+   * either way.
    */
   async getBatchTransferStatus(batchIds: Addr[]): Promise<number> {
     const m = 'getBatchTransferStatus';

@@ -129,8 +129,13 @@ export class Transfers {
    * Submit checked requests as one core batch. The managed buffers they use
    * stay pinned until the last task ends; then the core batch is freed and
    * `done` resolves with the outcome (`describe` names the transfer in its error).
+   * A batch canceled (its `options`, or a sync call's deadline or signal) has
+   * its outcome at once; its pins and core batch go once its wire requests
+   * have ended.
+   * @param options an async call's: `signal` cancels the batch (ERR_CANCELED),
+   *   `timeoutMs` after the submission too (ERR_TIMEOUT). Sync calls keep their own.
    */
-  private submit(c: Checked, handle: SegmentHandle, describe: (id: BatchID) => string): { id: BatchID; record: BatchRecord } {
+  private submit(c: Checked, handle: SegmentHandle, describe: (id: BatchID) => string, options: SyncOptions = {}): { id: BatchID; record: BatchRecord } {
     const core = this.core;
     const id = core.allocateBatchID(c.requests.length); // TE_CLOSED if closed while the segment opened
     try {
@@ -145,29 +150,54 @@ export class Transfers {
     const what = describe(id);
     const managed = this.memory.managed;
     for (const pin of c.pins) managed.pin(pin);
-    const finish = (outcome: BatchOutcome): BatchOutcome => {
-      record.outcome = outcome;
+    const release = (): void => {
       for (const pin of c.pins) managed.unpin(pin);
       try {
         core.freeBatchID(id);
       } catch {
         /* the engine closed meanwhile: nothing left to free */
       }
+    };
+    // The async call's options: what canceled the batch, if they did (its outcome says so).
+    const { signal, timeoutMs } = options;
+    let canceledBy: 'signal' | 'timeout' | null = null;
+    const cancel = (by: 'signal' | 'timeout'): void => {
+      canceledBy ??= by;
+      core.cancelBatch(id).catch(() => undefined); // rejects when every task had ended: nothing to do
+    };
+    const onAbort = signal ? (): void => cancel('signal') : null;
+    if (onAbort) signal!.addEventListener('abort', onAbort, { once: true });
+    const timer = timeoutMs === undefined ? null : setTimeout(cancel, timeoutMs, 'timeout');
+    timer?.unref(); // the batch's own sockets and timeouts keep the process alive while it runs
+    const finish = (outcome: BatchOutcome, canceled: boolean): BatchOutcome => {
+      if (timer) clearTimeout(timer);
+      if (onAbort) signal!.removeEventListener('abort', onAbort);
+      record.outcome = outcome;
+      // Canceled: reported now, but its managed buffers stay pinned and the batch allocated until
+      // its wire requests have ended (cancelBatch resolves then; it rejects when none was left).
+      if (canceled) void core.cancelBatch(id).catch(() => undefined).then(release);
+      else release();
       return outcome;
     };
     const record: BatchRecord = {
       bytes: c.bytes,
       startedAt: performance.now(),
+      timeoutMs,
       outcome: undefined,
       // Never rejects: a failure to wait (not expected: the batch was just submitted) is the batch's outcome.
       done: core.waitBatch(id).then(
-        async (statuses) => {
-          // Canceled (a sync call's deadline or signal): its managed buffers stay pinned and the batch
-          // allocated until its wire requests have ended (cancelBatch resolves then; it rejects when none was left).
-          if (statuses.some((st) => st.status === TaskStatus.CANCELED)) await core.cancelBatch(id).catch(() => undefined);
-          return finish(batchError(statuses, what));
+        (statuses) => {
+          const canceled = statuses.some((st) => st.status === TaskStatus.CANCELED);
+          let outcome = batchError(statuses, what);
+          if (canceledBy && outcome instanceof TransferEngineError && outcome.code === ErrorCode.CANCELED) {
+            outcome =
+              canceledBy === 'signal'
+                ? teError(ErrorCode.CANCELED, `${what} canceled (options.signal)`, outcome)
+                : teError(ErrorCode.TIMEOUT, `${what} not done within ${String(timeoutMs)} ms (options.timeoutMs): canceled`, outcome);
+          }
+          return finish(outcome, canceled);
         },
-        (e: unknown) => finish(e instanceof TransferEngineError ? e : teError(ErrorCode.PROTOCOL_ERROR, `${what}: ${String(e)}`, e)),
+        (e: unknown) => finish(e instanceof TransferEngineError ? e : teError(ErrorCode.PROTOCOL_ERROR, `${what}: ${String(e)}`, e), false),
       ),
     };
     return { id, record };
@@ -238,10 +268,16 @@ export class Transfers {
    * An async transfer: checked, submitted and numbered at once (the id is the
    * core's batch id). A segment not open yet opens inside the batch's tasks
    * (shared with concurrent calls), so a hung or dead peer never blocks the call.
+   * `options.signal` and `options.timeoutMs` cancel the batch (submit); a
+   * signal aborted already: nothing is submitted (ERR_CANCELED).
    */
-  submitAsync(method: string, targetHostname: string, lists: TransferLists, opcode: TransferOpcode, transportHint: string): BatchID {
+  submitAsync(method: string, targetHostname: string, lists: TransferLists, opcode: TransferOpcode, transportHint: string, options: SyncOptions = {}): BatchID {
     const c = this.check(lists, opcode, transportHint);
-    const { id, record } = this.submit(c, this.core.segmentHandle(targetHostname), (n) => `batch ${n}`);
+    if (options.signal?.aborted) {
+      const op = opcode === TransferOpcode.WRITE ? 'write' : 'read';
+      throw teError(ErrorCode.CANCELED, `${op} of ${c.bytes} B with ${targetHostname} canceled before it was submitted (options.signal)`);
+    }
+    const { id, record } = this.submit(c, this.core.segmentHandle(targetHostname), (n) => `batch ${n}`, options);
     this.outcomes.add(id, record);
     this.logger.trace(`${method}: batch ${id}, ${c.bytes} B in ${c.requests.length} request(s) with ${targetHostname}`);
     return id;
@@ -267,11 +303,14 @@ export class Transfers {
         let left = bs.length;
         if (left === 0) resolve(null);
         bs.forEach((b, k) => {
-          const budget = syncDeadlineMs(timeoutMs, b.bytes);
-          const ms = b.startedAt + budget - performance.now();
-          timers.push(
-            setTimeout(() => resolve(teError(ErrorCode.TIMEOUT, `batch ${ids[k]} not done within ${budget.toFixed(0)} ms (MC_TRANSFER_TIMEOUT + 1 ns/byte)`)), Math.max(0, ms)),
-          );
+          // A batch with options.timeoutMs is canceled by its own deadline, which ends `done` (ERR_TIMEOUT).
+          if (b.timeoutMs === undefined) {
+            const budget = syncDeadlineMs(timeoutMs, b.bytes);
+            const ms = b.startedAt + budget - performance.now();
+            timers.push(
+              setTimeout(() => resolve(teError(ErrorCode.TIMEOUT, `batch ${ids[k]} not done within ${budget.toFixed(0)} ms (MC_TRANSFER_TIMEOUT + 1 ns/byte)`)), Math.max(0, ms)),
+            );
+          }
           void b.done.then((err) => {
             if (err) resolve(err);
             else if (--left === 0) resolve(null);

@@ -5,7 +5,7 @@
  */
 import { teError, ErrorCode, type TransferEngineError } from '../errors.js';
 import { Lease } from '../lease.js';
-import { Failure, type Slice } from '../transport/slice.js';
+import { cancels, Failure, type Slice } from '../transport/slice.js';
 import type { TaskSink, TransportName } from '../transport/transport.js';
 import { recordSlice, resetRound, retryRound, type RoundState } from './retry.js';
 import type { RemoteSegment } from './segments.js';
@@ -37,7 +37,10 @@ export class Task implements TaskSink, RoundState, EndedTask {
   progressed = false;
   onlyTimeouts = true;
   needsNewDescriptor = true;
-  /** A slice failed this round in a way that dooms the round (haltsTask): slices not sent yet are skipped. */
+  /**
+   * A slice failed this round in a way that dooms the round (haltsTask), or
+   * the task was canceled (then for good): slices not sent yet are skipped.
+   */
   halted = false;
   /** Retry rounds started. */
   rounds = 0;
@@ -154,11 +157,15 @@ export class Task implements TaskSink, RoundState, EndedTask {
    * Cancel the task if it has not ended: it ends CANCELED now (waitBatch sees
    * it), and its wire requests in flight run out; until the transport is
    * done with it (`busy`), the batch counts it as draining and its memory
-   * stays pinned by those requests. Held retry slices are unpinned now.
+   * stays pinned by those requests. Held retry slices are unpinned now; its
+   * TCP slices not written yet are halted: settled instead of sent, when
+   * their peer next pumps or sweeps (src/transport/tcp/peer.ts).
    * @param busy whether a transport or a segment open still holds the task
    */
   cancel(error: TransferEngineError, busy: boolean): boolean {
     if (this.status !== TaskStatus.WAITING) return false;
+    this.halted = true; // never reset: no retry round follows a cancel (dispatch.ts, resend)
+    cancels.count++;
     for (const h of this.holds) h.release();
     this.retryable = [];
     this.holds = [];

@@ -82,7 +82,16 @@ export class Dispatcher implements TransportHost {
     return this.ctx.transports.find((t) => t.name === name)?.stats();
   }
 
+  /**
+   * What a transport could not finish goes to the transports after it,
+   * unless the task was canceled meanwhile (a same-host copy failing after
+   * the cancel): then nothing more is sent, and the task is only drained.
+   */
   reroute(from: Transport, task: TaskSink, job: Job): void {
+    if (task.canceled) {
+      task.finish();
+      return;
+    }
     this.route(this.ctx.transports.indexOf(from) + 1, task, job);
   }
 

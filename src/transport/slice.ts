@@ -28,7 +28,7 @@ export const Failure = {
   FATAL: 6,
   /** Another engine answers at the peer's address (identity check): only a new descriptor can help. */
   WRONG_PEER: 7,
-  /** Never sent: another slice of the same task had already failed for good this round (SliceOwner.halted). */
+  /** Never sent: another slice of the same task had already failed for good this round, or the task was canceled (SliceOwner.halted). */
   SKIPPED: 8,
 } as const;
 export type Failure = (typeof Failure)[keyof typeof Failure];
@@ -42,13 +42,23 @@ export function haltsTask(f: Failure): boolean {
   return f === Failure.REJECTED || f === Failure.WRONG_PEER || f === Failure.FATAL;
 }
 
+/**
+ * Task cancels, counted process-wide (src/engine/batch.ts, Task.cancel): a
+ * TCP peer that sees the count changed at its periodic sweep settles the
+ * halted slices it holds queued (tcp/peer.ts), so that the memory of a task
+ * canceled behind a stalled lane is not pinned until the transfer timeout.
+ * (Its pump settles them anyway as it reaches them; no per-slice cost.)
+ */
+export const cancels = { count: 0 };
+
 export interface SliceOwner {
   /** Called exactly once per slice. `error` null means every byte was acknowledged; `slice.failure` says why not. */
   sliceDone(slice: Slice, error: TransferEngineError | null): void;
   /**
    * True once a slice of the task failed in a way that dooms the round
-   * (haltsTask): the transport then settles the task's slices still queued
-   * as SKIPPED instead of sending them.
+   * (haltsTask), or once the task was canceled: the transport then settles
+   * the task's slices still queued as SKIPPED instead of sending them (and
+   * their pins go with them). Requests already written are not recalled.
    */
   readonly halted: boolean;
   /** Called when one of the owner's slices (or a part of one) fails with a failure that haltsTask. */
@@ -85,7 +95,7 @@ export class Slice extends Lease {
     this.length = local.length;
   }
 
-  /** The task this slice belongs to has failed for good this round: do not send it. */
+  /** The task this slice belongs to has failed for good this round, or was canceled: do not send it. */
   get halted(): boolean {
     return this.owner.halted;
   }

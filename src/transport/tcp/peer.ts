@@ -14,7 +14,7 @@
 import { channels } from '../../diagnostics.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
 import { detachedError } from '../../memory.js';
-import { Failure, type Slice } from '../slice.js';
+import { cancels, Failure, type Slice } from '../slice.js';
 import { Lane, failureOf, type LaneOwner } from './lane.js';
 import type { PeerAddress, TcpClientOptions } from './options.js';
 
@@ -64,6 +64,8 @@ export class Peer implements LaneOwner {
   private tokensAt = performance.now();
   /** A pump waiting for connect budget (only when no lane exists). */
   private budgetTimer: NodeJS.Timeout | null = null;
+  /** The count of task cancels (slice.ts, `cancels`) at this peer's last sweep. */
+  private cancelsSeen = cancels.count;
 
   paused(now: number): boolean {
     if (now >= this.pausedUntil) {
@@ -214,9 +216,39 @@ export class Peer implements LaneOwner {
     for (let i = h; i < q.length; i++) q[i]!.settle(err, failure);
   }
 
+  /**
+   * Settle, instead of sending, the queued slices of tasks halted (canceled,
+   * or doomed this round) since they were queued, wherever they are in the
+   * queue: the pump only meets them at its head, which a stalled lane may
+   * keep it from reaching until the transfer timeout. The order of the rest
+   * is kept.
+   */
+  private dropHalted(): void {
+    const q = this.queue;
+    let kept = this.qHead;
+    let dropped: Slice[] | null = null;
+    for (let i = this.qHead; i < q.length; i++) {
+      const s = q[i]!;
+      if (s.halted) (dropped ??= []).push(s);
+      else q[kept++] = s;
+    }
+    if (!dropped) return;
+    if (kept === this.qHead) {
+      this.queue = [];
+      this.qHead = 0;
+    } else q.length = kept;
+    // Settled once the queue is consistent: settling runs the owners' code.
+    for (const s of dropped) sendable(s);
+  }
+
   /** Time out lanes and queued slices; returns true when this peer can be forgotten (idle, no recent history). */
   sweep(now: number): boolean {
     const timeout = this.options.timeoutMs;
+    if (this.cancelsSeen !== cancels.count) {
+      // A task was canceled somewhere since the last sweep: its slices queued here (if any) go now, pins and all.
+      this.cancelsSeen = cancels.count;
+      if (this.qHead < this.queue.length) this.dropHalted();
+    }
     // Queued slices time out when none of the peer's lanes moves anything (a slow link with a long
     // queue is progress, not a timeout). The queue is FIFO, so only its head can be the oldest.
     // Before the lanes are swept: a lane timing out there would open another for slices that waited too long already.
@@ -243,11 +275,13 @@ export class Peer implements LaneOwner {
 
 /**
  * Settle, instead of sending, a slice whose task has already failed for good
- * this round (a sibling was rejected...) or whose local memory was detached.
+ * this round (a sibling was rejected...) or was canceled, or whose local
+ * memory was detached. One property read per slice on the way to a lane.
  */
 function sendable(slice: Slice): boolean {
   if (slice.halted) {
-    slice.settle(teError(ErrorCode.CLOSED, 'not sent: another part of the same transfer had already failed'), Failure.SKIPPED);
+    // (A canceled task ignores the error: it was reported CANCELED already, this only drains it.)
+    slice.settle(teError(ErrorCode.CLOSED, 'not sent: the transfer was canceled, or another part of it had already failed'), Failure.SKIPPED);
     return false;
   }
   if (slice.region.detached) {
