@@ -8,7 +8,7 @@
  * `te-<pid>-<n>-a/b`; the ones of dead processes are removed on creation and
  * ours on process exit, whatever happens to the test.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { TaskStatus } from '../src/core.js';
 import { PeerProcess } from './helpers.js';
@@ -110,6 +110,8 @@ export class NetnsPair {
   readonly addr6A = 'fd13:213::1';
   readonly addr6B = 'fd13:213::2';
   private readonly peers = new Set<PeerProcess>();
+  /** Other processes started in a namespace (spawnIn): SIGKILLed when the pair is destroyed. */
+  private readonly children = new Set<ChildProcess>();
   private destroyed = false;
 
   private constructor(id: string) {
@@ -176,9 +178,14 @@ export class NetnsPair {
     return n;
   }
 
-  /** Carrier off/on: `a`'s end goes down, which also takes the peer's end down. */
-  setLink(up: boolean): void {
-    run('ip', ['-n', this.a, 'link', 'set', this.ifA, up ? 'up' : 'down']);
+  /**
+   * Carrier off/on at one end of the link (`a`'s unless `end` says 'b'), which takes the other end's
+   * carrier with it. The end set down loses its routes (connects there fail at once, ENETUNREACH); the
+   * other keeps them, so its packets are silently lost, as toward a host gone dark.
+   */
+  setLink(up: boolean, end: 'a' | 'b' = 'a'): void {
+    const [ns, dev] = end === 'a' ? [this.a, this.ifA] : [this.b, this.ifB];
+    run('ip', ['-n', ns, 'link', 'set', dev, up ? 'up' : 'down']);
   }
 
   /** Cap both directions with a token bucket (e.g. '200mbit'); null removes it. */
@@ -238,6 +245,17 @@ export class NetnsPair {
     return p;
   }
 
+  /**
+   * Any command inside namespace `ns` (`ip netns exec` execs it in place, so the child's pid is the
+   * command's); SIGKILLed, if still running, when the pair is destroyed.
+   */
+  spawnIn(ns: string, cmd: string, args: string[], options: SpawnOptions = {}): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], options);
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    return child;
+  }
+
   /** Stop the peers, then remove both namespaces (the veth pair goes with them). */
   async destroy(): Promise<void> {
     await Promise.all([...this.peers].map((p) => p.stop()));
@@ -249,6 +267,7 @@ export class NetnsPair {
     this.destroyed = true;
     live.delete(this);
     for (const p of this.peers) p.kill();
+    for (const c of this.children) c.kill('SIGKILL');
     for (const ns of [this.a, this.b]) {
       try {
         run('ip', ['netns', 'delete', ns]);
