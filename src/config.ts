@@ -8,6 +8,7 @@ import { ErrorCode } from './errors.js';
 import { secretBytes } from './codec/auth.js';
 import { envError, envVar, type Env } from './env.js';
 import type { ListenerLimits } from './limits.js';
+import { tlsSettingsFromEnv, type TlsSettings } from './tls.js';
 
 export interface EngineConfig extends ListenerLimits {
   /** MC_TRANSFER_TIMEOUT: seconds without progress before a transfer ends in TIMEOUT. */
@@ -46,6 +47,8 @@ export interface EngineConfig extends ListenerLimits {
   metricsPort: number;
   /** TE_AUTH_SECRET or TE_AUTH_SECRET_FILE (ours): the shared secret both ports require; undefined: no authentication (Mooncake-compatible). */
   authSecret: Buffer | undefined;
+  /** TE_TLS_CERT, TE_TLS_KEY, TE_TLS_CA, TE_TLS_PEER_NAME (ours): mutual TLS on both ports; undefined: clear text (Mooncake-compatible). */
+  tls: TlsSettings | undefined;
   /** TE_MAX_DESCRIPTOR_SIZE (ours): largest segment descriptor accepted from a peer or a metadata store, in bytes. */
   maxDescriptorSize: number;
   /**
@@ -107,6 +110,7 @@ export function loadConfig(env: Env = process.env): EngineConfig {
     peerPauseMs: envVar('TE_PEER_PAUSE_MS', env),
     metricsPort: envVar('TE_METRICS_PORT', env),
     authSecret: authSecretVar(env),
+    tls: tlsSettingsFromEnv(env),
     maxDescriptorSize: envVar('TE_MAX_DESCRIPTOR_SIZE', env),
     addressBase: envVar('TE_ADDRESS_BASE', env),
     maxDataConnectionsPerPeer: envVar('TE_MAX_DATA_CONNECTIONS_PER_PEER', env),

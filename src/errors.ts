@@ -78,6 +78,13 @@ export const ErrorCode = {
   AUTH_REQUIRED: 'TE_AUTH_REQUIRED',
   /** Authentication failed: the secrets differ, or the peer does not authenticate while we require it. */
   AUTH_FAILED: 'TE_AUTH_FAILED',
+  /** The peer takes only mutual TLS and this engine has no TE_TLS_* settings. */
+  TLS_REQUIRED: 'TE_TLS_REQUIRED',
+  /**
+   * Mutual TLS failed: a certificate was refused (expired, another CA, another
+   * name, self-signed), or the peer does not speak TLS while we require it.
+   */
+  TLS_FAILED: 'TE_TLS_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -1,5 +1,6 @@
 /** Small socket helpers shared by the RPC and data listeners. */
 import net from 'node:net';
+import tls from 'node:tls';
 import dns from 'node:dns/promises';
 import { teError, ErrorCode } from './errors.js';
 
@@ -116,4 +117,14 @@ export function closeServer(server: net.Server): Promise<void> {
     if (!server.listening) return resolve();
     server.close(() => resolve());
   });
+}
+
+/**
+ * Close at once with a reset where the socket is plain TCP (the kernel drops
+ * unsent data and the peer learns). A TLS socket cannot be reset (Node throws
+ * for a handle that is not TCP): it is destroyed.
+ */
+export function resetSocket(sock: net.Socket): void {
+  if (sock instanceof tls.TLSSocket) sock.destroy();
+  else sock.resetAndDestroy();
 }

@@ -425,7 +425,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const exited = new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
-    await new Promise((r) => setTimeout(r, 2500));
+    // Counted from the target's ready line, not from the spawn: on a loaded machine starting the target alone can take seconds.
+    while (!stdout.includes('"target_ready"') && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 2000));
     child.kill(signal);
     const [code] = await exited;
     assert.equal(code, 0, stderr);

@@ -347,3 +347,21 @@ describe('metrics_port (ours: where the status page reads an engine)', () => {
     }
   });
 });
+
+describe('tls (ours: both ports take only mutual TLS)', () => {
+  const base = { name: 'h:1', protocol: 'tcp', tcpDataPort: 2, tcpProtoVersion: 2, buffers: [{ name: 'h:1', addr: 4096n, length: 10n }] };
+
+  test('written as a string when the engine has TLS, read back; absent otherwise', () => {
+    const text = encodeSegmentDesc({ ...base, tls: 'mtls-1.3', timestamp: 't' });
+    assert.equal(text, '{"name":"h:1","protocol":"tcp","tcp_data_port":2,"tcp_proto_version":2,"timestamp":"t","buffers":[{"name":"h:1","addr":4096,"length":10}],"tls":"mtls-1.3"}');
+    assert.equal(decodeSegmentDesc(text).tls, 'mtls-1.3');
+    assert.ok(!encodeSegmentDesc(base).includes('tls'));
+  });
+
+  test('anything but a non-empty string is absent (the segment is then clear text), never a reason to reject it', () => {
+    for (const raw of ['""', 'true', '1', 'null', '[]', '{}']) {
+      const d = decodeSegmentDesc(`{"name":"h:1","protocol":"tcp","tcp_data_port":2,"tls":${raw},"buffers":[]}`);
+      assert.equal(d.tls, undefined, raw);
+    }
+  });
+});

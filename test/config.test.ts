@@ -32,6 +32,7 @@ const DEFAULTS: EngineConfig = {
   peerPauseMs: 1000,
   metricsPort: 0,
   authSecret: undefined,
+  tls: undefined,
   maxDescriptorSize: 64 << 20,
   addressBase: undefined,
   maxDataConnectionsPerPeer: 1024,

@@ -188,6 +188,11 @@ describe('the blank rule', () => {
     'MC_NVMEOF_GENERIC_NUM_WORKERS',
     'MC_NVMEOF_GENERIC_DIRECT_IO',
     'TE_FILE_SAME_HOST',
+    // Paths: whitespace is no file name (and a blank one must not turn half of TLS on).
+    'TE_TLS_CERT',
+    'TE_TLS_KEY',
+    'TE_TLS_CA',
+    'TE_TLS_PEER_NAME',
   ];
 
   test('"" is unset for every variable', () => {

@@ -567,7 +567,7 @@ describe('server connection: requests split at every offset', () => {
   const mem = Buffer.alloc(256 * 1024);
   const region = registry.register(mem);
   const ENGINE_ID = 4242;
-  const stats = { connections: 0, requests: 0, rejected: 0, refused: 0, authRejected: 0, stalled: 0, peakQueued: 0 };
+  const stats = { connections: 0, requests: 0, rejected: 0, refused: 0, authRejected: 0, tlsRejected: 0, stalled: 0, peakQueued: 0 };
   const host: ConnectionHost = {
     stats,
     targets: new RegistryTargets(registry, null),

@@ -138,6 +138,8 @@ export const RETURN_CODE_OF = {
   // handshake, is ERR_NOTIFY_FAILED's value here). A transfer's task failing so is still -1.
   [ErrorCode.AUTH_REQUIRED]: ERR_PEER_UNREACHABLE,
   [ErrorCode.AUTH_FAILED]: ERR_PEER_UNREACHABLE,
+  [ErrorCode.TLS_REQUIRED]: ERR_PEER_UNREACHABLE,
+  [ErrorCode.TLS_FAILED]: ERR_PEER_UNREACHABLE,
 } as const satisfies Record<ErrorCode, ReturnCodeValue>;
 
 export function returnCodeFor(e: TransferEngineError): number {

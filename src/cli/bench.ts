@@ -16,6 +16,11 @@
  * present: runBench hands it the whole argv when its isFileBench(argv) says
  * so (--files, --file_mode).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { envVar } from '../env.js';
+import { makeCa, makeCert, tlsEnv } from './pki.js';
 import { parseFlags, UsageError } from './args.js';
 import { BENCH_FLAGS, BENCH_HELP, resolveOptions } from './bench/options.js';
 import { runInitiator } from './bench/initiator.js';
@@ -72,6 +77,26 @@ export async function runBench(argv: readonly string[]): Promise<number> {
     case 'initiator':
       return report(o, await runInitiator(o, o.remoteSegment), null);
     case 'loopback':
-      return runLoopback(o);
+      return o.tls && envVar('TE_TLS_CERT') === undefined ? withThrowawayCertificates(() => runLoopback(o)) : runLoopback(o);
+  }
+}
+
+/**
+ * `--loopback --tls` without TE_TLS_*: a CA and one certificate in a temporary
+ * folder, set in TE_TLS_* for this process, its worker threads and the target
+ * child (both ends may share a certificate: each checks the other's against
+ * the CA); the folder is removed afterwards.
+ */
+async function withThrowawayCertificates(run: () => Promise<number>): Promise<number> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'transfer-engine-bench-tls-'));
+  let vars: Record<string, string> = {};
+  try {
+    const pki = makeCa(dir);
+    vars = tlsEnv(pki, makeCert(pki, 'bench'));
+    Object.assign(process.env, vars);
+    return await run();
+  } finally {
+    for (const k of Object.keys(vars)) Reflect.deleteProperty(process.env, k);
+    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -3,6 +3,7 @@
  * wheel's `mooncake_master` (src/master/), with its flags under their
  * Mooncake names (either `_` or `-` spelling). Serves until SIGINT/SIGTERM.
  */
+import { tlsSettingsFromEnv } from '../tls.js';
 import { DEFAULT_MASTER_CONFIG, type MasterConfig } from '../master/config.js';
 import { StoreMaster, type HaSettings } from '../master/master.js';
 import { parseMetadataConnString } from '../metadata/connection.js';
@@ -164,6 +165,7 @@ export async function runMaster(argv: readonly string[]): Promise<number> {
   });
   const master = await StoreMaster.start({
     ...parsed.config,
+    tls: tlsSettingsFromEnv(process.env), // TE_TLS_*, as for an engine: a bad file fails before the port is bound
     metrics: parsed.metrics,
     httpMetadata: parsed.http,
     ha: parsed.ha,

@@ -53,6 +53,12 @@ export interface SegmentDesc {
    */
   auth?: string;
   /**
+   * Ours: both ports take only mutual TLS (`tls`, "mtls-1.3", src/tls.ts);
+   * absent: clear text. An engine with TLS opens no segment without it, and
+   * one without TLS none with it.
+   */
+  tls?: string;
+  /**
    * Ours: this engine instance's random id (`engine_id`, an integer in [1, 2^53)).
    * Our clients check it on every data connection before the first request
    * (src/codec/wire.ts, engine identity), so a process that took a dead
@@ -111,6 +117,7 @@ export function encodeSegmentDesc(desc: SegmentDesc): string {
     buffers: desc.buffers.map(encodeBuffer),
     ...(desc.machineId ? { machine_id: desc.machineId } : {}),
     ...(desc.auth ? { auth: desc.auth } : {}),
+    ...(desc.tls ? { tls: desc.tls } : {}),
     ...(desc.engineId !== undefined ? { engine_id: BigInt(desc.engineId) } : {}),
     ...(desc.metricsPort !== undefined ? { metrics_port: desc.metricsPort } : {}),
   };
@@ -186,6 +193,7 @@ export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {})
   const ts = v['timestamp'];
   const machineId = v['machine_id'];
   const auth = v['auth'];
+  const tls = v['tls'];
   const engineId = v['engine_id'];
   const metricsPort = v['metrics_port'];
   const fileBuffers = decodeFileBuffers(v['file_buffers']);
@@ -201,6 +209,7 @@ export function decodeSegmentDesc(text: string, options: DecodeDescOptions = {})
     ...(fileBuffers.length > 0 ? { fileBuffers } : {}),
     ...(fileEndpoint ? { fileEndpoint } : {}),
     ...(typeof auth === 'string' && auth.length > 0 ? { auth } : {}),
+    ...(typeof tls === 'string' && tls.length > 0 ? { tls } : {}),
     // Our own optional field: anything but an integer in [1, 2^53) is ignored, as for shm_name.
     ...(typeof engineId === 'bigint' && engineId > 0n && engineId <= BigInt(Number.MAX_SAFE_INTEGER) ? { engineId: Number(engineId) } : {}),
     // Likewise: anything but a port in [1, 65535] is ignored.

@@ -47,6 +47,7 @@ export function engineFamilies(src: MetricsSource): MetricFamily[] {
     one('transfer_rpc_connections_total', 'counter', 'Connections accepted on the RPC (handshake) port.', s.rpcConnections),
     byLabel('transfer_server_requests_total', 'counter', 'Requests from peers on the data port, by result.', 'result', { served: s.requestsServed, rejected: s.requestsRejected }),
     one('transfer_auth_failures_total', 'counter', 'Connections whose authentication failed (RPC, data and file ports).', s.authRejected),
+    one('transfer_tls_failures_total', 'counter', 'TLS connections refused (RPC, data and file ports): certificate, protocol or stalled handshake.', s.tlsRejected),
     one('transfer_connections_refused_total', 'counter', 'Connections closed at once: too many open from one address.', s.connectionsRefused),
     one('transfer_handshakes_rate_limited_total', 'counter', 'RPC connections closed at once: over TE_HANDSHAKE_RATE.', s.handshakesRateLimited),
     one('transfer_connections_stalled_total', 'counter', 'Connections closed for making no progress mid-request (TE_STALL_TIMEOUT_MS).', s.connectionsStalled),

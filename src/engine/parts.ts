@@ -8,6 +8,7 @@
  */
 import { loadConfig, type EngineConfig } from '../config.js';
 import { AUTH_SCHEME, secretBytes } from '../codec/auth.js';
+import { TLS_SCHEME } from '../tls.js';
 import { encodeSegmentDesc, type SegmentDesc } from '../codec/descriptor.js';
 import { envVar } from '../env.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
@@ -134,7 +135,7 @@ export class EngineParts {
       parts.handshake = new HandshakeServer(
         { metadata: () => (args.ready() ? encodeSegmentDesc(parts.descriptor()) : null), notify: (n) => args.notify(n) },
         config.handshakeMaxLength,
-        { authSecret: config.authSecret, limits: config },
+        { authSecret: config.authSecret, tls: config.tls, limits: config },
       );
       const boundRpc = await parts.handshake.listen(listenHost, port, minPort, maxPort);
       // Central modes keep the name as given (it is the key); P2P names are the dialable host:rpcPort.
@@ -175,6 +176,7 @@ export class EngineParts {
       buffers: this.memory.buffers(),
       ...(this.shm?.machineId ? { machineId: this.shm.machineId } : {}),
       ...(this.config.authSecret ? { auth: AUTH_SCHEME } : {}),
+      ...(this.config.tls ? { tls: TLS_SCHEME } : {}),
       ...(this.files && this.files.registry.size > 0 ? { fileBuffers: this.files.describe() } : {}),
       ...(fileEndpoint ? { fileEndpoint } : {}),
       ...(this.metrics ? { metricsPort: this.metrics.port } : {}),
@@ -254,6 +256,7 @@ export function collectStats(counters: TransferCounters, parts: EngineParts | nu
     fileSameHost: dispatch?.stats('file-same-host')?.['served'] ?? 0,
     fileSameHostFallbacks: dispatch?.stats('file-same-host')?.['fallbacks'] ?? 0,
     authRejected: (d?.authRejected ?? 0) + (h?.authRejected ?? 0) + (f?.authRejected ?? 0),
+    tlsRejected: (d?.tlsRejected ?? 0) + (h?.tlsRejected ?? 0) + (f?.tlsRejected ?? 0),
     connectionsRefused: (d?.refused ?? 0) + (h?.refused ?? 0) + (f?.refused ?? 0),
     handshakesRateLimited: h?.rateLimited ?? 0,
     connectionsStalled: (d?.stalled ?? 0) + (h?.stalled ?? 0) + (f?.stalled ?? 0),

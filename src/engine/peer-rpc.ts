@@ -74,6 +74,16 @@ export class PeerRpc {
     if (desc.auth === undefined && config.authSecret) {
       throw teError(ErrorCode.AUTH_FAILED, `segment "${name}" does not authenticate, and this engine (with a shared secret) talks only to peers that do`);
     }
+    // Likewise TLS: an engine with it never talks in clear text, and one without cannot reach a peer that has it.
+    if (desc.tls !== undefined && !config.tls) {
+      throw teError(ErrorCode.TLS_REQUIRED, `segment "${name}" takes only mutual TLS (${desc.tls}): give this engine a certificate of the same CA (TE_TLS_CERT, TE_TLS_KEY, TE_TLS_CA)`);
+    }
+    if (desc.tls === undefined && config.tls) {
+      throw teError(
+        ErrorCode.TLS_FAILED,
+        `segment "${name}" does not offer TLS (a Mooncake peer, or one of ours without TE_TLS_*), and this engine (with TE_TLS_*) never falls back to clear text`,
+      );
+    }
     return { desc, host };
   }
 
@@ -128,6 +138,7 @@ export class PeerRpc {
           maxFrame: config.handshakeMaxLength,
           signal,
           authSecret: config.authSecret,
+          tls: config.tls,
         }),
       );
     } catch {
@@ -169,7 +180,7 @@ export class PeerRpc {
    * hung peer fails an open as it fails a transfer.
    */
   private exchangeWith(host: string, port: number, type: HandshakeType, json: string): Promise<string> {
-    const { handshakeConnectTimeoutMs: connect, transferTimeoutMs: transfer, handshakeMaxLength, authSecret } = this.ctx.config;
+    const { handshakeConnectTimeoutMs: connect, transferTimeoutMs: transfer, handshakeMaxLength, authSecret, tls } = this.ctx.config;
     return this.abortable((signal) =>
       exchange(host, port, type, json, {
         connectTimeoutMs: connect,
@@ -177,6 +188,7 @@ export class PeerRpc {
         maxFrame: handshakeMaxLength,
         signal,
         authSecret,
+        tls,
       }),
     );
   }

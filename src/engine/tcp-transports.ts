@@ -155,6 +155,7 @@ export class TcpTransports {
     this.dataServer = server;
     this.transport.attach(new TcpClient({
       authSecret: config.authSecret,
+      tls: config.tls,
       lanesPerPeer: config.lanesPerPeer,
       timeoutMs: config.transferTimeoutMs,
       connectTimeoutMs: Math.min(config.transferTimeoutMs, config.handshakeConnectTimeoutMs),
@@ -165,6 +166,6 @@ export class TcpTransports {
 
   private newServer(): TcpDataServer {
     const { config, registry, files, engineId } = this.ctx;
-    return new TcpDataServer(registry, files, { authSecret: config.authSecret, limits: config, engineId });
+    return new TcpDataServer(registry, files, { authSecret: config.authSecret, tls: config.tls, limits: config, engineId });
   }
 }

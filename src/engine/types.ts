@@ -120,6 +120,8 @@ export const LOCAL_SEGMENT: SegmentHandle = 0;
 export interface SecurityCounters {
   /** Connections (RPC, data, file ports) whose authentication failed. */
   authRejected: number;
+  /** TLS connections (RPC, data, file ports) refused: a certificate, a client without TLS, a handshake not done within the stall timeout. */
+  tlsRejected: number;
   /** Connections closed at once because their address had too many open. */
   connectionsRefused: number;
   /** RPC connections closed at once because their address exceeded TE_HANDSHAKE_RATE. */

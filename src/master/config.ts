@@ -4,6 +4,7 @@
  * (0.3.13.post1, `mooncake_master --helpfull`), so a deployment that sets
  * nothing behaves as it would with Mooncake's master.
  */
+import type { TlsSettings } from '../tls.js';
 
 export interface MasterConfig {
   /** RPC listen address (`--rpc_address`). */
@@ -40,6 +41,8 @@ export interface MasterConfig {
    * call costs more than the call on a VM (BENCHMARKS.md, "Store master").
    */
   busyPollUs: number;
+  /** Mutual TLS on the RPC port (TE_TLS_CERT, TE_TLS_KEY, TE_TLS_CA, TE_TLS_PEER_NAME); undefined: clear text, as Mooncake's. */
+  tls: TlsSettings | undefined;
 }
 
 export const DEFAULT_MASTER_CONFIG: Readonly<MasterConfig> = Object.freeze({
@@ -58,4 +61,5 @@ export const DEFAULT_MASTER_CONFIG: Readonly<MasterConfig> = Object.freeze({
   maxFrameBytes: 64 * 1024 * 1024,
   maxConnections: 4096,
   busyPollUs: 1000,
+  tls: undefined,
 });

@@ -219,6 +219,7 @@ export class StoreMaster {
         maxFrameBytes: this.config.maxFrameBytes,
         maxConnections: this.config.maxConnections,
         busyPollUs: this.config.busyPollUs,
+        tls: this.config.tls,
         ...(commits ? { gate: () => commits.gate() } : {}),
       },
       this.metrics.observe,

@@ -9,6 +9,8 @@
  * buffered without end, and the number of connections is capped.
  */
 import net from 'node:net';
+import tls from 'node:tls';
+import { clientNameError, tlsServerOptions, type TlsSettings } from '../tls.js';
 import { performance } from 'node:perf_hooks';
 import { teError, ErrorCode } from '../errors.js';
 import { loadNative } from '../native/addon.js';
@@ -40,7 +42,12 @@ export interface RpcServerOptions {
    * client), keep polling this long instead of sleeping.
    */
   busyPollUs?: number;
+  /** Take only mutual TLS (src/tls.ts): Mooncake's clients, which have none, cannot connect. */
+  tls?: TlsSettings | undefined;
 }
+
+/** How long an accepted connection may take to finish its TLS handshake. */
+const TLS_HANDSHAKE_MS = 10_000;
 
 /** What happened to one request, for metrics: the method name (or "unknown") and the outcome. */
 export type RequestObserver = (method: string, outcome: 'ok' | 'app_error' | 'bad_args' | 'unknown_function' | 'exception', errorCode?: number) => void;
@@ -68,6 +75,8 @@ export class RpcServer {
   port = 0;
   /** Connections closed for a protocol violation (bad magic, version, serialize type, oversized frame). */
   protocolErrors = 0;
+  /** TLS connections refused: a certificate, a client without TLS, TE_TLS_PEER_NAME, or no handshake within TLS_HANDSHAKE_MS. */
+  tlsRejected = 0;
   private closing = false;
   /** Until when (performance.now() ms) the event loop keeps polling instead of sleeping: see options.busyPollUs. */
   private pollUntil = 0;
@@ -158,7 +167,34 @@ export class RpcServer {
     setImmediate(turn);
   }
 
-  private accept(sock: net.Socket): void {
+  /** TLS first (options.tls): requests are read only once the handshake is done and the client's certificate passed. */
+  private accept(raw: net.Socket): void {
+    const settings = this.options.tls;
+    if (!settings) {
+      this.serve(raw);
+      return;
+    }
+    raw.on('error', () => raw.destroy());
+    const sock = new tls.TLSSocket(raw, tlsServerOptions(settings));
+    this.sockets.add(sock);
+    sock.once('close', () => this.sockets.delete(sock));
+    const refuse = (): void => {
+      this.tlsRejected++;
+      sock.destroy();
+    };
+    const timer = setTimeout(refuse, TLS_HANDSHAKE_MS); // a client that stalls its handshake holds nothing for long
+    timer.unref();
+    sock.on('error', refuse);
+    sock.once('close', () => clearTimeout(timer));
+    sock.once('secure', () => {
+      clearTimeout(timer);
+      sock.off('error', refuse);
+      if (clientNameError(settings, sock)) refuse();
+      else this.serve(sock);
+    });
+  }
+
+  private serve(sock: net.Socket): void {
     this.sockets.add(sock);
     sock.setNoDelay(true); // a reply must leave at once: clients wait for each one (also asked of createServer)
     sock.once('close', () => this.sockets.delete(sock));

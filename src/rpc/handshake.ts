@@ -7,6 +7,7 @@
  * same exchange.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { AuthClientSide, AuthServerSide, authRequiredError } from '../auth.js';
 import { AuthKind, REJECT_FRAME, RESPONSE_SIZE, authKindAt } from '../codec/auth.js';
 import {
@@ -19,6 +20,7 @@ import { parseJson, isJsonObject } from '../codec/json.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { ConnectionsPerAddress, RatePerAddress, DEFAULT_LIMITS, type ListenerLimits } from '../limits.js';
 import { closeServer, listenInRange } from '../net.js';
+import { clientNameError, tlsClientOptions, tlsError, tlsHandshakeEndedError, tlsServerOptions, type TlsSettings } from '../tls.js';
 
 /** Per-connection read deadline on the server (Mooncake uses SO_RCVTIMEO 5 s). */
 const SERVER_READ_TIMEOUT_MS = 5000;
@@ -39,6 +41,8 @@ export interface HandshakeHandlers {
 export interface HandshakeServerOptions {
   /** Require our shared-secret authentication (src/auth.ts) before reading a frame. */
   authSecret?: Uint8Array | undefined;
+  /** Take only mutual TLS (src/tls.ts). */
+  tls?: TlsSettings | undefined;
   limits?: Pick<ListenerLimits, 'maxRpcConnectionsPerPeer' | 'handshakeRate' | 'handshakeBurst' | 'stallTimeoutMs'>;
 }
 
@@ -51,6 +55,8 @@ export interface HandshakeServerStats {
   rateLimited: number;
   /** Connections whose authentication failed. */
   authRejected: number;
+  /** TLS connections refused: the handshake failed (certificate, protocol) or the client's certificate lacks TE_TLS_PEER_NAME. */
+  tlsRejected: number;
   /** Connections closed for sending too slowly (idle 5 s mid-exchange, or no complete frame within the stall timeout). */
   stalled: number;
 }
@@ -61,8 +67,9 @@ export class HandshakeServer {
   private readonly perAddress: ConnectionsPerAddress;
   private readonly rate: RatePerAddress;
   private readonly authSecret: Uint8Array | undefined;
+  private readonly tls: TlsSettings | undefined;
   private readonly stallMs: number;
-  readonly stats: HandshakeServerStats = { connections: 0, refused: 0, rateLimited: 0, authRejected: 0, stalled: 0 };
+  readonly stats: HandshakeServerStats = { connections: 0, refused: 0, rateLimited: 0, authRejected: 0, tlsRejected: 0, stalled: 0 };
   port = 0;
 
   constructor(
@@ -75,6 +82,7 @@ export class HandshakeServer {
     this.rate = new RatePerAddress(limits.handshakeRate, limits.handshakeBurst);
     this.stallMs = limits.stallTimeoutMs;
     this.authSecret = options.authSecret;
+    this.tls = options.tls;
     this.server = net.createServer((s) => this.serve(s));
     this.server.on('error', () => {
       /* reported by listen() */
@@ -86,25 +94,29 @@ export class HandshakeServer {
     return this.port;
   }
 
-  private serve(sock: net.Socket): void {
-    sock.on('error', () => sock.destroy());
-    const from = sock.remoteAddress ?? '';
+  private serve(raw: net.Socket): void {
+    raw.on('error', () => raw.destroy());
+    const from = raw.remoteAddress ?? '';
     // Checked before anything is read or sent: an abusive address costs an accept and a close.
     if (!this.rate.take(from)) {
       this.stats.rateLimited++;
-      sock.destroy();
+      raw.destroy();
       return;
     }
     if (!this.perAddress.tryAdd(from)) {
       this.stats.refused++;
-      sock.destroy();
+      raw.destroy();
       return;
     }
     this.stats.connections++;
+    // With TLS, everything below runs on the decrypted stream; the deadline also bounds the TLS handshake.
+    const tlsSettings = this.tls;
+    const sock: net.Socket = tlsSettings ? new tls.TLSSocket(raw, tlsServerOptions(tlsSettings)) : raw;
     this.sockets.add(sock);
     sock.setNoDelay(true);
     let replied = false;
     const stalled = (): void => {
+      if (sock.destroyed) return; // the idle timeout and the deadline can both fire
       if (!replied) this.stats.stalled++; // after the reply, only waiting for the client's close
       sock.destroy();
     };
@@ -119,7 +131,22 @@ export class HandshakeServer {
     });
     let auth = this.authSecret ? new AuthServerSide(this.authSecret) : null;
     let authBytes: Buffer | null = null;
-    if (auth) sock.write(auth.challenge());
+    if (tlsSettings) {
+      let secure = false;
+      sock.on('error', () => {
+        if (!secure) this.stats.tlsRejected++; // a certificate OpenSSL refused, or a client without TLS
+        sock.destroy();
+      });
+      sock.once('secure', () => {
+        secure = true;
+        if (clientNameError(tlsSettings, sock as tls.TLSSocket)) {
+          this.stats.tlsRejected++;
+          sock.destroy();
+          return;
+        }
+        if (auth) sock.write(auth.challenge());
+      });
+    } else if (auth) sock.write(auth.challenge());
     const decoder = new HandshakeFrameDecoder(this.maxFrame, { trailing: 'ignore' });
     const onData = (data: Buffer): void => {
       let chunk = data;
@@ -217,6 +244,8 @@ export interface ExchangeOptions {
    * Without it, a peer that asks for authentication is TE_AUTH_REQUIRED.
    */
   authSecret?: Uint8Array | undefined;
+  /** Mutual TLS (src/tls.ts): the exchange runs inside it, and a peer that does not speak it is TE_TLS_FAILED. */
+  tls?: TlsSettings | undefined;
 }
 
 /**
@@ -234,7 +263,15 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
     let authTimer: NodeJS.Timeout | undefined;
     /** Without a secret: the reply's first bytes, until 8 have come (a challenge there means the peer wants a secret). */
     let prefix: Buffer | null = auth ? null : Buffer.alloc(0);
-    const sock = net.connect({ host, port, noDelay: true, ...(net.isIP(host) === 0 ? { family: 4 } : {}) });
+    const family = net.isIP(host) === 0 ? { family: 4 } : {};
+    const tlsSettings = opts.tls;
+    const sock: net.Socket = tlsSettings ? tls.connect({ host, port, ...family, ...tlsClientOptions(tlsSettings) }) : net.connect({ host, port, noDelay: true, ...family });
+    if (tlsSettings) sock.setNoDelay(true);
+    /** TLS: the TCP connection is up (a handshake that then stalls or ends is the peer's refusal of TLS). */
+    let tcpUp = false;
+    /** TLS: our handshake is done; the peer may still refuse our certificate right after (TLS 1.3), by an alert or a close. */
+    let secured = false;
+    let replyBytes = 0;
     const onAbort = (): void => finish(teError(ErrorCode.CLOSED, `handshake with ${label} abandoned: the engine is closing`));
     const finish = (err: TransferEngineError | null, value?: string): void => {
       if (settled) return;
@@ -248,7 +285,12 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
       else resolve(value!);
     };
     const connectTimer = setTimeout(
-      () => finish(teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${label} timed out after ${opts.connectTimeoutMs} ms`)),
+      () =>
+        finish(
+          tcpUp
+            ? tlsHandshakeEndedError(label, `was silent for ${opts.connectTimeoutMs} ms`)
+            : teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${label} timed out after ${opts.connectTimeoutMs} ms`),
+        ),
       opts.connectTimeoutMs,
     );
     const totalTimer = setTimeout(
@@ -257,15 +299,27 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
     );
     if (opts.signal?.aborted) onAbort();
     else opts.signal?.addEventListener('abort', onAbort);
-    sock.once('connect', () => {
+    const connected = (): void => {
       clearTimeout(connectTimer);
       if (auth) authTimer = setTimeout(() => finish(auth.notAuthenticating()), opts.connectTimeoutMs);
       else sock.write(encodeHandshakeFrame(type, json));
-    });
+    };
+    if (tlsSettings) {
+      sock.once('connect', () => (tcpUp = true));
+      sock.once('secureConnect', () => {
+        secured = true;
+        connected();
+      });
+    } else sock.once('connect', connected);
     sock.on('error', (e: NodeJS.ErrnoException) =>
-      finish(teError(ErrorCode.PEER_UNREACHABLE, `handshake with ${label} failed: ${e.code ?? e.message}`, e)),
+      finish(
+        (tlsSettings && tlsError(label, e)) ||
+          (tlsSettings && tcpUp && !secured ? tlsHandshakeEndedError(label, `failed (${e.code ?? e.message})`) : null) ||
+          teError(ErrorCode.PEER_UNREACHABLE, `handshake with ${label} failed: ${e.code ?? e.message}`, e),
+      ),
     );
     sock.on('data', (data: Buffer) => {
+      replyBytes += data.length;
       let chunk = data;
       if (auth && authBytes) {
         const buf: Buffer = authBytes.length ? Buffer.concat([authBytes, chunk]) : chunk;
@@ -322,9 +376,14 @@ export function exchange(host: string, port: number, type: HandshakeType, json: 
     });
     sock.on('end', () =>
       finish(
-        auth && authBytes
-          ? auth.notAuthenticating()
-          : teError(ErrorCode.PEER_UNREACHABLE, `${label} closed the handshake without a complete reply`),
+        tlsSettings && !secured
+          ? tlsHandshakeEndedError(label, 'closed the connection')
+          : auth && authBytes
+            ? auth.notAuthenticating()
+            : teError(
+                ErrorCode.PEER_UNREACHABLE,
+                `${label} closed the handshake without a complete reply${replyBytes > 0 ? '' : tlsSettings ? ' (with TLS, how a peer refuses our certificate)' : ' (how a peer that takes only mutual TLS answers clear text: give this engine TE_TLS_CERT, TE_TLS_KEY, TE_TLS_CA)'}`,
+              ),
       ),
     );
   });

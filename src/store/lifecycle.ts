@@ -9,6 +9,7 @@
  * their own parts; teardown is handed them, so that each is let go of in the
  * one order that is safe (the engine stops serving before a file is unmapped).
  */
+import { tlsSettingsFromEnv } from '../tls.js';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { TransferEngine as CoreEngine } from '../engine/engine.js';
@@ -183,6 +184,8 @@ export class Lifecycle {
       connectTimeoutMs: RPC_TIMEOUT_MS,
       callTimeoutMs: RPC_TIMEOUT_MS,
       ...(locator.follows ? { resolve: () => locator.resolve() } : {}),
+      // The master's port takes TLS when it was started with TE_TLS_*: the client uses its engine's settings.
+      tls: tlsSettingsFromEnv(this.options.env ?? process.env),
     });
     this.rpcClient = rpc;
     await overRpc(rpc, 'ServiceReady', () => checkVersion(rpc));

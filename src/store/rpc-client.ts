@@ -6,6 +6,8 @@
  * fails every call on it at once, with a typed error.
  */
 import net from 'node:net';
+import tls from 'node:tls';
+import { tlsClientOptions, tlsError, tlsHandshakeEndedError, type TlsSettings } from '../tls.js';
 import { teError, ErrorCode, TransferEngineError } from '../errors.js';
 import { encodeCall, decodeRpcError, ResponseDecoder, RpcErrc, type ResponseFrame } from './codec/coro-rpc.js';
 import { decodeMessage } from './codec/struct-pack.js';
@@ -26,6 +28,8 @@ export interface RpcClientOptions {
    * it, host and port.
    */
   resolve?: () => Promise<{ host: string; port: number }>;
+  /** Mutual TLS (src/tls.ts), for a master started with TE_TLS_*; the connect deadline covers the handshake. */
+  tls?: TlsSettings | undefined;
 }
 
 /** An RPC-layer failure the server reported (err_code != 0): the request itself was refused. */
@@ -121,18 +125,27 @@ export class RpcClient {
     return new Promise<net.Socket>((resolve, reject) => {
       const { connectTimeoutMs } = this.options;
       const { host, port } = this.target;
-      const sock = net.connect({ host, port, noDelay: true, ...(net.isIP(host) === 0 ? { family: 4 } : {}) });
+      const family = net.isIP(host) === 0 ? { family: 4 } : {};
+      const settings = this.options.tls;
+      const sock: net.Socket = settings ? tls.connect({ host, port, ...family, ...tlsClientOptions(settings) }) : net.connect({ host, port, noDelay: true, ...family });
+      if (settings) sock.setNoDelay(true);
+      let tcpUp = false;
       const decoder = new ResponseDecoder({ maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME });
       const timer = setTimeout(() => {
         sock.destroy();
-        fail(teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${this.label} timed out after ${connectTimeoutMs} ms`));
+        fail(
+          settings && tcpUp
+            ? tlsHandshakeEndedError(this.label, `was silent for ${connectTimeoutMs} ms`)
+            : teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${this.label} timed out after ${connectTimeoutMs} ms`),
+        );
       }, connectTimeoutMs);
       const fail = (e: TransferEngineError): void => {
         clearTimeout(timer);
         this.connecting = null;
         reject(e);
       };
-      sock.once('connect', () => {
+      if (settings) sock.once('connect', () => (tcpUp = true));
+      sock.once(settings ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer);
         this.connecting = null;
         if (this.closed) {
@@ -164,13 +177,16 @@ export class RpcClient {
         }
       });
       sock.on('error', (e: NodeJS.ErrnoException) => {
-        const err = teError(ErrorCode.PEER_UNREACHABLE, `connection to ${this.label} failed: ${e.code ?? e.message}`, e);
+        const err =
+          (settings && tlsError(this.label, e)) ||
+          (settings && tcpUp && this.sock !== sock ? tlsHandshakeEndedError(this.label, `failed (${e.code ?? e.message})`) : null) ||
+          teError(ErrorCode.PEER_UNREACHABLE, `connection to ${this.label} failed: ${e.code ?? e.message}`, e);
         if (this.sock === sock) this.drop(err, sock);
         else fail(err);
       });
       sock.on('close', () => {
         if (this.sock === sock) this.drop(teError(ErrorCode.PEER_UNREACHABLE, `${this.label} closed the connection`), sock);
-        else fail(teError(ErrorCode.PEER_UNREACHABLE, `${this.label} closed the connection while connecting`));
+        else fail(settings && tcpUp ? tlsHandshakeEndedError(this.label, 'closed the connection') : teError(ErrorCode.PEER_UNREACHABLE, `${this.label} closed the connection while connecting`));
       });
     });
   }

@@ -8,6 +8,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import os from 'node:os';
 import { metadataConnString, parseMetadataConnString, METADATA_TYPES, P2PHANDSHAKE } from '../../metadata/connection.js';
 import { TransferEngineError } from '../../errors.js';
+import { envVar } from '../../env.js';
 import { formatFlagHelp, UsageError, type FlagSpecs, type ParsedFlags, type ParseResult } from '../args.js';
 
 export const WORKLOADS = ['read', 'write', 'mix'] as const;
@@ -67,6 +68,10 @@ export const BENCH_FLAGS = {
   shmfs: {
     type: 'boolean',
     description: 'allocate the memory of every engine in POSIX shared memory (/dev/shm); same-host peers then copy directly',
+  },
+  tls: {
+    type: 'boolean',
+    description: 'mutual TLS 1.3 on every connection: TE_TLS_CERT, TE_TLS_KEY, TE_TLS_CA (with --loopback and none set: throwaway certificates)',
   },
   report_unit: { type: 'string', choices: UNIT_NAMES, description: 'throughput unit (b = bits)', defaultText: 'GB' },
   report_precision: { type: 'integer', description: 'decimals in the throughput report', defaultText: '2' },
@@ -148,6 +153,8 @@ export interface BenchOptions {
   threads: number;
   integrityCheck: boolean;
   shmfs: boolean;
+  /** --tls, or TE_TLS_CERT set: every connection is mutual TLS (src/tls.ts). */
+  tls: boolean;
   reportUnit: ReportUnit;
   precision: number;
   json: boolean;
@@ -242,7 +249,7 @@ function checkProtocol(p: BenchParse): void {
 }
 
 /** Validate flags and apply the mode's defaults. */
-export function resolveOptions(p: BenchParse): BenchOptions {
+export function resolveOptions(p: BenchParse, env: NodeJS.ProcessEnv = process.env): BenchOptions {
   const f = p.flags;
   checkProtocol(p);
   const mode = pickMode(p);
@@ -265,6 +272,11 @@ export function resolveOptions(p: BenchParse): BenchOptions {
   const integrityCheck = f.integrity_check ?? (loopback && workload === 'mix');
   if (integrityCheck && workload !== 'mix') {
     throw new UsageError(`--integrity_check needs --workload=mix (it writes, reads back and compares), not ${workload}`);
+  }
+  // TLS comes from TE_TLS_* (the engines read them); --tls asks for it, and only a loopback run can make throwaway certificates.
+  const tlsFromEnv = envVar('TE_TLS_CERT', env) !== undefined;
+  if (f.tls && !loopback && !tlsFromEnv) {
+    throw new UsageError('--tls needs TE_TLS_CERT, TE_TLS_KEY and TE_TLS_CA (certificates of one CA on both hosts); only --loopback makes throwaway ones');
   }
   const size = positiveInt(p, 'size', 65536, bufferConstants.MAX_LENGTH);
   const batch = positiveInt(p, 'batch', 16, 1 << 20);
@@ -292,6 +304,7 @@ export function resolveOptions(p: BenchParse): BenchOptions {
     threads,
     integrityCheck,
     shmfs: f.shmfs ?? false,
+    tls: (f.tls ?? false) || tlsFromEnv,
     reportUnit: unit,
     precision,
     json: f.json ?? false,

@@ -19,6 +19,7 @@
  * one was refused, or the connection ended). While blocked, reading stops.
  */
 import type net from 'node:net';
+import { resetSocket } from '../../net.js';
 import {
   HEADER_SIZE,
   decodeHeader,
@@ -62,6 +63,8 @@ export interface DataServerStats {
   refused: number;
   /** Connections whose authentication failed (nothing of theirs was served). */
   authRejected: number;
+  /** TLS connections refused: certificate, protocol, TE_TLS_PEER_NAME, or a handshake not done within the stall timeout. */
+  tlsRejected: number;
   /** Connections closed for making no progress mid-request for the stall timeout. */
   stalled: number;
   /** Most responses any connection had queued at once (bounded by TE_MAX_REQUESTS_IN_FLIGHT). */
@@ -206,9 +209,9 @@ export class ServerConnection implements SocketReader {
   };
 
   /** Serve an accepted connection; null when it was gone before it could be taken over. */
-  static accept(owner: ConnectionHost, accepted: net.Socket): ServerConnection | null {
+  static accept(owner: ConnectionHost, accepted: net.Socket, zeroCopy = true): ServerConnection | null {
     const conn = new ServerConnection(owner);
-    const io = acceptSocket(accepted, WRITE_WINDOW, conn);
+    const io = acceptSocket(accepted, WRITE_WINDOW, conn, zeroCopy);
     if (!io) return null;
     conn.start(io);
     return conn;
@@ -559,7 +562,7 @@ export class ServerConnection implements SocketReader {
   /** Close at once and release everything held (the stall sweep): pins go now, not at the 'close' event. */
   abort(): void {
     // A reset, not a FIN queued behind unsent data: the kernel drops the data at once, and the peer learns.
-    this.sock.resetAndDestroy();
+    resetSocket(this.sock);
     this.gone();
   }
 }

@@ -11,6 +11,9 @@
  * and payload leave in one writev.
  */
 import net from 'node:net';
+import tls from 'node:tls';
+import { resetSocket } from '../../net.js';
+import { tlsClientOptions, tlsError, tlsHandshakeEndedError } from '../../tls.js';
 import { encodeHeader, encodeFileHeader, encodeHello, decodeStatus, HEADER_SIZE, STATUS_SIZE, STATUS_ENGINE_CONFIRMED, STATUS_WRONG_ENGINE } from '../../codec/wire.js';
 import { channels } from '../../diagnostics.js';
 import { teError, ErrorCode, TransferEngineError } from '../../errors.js';
@@ -108,6 +111,8 @@ export class Lane {
   /** Our authentication, until the peer has passed it (null: no secret, or done). */
   private auth: AuthClientSide | null = null;
   private tcpConnected = false;
+  /** TLS: connected, the handshake not done (tcpConnected waits for its end). */
+  private tlsPending = false;
   /** The identity check was (or will be, once connected) sent and its answer has not come. */
   private helloPending = false;
   /** PeerAddress.revalidate is running. */
@@ -131,7 +136,10 @@ export class Lane {
         callback: (n: number, buf: Uint8Array): boolean => this.onRead(n, buf),
       },
     } as net.NetConnectOpts;
-    this.sock = net.connect(opts);
+    const tlsSettings = peer.options.tls;
+    // TLS decrypts straight into the buffers onread hands it (tls.connect takes the option, Node >= 14.18).
+    this.sock = tlsSettings ? tls.connect({ ...opts, ...tlsClientOptions(tlsSettings) } as tls.ConnectionOptions) : net.connect(opts);
+    if (tlsSettings) this.sock.setNoDelay(true);
     const keepAlive = peer.options.keepAliveMs ?? 0;
     if (keepAlive > 0) this.sock.setKeepAlive(true, keepAlive);
     const secret = peer.options.authSecret;
@@ -152,7 +160,8 @@ export class Lane {
     // The lane counts as connected once authenticated, identified and revalidated, all within the same deadline.
     const ms = peer.options.connectTimeoutMs;
     this.connectTimer = setTimeout(() => {
-      if (!this.tcpConnected) this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${peer.label} timed out after ${ms} ms`), true);
+      if (this.tlsPending) this.destroy(tlsHandshakeEndedError(peer.label, `was silent for ${ms} ms`), true);
+      else if (!this.tcpConnected) this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `connecting to ${peer.label} timed out after ${ms} ms`), true);
       else if (this.auth) this.destroy(this.auth.notAuthenticating(), true);
       else {
         // Accepted, then silent: a hung peer, which is a timeout (no progress), not a connect failure that retrying cures.
@@ -161,7 +170,10 @@ export class Lane {
       }
     }, ms);
     this.connectTimer.unref();
-    this.sock.once('connect', () => {
+    if (tlsSettings) this.sock.once('connect', () => (this.tlsPending = true));
+    // With TLS the connection counts from the end of the handshake, which checked the peer's certificate.
+    this.sock.once(tlsSettings ? 'secureConnect' : 'connect', () => {
+      this.tlsPending = false;
       this.tcpConnected = true;
       if (this.auth) return; // the server speaks first
       if (this.helloPending) this.sendHello();
@@ -173,11 +185,17 @@ export class Lane {
       this.peer.pump();
     });
     this.sock.on('error', (e: NodeJS.ErrnoException) => {
+      const refused = tlsSettings ? (tlsError(peer.label, e) ?? (this.tlsPending ? tlsHandshakeEndedError(peer.label, `failed (${e.code ?? e.message})`) : null)) : null;
+      if (refused) {
+        this.destroy(refused, !this.connected);
+        return;
+      }
       const what = this.connected ? 'connection to' : 'cannot connect to';
       this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${what} ${peer.label} failed: ${e.code ?? e.message}`, e), !this.connected);
     });
     this.sock.on('close', () => {
-      if (this.auth) this.destroy(this.auth.notAuthenticating(), true);
+      if (this.tlsPending) this.destroy(tlsHandshakeEndedError(peer.label, 'closed the connection'), true);
+      else if (this.auth) this.destroy(this.auth.notAuthenticating(), true);
       else if (this.helloPending) this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${peer.label} closed the connection before confirming its identity`), true);
       else this.destroy(teError(ErrorCode.PEER_UNREACHABLE, `${peer.label} closed the connection with transfers in flight`), false);
     });
@@ -435,7 +453,7 @@ export class Lane {
     // since. RST discards the queue. An idle lane closes gracefully, and so does a v1 lane, whose
     // writes were reported done once in the send queue.
     const unfinished = this.peer.addr.v2 && this.replies.busy;
-    if (unfinished && this.connected && !this.sock.destroyed) this.sock.resetAndDestroy();
+    if (unfinished && this.connected && !this.sock.destroyed) resetSocket(this.sock);
     else this.sock.destroy();
     this.stage = null; // staged requests never left: they are in the replies' queue, handled below
     this.stageStart = this.staged = 0;

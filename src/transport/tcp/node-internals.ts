@@ -119,12 +119,13 @@ export class AcceptedSocket {
 
 /**
  * The socket to serve an accepted connection on, reading into the buffers
- * `reader` picks: a takeover of its handle where this Node allows it, else the
- * accepted socket itself. Null when the connection was gone before it could be
+ * `reader` picks: a takeover of its handle where this Node allows it and
+ * `zeroCopy` (not TLS), else the accepted socket itself. Null when the connection was gone before it could be
  * taken over (the accepted socket is destroyed).
  */
-export function acceptSocket(accepted: net.Socket, writableHighWaterMark: number, reader: SocketReader): AcceptedSocket | null {
-  if (!publicOnly && takeover !== false) {
+export function acceptSocket(accepted: net.Socket, writableHighWaterMark: number, reader: SocketReader, zeroCopy = true): AcceptedSocket | null {
+  // A TLS socket (zeroCopy false) decrypts into buffers of its own: its bytes come as 'data' and are copied.
+  if (zeroCopy && !publicOnly && takeover !== false) {
     const handle = (accepted as InternalSocket)._handle;
     if (handle === null) {
       accepted.destroy();

@@ -4,6 +4,7 @@
  * use them without importing the client (no import circle); client.ts
  * re-exports both.
  */
+import type { TlsSettings } from '../../tls.js';
 
 export interface TcpClientOptions {
   /**
@@ -11,6 +12,8 @@ export interface TcpClientOptions {
    * request, and a peer that does not is TE_AUTH_FAILED.
    */
   authSecret?: Uint8Array | undefined;
+  /** Mutual TLS on every lane (src/tls.ts); undefined: clear text. */
+  tls?: TlsSettings | undefined;
   lanesPerPeer: number;
   /** No progress for this long ends the lane's slices in TIMEOUT. */
   timeoutMs: number;

@@ -14,18 +14,22 @@
  * looked at (src/auth.ts).
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { MemoryRegistry } from '../../memory.js';
 import { closeServer, listenInRange } from '../../net.js';
 import { ConnectionsPerAddress, DEFAULT_LIMITS, type ListenerLimits } from '../../limits.js';
 import { ServerConnection, WRITE_WINDOW, type ConnectionHost, type DataServerStats } from './connection.js';
 import type { FileServeContext } from './file-serve.js';
 import { RegistryTargets, type Targets } from './targets.js';
+import { clientNameError, tlsServerOptions, type TlsSettings } from '../../tls.js';
 
 export type { DataServerStats } from './connection.js';
 
 export interface DataServerOptions {
   /** Require our shared-secret authentication before the first request. */
   authSecret?: Uint8Array | undefined;
+  /** Take only mutual TLS (src/tls.ts); the handshake must finish within the stall timeout. */
+  tls?: TlsSettings | undefined;
   /** This engine's id, confirmed to clients that check it (src/codec/wire.ts, engine identity); absent: every check fails. */
   engineId?: number;
   limits?: Pick<ListenerLimits, 'maxDataConnectionsPerPeer' | 'maxRequestsInFlight' | 'stallTimeoutMs' | 'keepAliveMs'>;
@@ -34,9 +38,14 @@ export interface DataServerOptions {
 export class TcpDataServer implements ConnectionHost {
   private readonly server: net.Server;
   private readonly conns = new Set<ServerConnection>();
-  readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0, refused: 0, authRejected: 0, stalled: 0, peakQueued: 0 };
+  /** TLS connections still in their handshake. */
+  private readonly pending = new Set<tls.TLSSocket>();
+  /** TLS connections past it, served by a ServerConnection (which frees their address's slot on close). */
+  private readonly served = new WeakSet<net.Socket>();
+  readonly stats: DataServerStats = { connections: 0, requests: 0, rejected: 0, refused: 0, authRejected: 0, tlsRejected: 0, stalled: 0, peakQueued: 0 };
   port = 0;
   readonly authSecret: Uint8Array | undefined;
+  readonly tls: TlsSettings | undefined;
   readonly engineId: number | undefined;
   readonly maxInFlight: number;
   readonly stallMs: number;
@@ -55,6 +64,7 @@ export class TcpDataServer implements ConnectionHost {
   ) {
     const limits = options.limits ?? DEFAULT_LIMITS;
     this.authSecret = options.authSecret;
+    this.tls = options.tls;
     this.engineId = options.engineId;
     this.maxInFlight = limits.maxRequestsInFlight;
     this.stallMs = limits.stallTimeoutMs;
@@ -84,7 +94,61 @@ export class TcpDataServer implements ConnectionHost {
       accepted.destroy(); // before a byte is read
       return;
     }
-    const conn = ServerConnection.accept(this, accepted);
+    if (this.tls) {
+      this.handshake(accepted, this.tls, from);
+      return;
+    }
+    this.serve(ServerConnection.accept(this, accepted), from);
+  }
+
+  /**
+   * TLS first: a connection is served only once the handshake is done and the
+   * client's certificate passed (the CA by OpenSSL, TE_TLS_PEER_NAME here),
+   * all within the stall timeout. Refusals count in stats.tlsRejected, a
+   * handshake not done in time in stats.stalled.
+   */
+  private handshake(accepted: net.Socket, settings: TlsSettings, from: string): void {
+    const sock = new tls.TLSSocket(accepted, tlsServerOptions(settings));
+    this.pending.add(sock);
+    let settled = false;
+    const refuse = (stalled: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (stalled) this.stats.stalled++;
+      else this.stats.tlsRejected++;
+      sock.destroy();
+    };
+    const timer = setTimeout(() => refuse(true), this.stallMs);
+    timer.unref();
+    const failed = (): void => refuse(false);
+    sock.on('error', failed);
+    sock.once('close', () => {
+      this.pending.delete(sock);
+      if (!settled) {
+        settled = true;
+        clearTimeout(timer);
+        this.stats.tlsRejected++; // closed by the client mid-handshake (it refused our certificate, say)
+      }
+      if (!this.served.has(sock)) this.perAddress.remove(from);
+    });
+    sock.once('secure', () => {
+      if (settled) return;
+      if (clientNameError(settings, sock)) {
+        refuse(false);
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      sock.off('error', failed);
+      this.pending.delete(sock);
+      this.served.add(sock);
+      this.serve(ServerConnection.accept(this, sock, false), from);
+    });
+    accepted.resume(); // paused on connect
+  }
+
+  private serve(conn: ServerConnection | null, from: string): void {
     if (!conn) {
       this.perAddress.remove(from);
       return;
@@ -121,6 +185,8 @@ export class TcpDataServer implements ConnectionHost {
     const done = closeServer(this.server);
     for (const c of this.conns) c.sock.destroy();
     this.conns.clear();
+    for (const s of this.pending) s.destroy();
+    this.pending.clear();
     await done;
   }
 }
