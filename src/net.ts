@@ -128,3 +128,21 @@ export function resetSocket(sock: net.Socket): void {
   if (sock instanceof tls.TLSSocket) sock.destroy();
   else sock.resetAndDestroy();
 }
+
+/**
+ * Payloads at least this large go to a TLS socket outside any cork: Node's TLS
+ * copies the buffers of a corked writev into one before encrypting them
+ * (TLSWrap::DoWrite), while a lone buffer is encrypted from where it is.
+ */
+export const TLS_WRITE_ALONE_MIN = 64 * 1024;
+
+/** Run `write` with `sock` uncorked, then cork it as often as it was. */
+export function uncorked(sock: net.Socket, write: () => boolean): boolean {
+  const corks = sock.writableCorked;
+  for (let i = 0; i < corks; i++) sock.uncork();
+  try {
+    return write();
+  } finally {
+    for (let i = 0; i < corks; i++) sock.cork();
+  }
+}

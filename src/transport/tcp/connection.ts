@@ -19,7 +19,7 @@
  * one was refused, or the connection ended). While blocked, reading stops.
  */
 import type net from 'node:net';
-import { resetSocket } from '../../net.js';
+import { resetSocket, TLS_WRITE_ALONE_MIN, uncorked } from '../../net.js';
 import {
   HEADER_SIZE,
   decodeHeader,
@@ -164,6 +164,8 @@ class QueuedResponses {
 
 export class ServerConnection implements SocketReader {
   sock!: net.Socket;
+  /** A TLS connection: large payloads are written outside the cork (TLS_WRITE_ALONE_MIN). */
+  private encrypted = false;
   private io!: AcceptedSocket;
   private readonly rb = new ReadBuffer(SCRATCH_SIZE, SPARE_SIZE, SPARE_SIZE);
   /** The WRITE body being received, into a region (bodyRegion) or a file's staging (bodyFile). */
@@ -224,6 +226,7 @@ export class ServerConnection implements SocketReader {
   private start(io: AcceptedSocket): void {
     this.io = io;
     const sock = (this.sock = io.sock);
+    this.encrypted = (sock as { encrypted?: boolean }).encrypted === true;
     sock.setNoDelay(true);
     if (this.owner.keepAliveMs > 0) sock.setKeepAlive(true, this.owner.keepAliveMs);
     sock.on('error', () => this.gone());
@@ -427,7 +430,9 @@ export class ServerConnection implements SocketReader {
     const q = this.out.read(region, range.offset, range.offset + h.size);
     if (this.out.atLimit()) this.full = true;
     // Written straight from the region; the pin holds until the kernel has the bytes.
-    if (!this.sock.write(view, () => this.readSent(q))) this.paused = true;
+    const sent = (): void => this.readSent(q);
+    const ok = this.encrypted && h.size >= TLS_WRITE_ALONE_MIN ? uncorked(this.sock, () => this.sock.write(view, sent)) : this.sock.write(view, sent);
+    if (!ok) this.paused = true;
   }
 
   private serveFile(t: FileTarget, raw: Uint8Array): void {

@@ -12,7 +12,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { resetSocket } from '../../net.js';
+import { resetSocket, TLS_WRITE_ALONE_MIN, uncorked } from '../../net.js';
 import { tlsClientOptions, tlsError, tlsHandshakeEndedError } from '../../tls.js';
 import { encodeHeader, encodeFileHeader, encodeHello, decodeStatus, HEADER_SIZE, STATUS_SIZE, STATUS_ENGINE_CONFIRMED, STATUS_WRONG_ENGINE } from '../../codec/wire.js';
 import { channels } from '../../diagnostics.js';
@@ -111,6 +111,8 @@ export class Lane {
   /** Our authentication, until the peer has passed it (null: no secret, or done). */
   private auth: AuthClientSide | null = null;
   private tcpConnected = false;
+  /** A TLS lane: large WRITE payloads are written outside the cork (TLS_WRITE_ALONE_MIN). */
+  private readonly encrypted: boolean;
   /** TLS: connected, the handshake not done (tcpConnected waits for its end). */
   private tlsPending = false;
   /** The identity check was (or will be, once connected) sent and its answer has not come. */
@@ -140,6 +142,7 @@ export class Lane {
     // TLS decrypts straight into the buffers onread hands it (tls.connect takes the option, Node >= 14.18).
     this.sock = tlsSettings ? tls.connect({ ...opts, ...tlsClientOptions(tlsSettings) } as tls.ConnectionOptions) : net.connect(opts);
     if (tlsSettings) this.sock.setNoDelay(true);
+    this.encrypted = tlsSettings !== undefined;
     const keepAlive = peer.options.keepAliveMs ?? 0;
     if (keepAlive > 0) this.sock.setKeepAlive(true, keepAlive);
     const secret = peer.options.authSecret;
@@ -371,11 +374,15 @@ export class Lane {
       return;
     }
     replies.expect(slice);
-    let ok = this.sock.write(header);
-    if (slice.write) {
-      slice.bodySeq = ++this.bodiesQueued;
-      ok = this.sock.write(slice.local, this.bodyWritten);
-    }
+    const write = (): boolean => {
+      let ok = this.sock.write(header);
+      if (slice.write) {
+        slice.bodySeq = ++this.bodiesQueued;
+        ok = this.sock.write(slice.local, this.bodyWritten);
+      }
+      return ok;
+    };
+    const ok = this.encrypted && slice.write && slice.length >= TLS_WRITE_ALONE_MIN ? uncorked(this.sock, write) : write();
     if (!ok) this.blocked = true;
   }
 
