@@ -39,6 +39,15 @@ function rejectsWith(code: string): (e: unknown) => boolean {
 /** Lets the peers' pumps (a microtask after a submit) and the promise chains behind a cancel run. */
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+/** Unregister `local` once the canceled requests pinning it have ended (their connections were reset). */
+async function unregisterOnceDrained(engine: { unregisterMemory(b: Uint8Array): number }, local: Uint8Array): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (engine.unregisterMemory(local) !== 0) {
+    assert.ok(Date.now() < deadline, 'the canceled requests end once their connections reset');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('cancellation: cancelBatch and waitBatch({ signal })', () => {
   let target: PeerProcess;
   let proxy: PeerProxy;
@@ -203,11 +212,7 @@ describe('cancellation: cancelBatch and waitBatch({ signal })', () => {
       // The canceled requests are still on the wire: their memory is pinned.
       assert.equal(engine.unregisterMemory(local), ERR_REGION_BUSY);
       proxy.setMode({ kind: 'reset' });
-      const deadline = Date.now() + 10_000;
-      while (engine.unregisterMemory(local) !== 0) {
-        assert.ok(Date.now() < deadline, 'the canceled requests end once their connections reset');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await unregisterOnceDrained(engine, local);
       proxy.setMode(PASS);
       assert.equal(engine.registerMemory(local, local.length), 0);
       const again = engine.getBufferAddress(local); // registered anew: a new address
@@ -335,11 +340,7 @@ describe('cancellation: cancelBatch and waitBatch({ signal })', () => {
       // The canceled requests are still on the wire: their memory is pinned until they end.
       assert.equal(engine.unregisterMemory(local), ERR_REGION_BUSY);
       proxy.setMode({ kind: 'reset' });
-      const deadline = Date.now() + 10_000;
-      while (engine.unregisterMemory(local) !== 0) {
-        assert.ok(Date.now() < deadline, 'the canceled requests end once their connections reset');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await unregisterOnceDrained(engine, local);
       // Bad options: TypeErrors, as for the other arguments.
       proxy.setMode(PASS);
       await assert.rejects(engine.transferSubmitRead(name, ptr, remote, 8, '', { signal: {} as AbortSignal }), TypeError);

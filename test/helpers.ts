@@ -2,6 +2,9 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import { TransferOpcode, TaskStatus, type TransferEngine } from '../src/core.js';
+import { patternBuffer } from './pattern.js';
 import { httpGet } from './servers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
@@ -183,4 +186,43 @@ export function counterSum(text: string, name: string, labels: Record<string, st
     sum += Number(m[3]);
   }
   return sum;
+}
+
+/** `p`, or a rejection naming `what` as a hang once `ms` have passed. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not end within ${ms} ms (hang)`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A WRITE then a READ of `size` between two engines, both checked byte for byte. */
+export async function roundTrip(a: TransferEngine, b: TransferEngine, segment: string, size = 1 << 20, seed = 7): Promise<void> {
+  const src = patternBuffer(size, seed);
+  const back = new Uint8Array(size);
+  const remote = new Uint8Array(size);
+  const la = a.registerLocalMemory(src);
+  const lback = a.registerLocalMemory(back);
+  const rb = b.registerLocalMemory(remote);
+  try {
+    const seg = await a.openSegment(segment);
+    for (const [opcode, source] of [[TransferOpcode.WRITE, la], [TransferOpcode.READ, lback]] as const) {
+      const id = a.allocateBatchID(1);
+      a.submitTransfer(id, [{ opcode, source, targetId: seg, targetOffset: rb, length: size }]);
+      const [s] = await a.waitBatch(id);
+      assert.equal(s!.status, TaskStatus.COMPLETED, s!.error?.message);
+      a.freeBatchID(id);
+    }
+    assert.deepEqual(Buffer.from(remote), Buffer.from(src), 'the WRITE landed byte-exact');
+    assert.deepEqual(Buffer.from(back), Buffer.from(src), 'the READ came back byte-exact');
+  } finally {
+    a.unregisterLocalMemory(la);
+    a.unregisterLocalMemory(lback);
+    b.unregisterLocalMemory(rb);
+  }
 }

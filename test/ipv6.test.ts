@@ -8,43 +8,12 @@
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TransferEngine, TransferOpcode, TaskStatus, ErrorCode } from '../src/core.js';
+import { TransferEngine, TaskStatus, ErrorCode } from '../src/core.js';
 import { MetadataHttpServer } from '../src/metadata/http-server.js';
 import { NetnsPair, netnsSkipReason, planRequests, verifiedBatch } from './netns.js';
+import { roundTrip } from './helpers.js';
 
 const MiB = 1 << 20;
-
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-/** A WRITE then a READ of 1 MiB between two engines; both byte-exact. */
-async function roundTrip(a: TransferEngine, b: TransferEngine, segment: string): Promise<void> {
-  const src = pattern(MiB, 11);
-  const back = new Uint8Array(MiB);
-  const remote = new Uint8Array(MiB);
-  const la = a.registerLocalMemory(src);
-  const lback = a.registerLocalMemory(back);
-  const rb = b.registerLocalMemory(remote);
-  const seg = await a.openSegment(segment);
-  for (const [opcode, source] of [[TransferOpcode.WRITE, la], [TransferOpcode.READ, lback]] as const) {
-    const id = a.allocateBatchID(1);
-    a.submitTransfer(id, [{ opcode, source, targetId: seg, targetOffset: rb, length: MiB }]);
-    const [s] = await a.waitBatch(id);
-    assert.equal(s!.status, TaskStatus.COMPLETED, s!.error?.message);
-    a.freeBatchID(id);
-  }
-  assert.deepEqual(Buffer.from(remote), Buffer.from(src), 'the WRITE landed byte-exact');
-  assert.deepEqual(Buffer.from(back), Buffer.from(src), 'the READ came back byte-exact');
-}
 
 describe('IPv6', () => {
   it('P2P on [::1]: names are [::1]:port, the descriptor names the data port, bytes move both ways', async () => {

@@ -22,7 +22,7 @@ import net from 'node:net';
 import { execFile } from 'node:child_process';
 import { TransferEngine, TransferOpcode, TaskStatus, ErrorCode, TransferEngineError, type TransferRequest, type TransferStatus } from '../src/core.js';
 import { ensureInteropEnv, MooncakePeer } from './interop/mooncake.js';
-import { spawnPeer, sha256, type PeerProcess } from './helpers.js';
+import { spawnPeer, sha256, within, type PeerProcess } from './helpers.js';
 import { fillPattern, patternBuffer } from './pattern.js';
 
 const skip = ensureInteropEnv(); // under CI a missing environment throws: the file fails, never skips
@@ -39,17 +39,6 @@ const CODES = new Set<string>(Object.values(ErrorCode));
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not end within ${ms} ms (hang)`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** What `ss` lists on these local ports (any state, TIME-WAIT included); null when ss cannot run. */
 function socketsOn(ports: { rpc: number; data: number }): Promise<string | null> {

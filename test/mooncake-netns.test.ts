@@ -29,13 +29,11 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import { ErrorCode, TaskStatus } from '../src/core.js';
-import { ensureInteropEnv, mooncakeEnv, PYTHON, ROOT, type Reply } from './interop/mooncake.js';
+import { ensureInteropEnv, MooncakePeer } from './interop/mooncake.js';
 import { NetnsPair, netnsSkipReason, peerCall } from './netns.js';
-import { sha256, type PeerProcess } from './helpers.js';
+import { sha256, within, type PeerProcess } from './helpers.js';
 import { patternBuffer } from './pattern.js';
 
 const netnsSkip = netnsSkipReason(); // under CI=true, unable to run is a failure
@@ -75,87 +73,13 @@ const CODES = new Set<string>(Object.values(ErrorCode));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const secs = (ms: number): string => (ms / 1000).toFixed(2);
 
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not end within ${ms} ms (hang)`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
-
-/** test/interop/mooncake.ts's MooncakePeer, but started inside a namespace (MooncakePeer spawns in ours). */
-class NsMooncake {
-  private readonly lines: AsyncIterableIterator<string>;
-  segment = '';
-  stderr = '';
-
-  private constructor(readonly child: ChildProcess) {
-    this.lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-    child.stderr!.on('data', (d: Buffer) => {
-      this.stderr = (this.stderr + d.toString()).slice(-50_000);
-    });
-  }
-
-  /** A P2P Mooncake engine in `ns`, named `<host>:<its rpc port>`. */
-  static async start(pair: NetnsPair, ns: string, host: string, env: Record<string, string>): Promise<NsMooncake> {
-    const child = pair.spawnIn(ns, PYTHON, [path.join(ROOT, 'test', 'interop', 'mooncake_driver.py')], { env: mooncakeEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
-    const mc = new NsMooncake(child);
-    const ready = await within(mc.next(), 30_000, 'Mooncake driver start');
-    if (!ready['ready']) throw new Error(`driver did not start: ${mc.stderr}`);
-    const r = await within(mc.call('init', { host, metadata: 'P2PHANDSHAKE' }), 30_000, 'Mooncake init');
-    if (r.rc !== 0) throw new Error(`Mooncake initialize returned ${String(r.rc)}: ${mc.stderr.slice(-2000)}`);
-    mc.segment = String(r['segment']);
-    return mc;
-  }
-
-  private async next(): Promise<Reply> {
-    const r = await this.lines.next();
-    if (r.done) throw new Error(`Mooncake driver exited (${this.child.exitCode ?? this.child.signalCode}): ${this.stderr.slice(-2000)}`);
-    return JSON.parse(r.value) as Reply;
-  }
-
-  /** One command (the driver answers in order, one at a time). */
-  async call(cmd: string, args: Record<string, unknown> = {}): Promise<Reply> {
-    this.child.stdin!.write(`${JSON.stringify({ cmd, ...args })}\n`);
-    const r = await this.next();
-    if (r.error) throw new Error(`Mooncake driver: ${r.error}`);
-    return r;
-  }
-
-  async hash(addr: number, len: number): Promise<string> {
-    return String((await this.call('hash', { addr, len }))['sha']);
-  }
-
-  async fillRandom(addr: number, len: number): Promise<string> {
-    return String((await this.call('fill_random', { addr, len }))['sha']);
-  }
-
-  /** `exit`: the driver destroys the engine and says so; resolves with its exit code (null: killed after 15 s). */
-  async exit(): Promise<{ code: number | null; closed: boolean }> {
-    if (!alive(this.child)) return { code: this.child.exitCode, closed: false };
-    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)));
-    const closed = this.next().then(
-      (r) => r['closed'] === true,
-      () => false,
-    );
-    this.child.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    const code = await exited;
-    clearTimeout(t);
-    return { code, closed: await closed };
-  }
-}
 
 interface Setup {
   pair: NetnsPair;
   ours: PeerProcess;
-  mc: NsMooncake;
+  mc: MooncakePeer;
   /** Region bases, 4 x LEN each: [W: WRITEs, R: READs, DW: WRITEs while down, DR: READs while down]. */
   ourAddr: number;
   mcAddr: number;
@@ -171,7 +95,7 @@ async function setUp(): Promise<Setup> {
   try {
     const timeouts = { MC_TRANSFER_TIMEOUT: String(TIMEOUT_S) };
     const ours = await pair.spawnPeer(pair.a, { ...timeouts, MC_HANDSHAKE_CONNECT_TIMEOUT: String(CONNECT_S), MC_RETRY_CNT: String(RETRY_CNT) }, { host: pair.addrA });
-    const mc = await NsMooncake.start(pair, pair.b, pair.addrB, timeouts);
+    const mc = await within(MooncakePeer.start({ name: pair.addrB, env: timeouts, spawn: (cmd, args, options) => pair.spawnIn(pair.b, cmd, args, options) }), 60_000, 'Mooncake driver start');
     const ourAddr = await ours.register(4 * LEN);
     const m = await mc.call('alloc', { size: 4 * LEN, random: true });
     assert.equal(m.rc, 0, 'Mooncake registered its buffer');

@@ -28,20 +28,10 @@ import { RpcClient } from '../src/store/rpc-client.js';
 import { Master } from '../src/store/master-protocol.js';
 import { loadTlsSettings } from '../src/tls.js';
 import { ensureInteropEnv, MooncakePeer } from './interop/mooncake.js';
+import { roundTrip } from './helpers.js';
+import { patternBuffer } from './pattern.js';
 
 const MiB = 1 << 20;
-
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 /** The typed error `p` rejects with; fails when it resolves or throws anything else. */
 async function typedError(p: Promise<unknown>): Promise<TransferEngineError> {
@@ -52,32 +42,6 @@ async function typedError(p: Promise<unknown>): Promise<TransferEngineError> {
     return e;
   }
   assert.fail('expected a rejection');
-}
-
-/** A WRITE then a READ of `size` between two engines, both checked byte for byte. */
-async function roundTrip(a: TransferEngine, b: TransferEngine, segment: string, size = MiB, seed = 7): Promise<void> {
-  const src = pattern(size, seed);
-  const back = new Uint8Array(size);
-  const remote = new Uint8Array(size);
-  const la = a.registerLocalMemory(src);
-  const lback = a.registerLocalMemory(back);
-  const rb = b.registerLocalMemory(remote);
-  try {
-    const seg = await a.openSegment(segment);
-    for (const [opcode, source] of [[TransferOpcode.WRITE, la], [TransferOpcode.READ, lback]] as const) {
-      const id = a.allocateBatchID(1);
-      a.submitTransfer(id, [{ opcode, source, targetId: seg, targetOffset: rb, length: size }]);
-      const [s] = await a.waitBatch(id);
-      assert.equal(s!.status, TaskStatus.COMPLETED, s!.error?.message);
-      a.freeBatchID(id);
-    }
-    assert.deepEqual(Buffer.from(remote), Buffer.from(src), 'the WRITE landed byte-exact');
-    assert.deepEqual(Buffer.from(back), Buffer.from(src), 'the READ came back byte-exact');
-  } finally {
-    a.unregisterLocalMemory(la);
-    a.unregisterLocalMemory(lback);
-    b.unregisterLocalMemory(rb);
-  }
 }
 
 /** Resolves when `sock` closes (for whatever reason), with what it received. */
@@ -176,7 +140,7 @@ describe('mutual TLS', () => {
         await b.init('127.0.0.1');
         const sizes = Array.from({ length: 48 }, (_, i) => [1, 100, 4096, 16 * 1024, 64 * 1024, 200_000, MiB + 17][i % 7]!);
         const total = sizes.reduce((x, y) => x + y, 0);
-        const src = pattern(total, 31);
+        const src = patternBuffer(total, 31);
         const remote = new Uint8Array(total);
         const back = new Uint8Array(total);
         const ls = a.registerLocalMemory(src);
@@ -428,7 +392,7 @@ describe('mutual TLS', () => {
         const addr = `127.0.0.1:${master.rpcPort}`;
         assert.equal(await n1.setup('127.0.0.1', master.metadataUrl!, '16MB', '16MB', 'tcp', '', addr), 0, n1.getLastError()?.message);
         assert.equal(await n2.setup('127.0.0.1', master.metadataUrl!, '16MB', '16MB', 'tcp', '', addr), 0, n2.getLastError()?.message);
-        const data = pattern(3 * MiB + 5, 21);
+        const data = patternBuffer(3 * MiB + 5, 21);
         assert.equal(await n1.put('tls-object', data), 0, n1.getLastError()?.message);
         assert.deepEqual(Buffer.from((await n2.get('tls-object'))!), Buffer.from(data));
 

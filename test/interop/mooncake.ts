@@ -2,7 +2,7 @@
  * The Mooncake side of interop tests: the real engine from Mooncake's wheel,
  * driven through test/interop/mooncake_driver.py in a child process.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -68,10 +68,19 @@ export class MooncakePeer {
    * give a `name` unique in the store; the segment keeps it, and MC_TCP_BIND_ADDRESS=127.0.0.1
    * makes its rpc_meta publish the loopback address instead of the first non-lo interface.
    */
-  static async start(init: { metadata?: string; metadataType?: string; name?: string; env?: Record<string, string> } = {}): Promise<MooncakePeer> {
+  static async start(
+    init: {
+      metadata?: string;
+      metadataType?: string;
+      name?: string;
+      env?: Record<string, string>;
+      /** How to start the driver (default: node:child_process spawn; a namespace's spawnIn puts it in another network namespace). */
+      spawn?: (cmd: string, args: string[], options: SpawnOptions) => ChildProcess;
+    } = {},
+  ): Promise<MooncakePeer> {
     const metadata = init.metadata ?? 'P2PHANDSHAKE';
     const central = metadata !== 'P2PHANDSHAKE' && init.metadataType !== 'p2p';
-    const child = spawn(PYTHON, [path.join(SRC_DIR, 'mooncake_driver.py')], {
+    const child = (init.spawn ?? spawn)(PYTHON, [path.join(SRC_DIR, 'mooncake_driver.py')], {
       env: mooncakeEnv({ ...(central ? { MC_TCP_BIND_ADDRESS: '127.0.0.1' } : {}), ...init.env }),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -110,6 +119,26 @@ export class MooncakePeer {
 
   async hash(addr: number, len: number): Promise<string> {
     return String((await this.call('hash', { addr, len }))['sha']);
+  }
+
+  /** Fill a range with random bytes; returns their sha256. */
+  async fillRandom(addr: number, len: number): Promise<string> {
+    return String((await this.call('fill_random', { addr, len }))['sha']);
+  }
+
+  /** `exit`: the driver destroys the engine and says so; resolves with its exit code (null: killed after 15 s). */
+  async exit(): Promise<{ code: number | null; closed: boolean }> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return { code: this.child.exitCode, closed: false };
+    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)));
+    const closed = this.next().then(
+      (r) => r['closed'] === true,
+      () => false,
+    );
+    this.child.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    const code = await exited;
+    clearTimeout(t);
+    return { code, closed: await closed };
   }
 
   async stop(): Promise<void> {
