@@ -53,6 +53,7 @@ export class MasterMetrics {
       one('mooncake_master_eviction_rounds_total', 'counter', 'Eviction rounds run.', c.evictionRounds),
       one('mooncake_master_expired_clients_total', 'counter', 'Clients whose segments were unmounted for missing pings.', c.expiredClients),
       one('mooncake_master_dropped_replicas_total', 'counter', 'Replicas lost with an unmounted segment.', c.droppedReplicas),
+      one('mooncake_master_discarded_writes_total', 'counter', 'Puts and upserts given up on: not ended within the release timeout.', c.discardedWrites),
       { name: 'mooncake_master_requests_total', help: 'RPC requests by method and result.', type: 'counter', samples: requests },
     ]);
   }

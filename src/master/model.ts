@@ -72,4 +72,6 @@ export interface MasterCounters {
   evictionRounds: number;
   expiredClients: number;
   droppedReplicas: number;
+  /** Writes given up on by the sweep: not ended within the release timeout. */
+  discardedWrites: number;
 }

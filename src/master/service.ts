@@ -55,7 +55,9 @@ export interface MasterStats {
 }
 
 export class MasterService {
-  readonly counters: MasterCounters = { evictedObjects: 0, evictedBytes: 0, evictionRounds: 0, expiredClients: 0, droppedReplicas: 0 };
+  readonly counters: MasterCounters = { evictedObjects: 0, evictedBytes: 0, evictionRounds: 0, expiredClients: 0, droppedReplicas: 0, discardedWrites: 0 };
+  /** When sweep() next looks for writes past the release timeout. */
+  private nextWriteScan = 0;
   private readonly clients: ClientRegistry;
   private readonly space: SegmentSpace;
   private readonly changes = new ChangeTracker();
@@ -149,7 +151,8 @@ export class MasterService {
 
   /**
    * Everything that happens because time passed: expired clients lose their
-   * segments, quarantined space becomes free, expired soft pins lapse (they
+   * segments, writes unfinished past the release timeout are given up on,
+   * quarantined space becomes free, expired soft pins lapse (they
    * are read lazily), and eviction runs if space is short. Call it often
    * (the master does every 100 ms).
    */
@@ -159,6 +162,11 @@ export class MasterService {
       for (const seg of [...c.segments]) this.mounts.dropSegment(seg);
       this.counters.expiredClients++;
     });
+    // Abandoned writes: a scan of every object, so not every sweep (Mooncake's runs once per release timeout).
+    if (now >= this.nextWriteScan) {
+      this.nextWriteScan = now + Math.min(60_000, Math.max(1000, this.config.putStartReleaseMs / 10));
+      this.counters.discardedWrites += this.writes.discardAbandonedWrites();
+    }
     this.space.releaseDue(now);
     this.retention.maybeEvict();
   }

@@ -84,7 +84,14 @@ export class Writes {
   private discardStaleWrite(obj: StoredObject): boolean {
     if (!obj.writing) return false;
     if (obj.writeStartedAt + this.config.putStartDiscardMs >= this.now()) return false;
-    const releaseAt = obj.writeStartedAt + this.config.putStartReleaseMs;
+    return this.giveUp(obj, obj.writeStartedAt + this.config.putStartReleaseMs);
+  }
+
+  /**
+   * End a write nobody will finish, its new space freed at `releaseAt` (0: now).
+   * True when the object went; false when an upsert to new space fell back to its old value.
+   */
+  private giveUp(obj: StoredObject, releaseAt: number): boolean {
     const previous = obj.previous;
     if (previous !== null && !obj.replicas.every((r) => previous.includes(r))) {
       // A stale upsert to new space: the old value stands, the new space is quarantined.
@@ -102,6 +109,24 @@ export class Writes {
     // A stale put, or a stale in-place upsert (its old bytes are half overwritten): the object goes.
     this.objects.remove(obj, releaseAt);
     return true;
+  }
+
+  /**
+   * Writes nobody finished within the release timeout (their writer died, or
+   * lost the master, between Start and End) are given up on: a put or an
+   * in-place upsert goes, an upsert to new space keeps its old value. Their
+   * space is free at once: the writer's time to copy into it is over.
+   * Mooncake's eviction thread does the same (DiscardExpiredProcessingReplicas);
+   * without it such an object stayed for good unless its key was written again:
+   * its space used, `objects_writing` counting it, and (HA) in etcd.
+   * Returns how many writes were given up on.
+   */
+  discardAbandonedWrites(): number {
+    const now = this.now();
+    const stale: StoredObject[] = [];
+    for (const obj of this.objects.values()) if (obj.writing && obj.writeStartedAt + this.config.putStartReleaseMs <= now) stale.push(obj);
+    for (const obj of stale) this.giveUp(obj, 0);
+    return stale.length;
   }
 
   private owned(clientId: UUID, tenant: string, key: string): Result<StoredObject> {

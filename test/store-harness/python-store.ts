@@ -98,6 +98,7 @@ export interface StoreInit {
 }
 
 export class PythonStore {
+  readonly kind = 'python' as const;
   private readonly lines: AsyncIterableIterator<string>;
   private queue: Promise<unknown> = Promise.resolve();
   private stderrTail = '';
@@ -147,6 +148,10 @@ export class PythonStore {
 
   get alive(): boolean {
     return isAlive(this.child);
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
   }
 
   /**
