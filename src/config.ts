@@ -3,9 +3,9 @@
  * read through src/env.ts once at init: a malformed value is one clear error
  * naming the variable, never a silent default.
  */
-import { readFileSync, statSync } from 'node:fs';
 import { ErrorCode } from './errors.js';
 import { secretBytes } from './codec/auth.js';
+import { readSecretFile } from './secret-file.js';
 import { envError, envVar, type Env } from './env.js';
 import type { ListenerLimits } from './limits.js';
 import { tlsSettingsFromEnv, type TlsSettings } from './tls.js';
@@ -73,12 +73,7 @@ function authSecretVar(env: Env): Buffer | undefined {
   if (file === undefined) return undefined;
   let bytes: Buffer;
   try {
-    const st = statSync(file);
-    if (!st.isFile()) throw new Error('not a regular file');
-    if ((st.mode & 0o077) !== 0) {
-      throw new Error(`group or others have access to it (mode ${(st.mode & 0o777).toString(8).padStart(3, '0')}); chmod 600 it`);
-    }
-    bytes = readFileSync(file);
+    bytes = readSecretFile(file);
   } catch (e) {
     throw envError(`TE_AUTH_SECRET_FILE="${file}": ${e instanceof Error ? e.message : String(e)}`, e);
   }

@@ -14,6 +14,7 @@ import { createSecureContext, checkServerIdentity, type PeerCertificate, type Se
 import { readFileSync, statSync } from 'node:fs';
 import { X509Certificate as Cert } from 'node:crypto';
 import { teError, ErrorCode, type TransferEngineError } from './errors.js';
+import { readSecretFile } from './secret-file.js';
 import { envError, envVar, type Env } from './env.js';
 
 /** What a descriptor's `tls` field says (src/codec/descriptor.ts): both ports take only mutual TLS 1.3. */
@@ -59,11 +60,8 @@ export function tlsSettingsFromEnv(env: Env): TlsSettings | undefined {
 export function loadTlsSettings(files: TlsFiles, fail: (message: string, cause?: unknown) => TransferEngineError = envError): TlsSettings {
   const read = (what: string, path: string, secret: boolean): Buffer => {
     try {
-      const st = statSync(path);
-      if (!st.isFile()) throw new Error('not a regular file');
-      if (secret && (st.mode & 0o077) !== 0) {
-        throw new Error(`group or others have access to it (mode ${(st.mode & 0o777).toString(8).padStart(3, '0')}); chmod 600 it`);
-      }
+      if (secret) return readSecretFile(path);
+      if (!statSync(path).isFile()) throw new Error('not a regular file');
       return readFileSync(path);
     } catch (e) {
       throw fail(`${what}="${path}": ${e instanceof Error ? e.message : String(e)}`, e);

@@ -23,7 +23,7 @@ const LAYERS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['resources', ['src/memory.ts', 'src/lease.ts', 'src/file/', 'src/shm/', 'src/native/']],
   [
     'foundations',
-    ['src/codec/', 'src/store/codec/', 'src/errors.ts', 'src/env.ts', 'src/config.ts', 'src/limits.ts', 'src/net.ts', 'src/auth.ts', 'src/tls.ts', 'src/pieces.ts', 'src/address-space.ts', 'src/diagnostics.ts'],
+    ['src/codec/', 'src/store/codec/', 'src/errors.ts', 'src/env.ts', 'src/config.ts', 'src/limits.ts', 'src/net.ts', 'src/auth.ts', 'src/tls.ts', 'src/secret-file.ts', 'src/pieces.ts', 'src/address-space.ts', 'src/diagnostics.ts'],
   ],
 ];
 

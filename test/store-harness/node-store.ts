@@ -5,15 +5,15 @@
  * workload can drive either kind of client through StoreClientProcess.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { isAlive, killOnExit, stopChild } from './master.js';
-import type { Reply, ValueDigest } from './python-store.js';
+import { DriverProcess } from './driver-process.js';
+import type { ValueDigest } from './python-store.js';
 
 const DRIVER = fileURLToPath(new URL('./node-store-driver.js', import.meta.url));
 const MIB = 1024 * 1024;
-const STDERR_TAIL = 20_000;
 const CALL_TIMEOUT_MS = 90_000;
+/** Close the store (unmounting its segment) and end the driver; SIGKILL after this. */
+const STOP_GRACE_MS = 10_000;
 
 /** What NodeStore and PythonStore both offer (values named by seed and length, reads as digests). */
 export interface StoreClientProcess {
@@ -45,65 +45,26 @@ export interface PartialPut {
   replicas?: Array<{ endpoint: string; address: number; size: number }>;
 }
 
-export class NodeStore implements StoreClientProcess {
+export class NodeStore extends DriverProcess implements StoreClientProcess {
   readonly kind = 'node' as const;
-  private readonly lines: AsyncIterableIterator<string>;
-  private queue: Promise<unknown> = Promise.resolve();
-  private stderrTail = '';
-  hostname = '';
 
-  private constructor(readonly child: ChildProcess) {
-    killOnExit(child);
-    this.lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-    child.stderr!.on('data', (d: Buffer) => {
-      this.stderrTail = (this.stderrTail + d.toString()).slice(-STDERR_TAIL);
-    });
+  private constructor(child: ChildProcess) {
+    super(child, 'node store driver', CALL_TIMEOUT_MS, STOP_GRACE_MS);
   }
 
   static async start(init: NodeStoreInit): Promise<NodeStore> {
     const child = spawn(process.execPath, [DRIVER], { env: { ...process.env, ...init.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     const s = new NodeStore(child);
-    try {
-      const ready = await s.withTimeout(s.next(), 'start');
-      if (!ready['ready']) throw new Error(`node store driver did not start: ${s.stderr}`);
-      const r = await s.call('setup', {
+    await s.open(
+      {
         master: init.master,
         metadata: init.metadata,
         global_segment_size: init.globalSegmentSize ?? 16 * MIB,
         local_buffer_size: init.localBufferSize ?? 16 * MIB,
-      });
-      if (r.rc !== 0) throw new Error(`setup returned ${String(r.rc)}: ${String(r['message'])}\n${s.stderr.slice(-4000)}`);
-      s.hostname = String(r['hostname']);
-      return s;
-    } catch (e) {
-      await stopChild(child, 'SIGKILL');
-      throw e;
-    }
-  }
-
-  get stderr(): string {
-    return this.stderrTail;
-  }
-
-  get alive(): boolean {
-    return isAlive(this.child);
-  }
-
-  get pid(): number | undefined {
-    return this.child.pid;
-  }
-
-  call(cmd: string, args: Record<string, unknown> = {}): Promise<Reply> {
-    const run = async (): Promise<Reply> => {
-      if (!this.alive || !this.child.stdin!.writable) throw new Error(`node store driver is gone (call "${cmd}"):\n${this.stderr.slice(-2000)}`);
-      this.child.stdin!.write(`${JSON.stringify({ cmd, ...args })}\n`);
-      const r = await this.withTimeout(this.next(), cmd);
-      if (r.error) throw new Error(`node store driver, ${cmd}: ${r.error}`);
-      return r;
-    };
-    const p = this.queue.then(run, run);
-    this.queue = p.catch(() => undefined);
-    return p;
+      },
+      (r) => `setup returned ${String(r.rc)}: ${String(r['message'])}`,
+    );
+    return s;
   }
 
   async put(key: string, seed: number, length: number, config?: { replica_num?: number; preferred_segments?: string[] }): Promise<number> {
@@ -132,37 +93,6 @@ export class NodeStore implements StoreClientProcess {
   /** A PutStart and the first `fraction` of the value written into every replica; no PutEnd. */
   async putPartial(key: string, seed: number, length: number, fraction: number, config?: { replica_num?: number; preferred_segments?: string[] }): Promise<PartialPut> {
     return (await this.call('put_partial', { key, seed, length, fraction, config })) as unknown as PartialPut;
-  }
-
-  async kill(): Promise<void> {
-    await stopChild(this.child, 'SIGKILL');
-  }
-
-  /** Close the store (unmounting its segment) and end the driver; SIGKILL after 10 s. */
-  async stop(): Promise<void> {
-    if (!this.alive) return;
-    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
-    this.child.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(t);
-  }
-
-  private async next(): Promise<Reply> {
-    const r = await this.lines.next();
-    if (r.done) throw new Error(`node store driver exited:\n${this.stderr.slice(-2000)}`);
-    return JSON.parse(r.value) as Reply;
-  }
-
-  private withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.child.kill('SIGKILL');
-        reject(new Error(`node store driver: "${what}" got no reply within ${CALL_TIMEOUT_MS} ms (driver killed):\n${this.stderr.slice(-2000)}`));
-      }, CALL_TIMEOUT_MS);
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
 }
 

@@ -13,13 +13,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { PYTHON, ROOT, mooncakeEnv } from '../interop/mooncake.js';
-import { isAlive, killOnExit, stopChild } from './master.js';
+import { DriverProcess, type Reply } from './driver-process.js';
 
 const DRIVER = path.join(ROOT, 'test', 'store-harness', 'store_driver.py');
 const MIB = 1024 * 1024;
-const STDERR_TAIL = 20_000;
 /** One call never takes this long unless the driver is stuck; then it is killed. */
 const CALL_TIMEOUT_MS = 60_000;
 /** close() joins the client's 1 s background loops (CAPTURES.md: 1.15 to 2.25 s). */
@@ -80,8 +78,7 @@ export interface ReplicaInfo {
   size?: number;
 }
 
-/** One reply line of the driver. `rc`: a scalar result; `rcs`: a list result. */
-export type Reply = Record<string, unknown> & { rc?: number; rcs?: number[]; error?: string };
+export type { Reply } from './driver-process.js';
 
 export interface StoreInit {
   /** The master's `127.0.0.1:<port>` (MooncakeMaster.address). */
@@ -97,20 +94,11 @@ export interface StoreInit {
   env?: Record<string, string>;
 }
 
-export class PythonStore {
+export class PythonStore extends DriverProcess {
   readonly kind = 'python' as const;
-  private readonly lines: AsyncIterableIterator<string>;
-  private queue: Promise<unknown> = Promise.resolve();
-  private stderrTail = '';
-  /** The store's segment name, `host:port` (what preferred_segments refers to). */
-  hostname = '';
 
-  private constructor(readonly child: ChildProcess) {
-    killOnExit(child);
-    this.lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-    child.stderr!.on('data', (d: Buffer) => {
-      this.stderrTail = (this.stderrTail + d.toString()).slice(-STDERR_TAIL);
-    });
+  private constructor(child: ChildProcess) {
+    super(child, 'store driver', CALL_TIMEOUT_MS, STOP_GRACE_MS);
   }
 
   /** Start a driver and `setup()` its store; throws (with the client's log) unless setup returns 0. */
@@ -122,53 +110,17 @@ export class PythonStore {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const s = new PythonStore(child);
-    try {
-      const ready = await s.withTimeout(s.next(), 'start');
-      if (!ready['ready']) throw new Error(`store driver did not start: ${s.stderr}`);
-      const r = await s.call('setup', {
+    await s.open(
+      {
         local_hostname: init.localHostname ?? '127.0.0.1',
         metadata: init.metadata,
         master: init.master,
         global_segment_size: init.globalSegmentSize ?? 16 * MIB,
         local_buffer_size: init.localBufferSize ?? 16 * MIB,
-      });
-      if (r.rc !== 0) throw new Error(`MooncakeDistributedStore.setup returned ${String(r.rc)}:\n${s.stderr.slice(-4000)}`);
-      s.hostname = String(r['hostname']);
-      return s;
-    } catch (e) {
-      await stopChild(child, 'SIGKILL');
-      throw e;
-    }
-  }
-
-  /** The last ~20 KB of the client's log (glog, warnings and errors: GLOG_minloglevel=1). */
-  get stderr(): string {
-    return this.stderrTail;
-  }
-
-  get alive(): boolean {
-    return isAlive(this.child);
-  }
-
-  get pid(): number | undefined {
-    return this.child.pid;
-  }
-
-  /**
-   * Send one command and wait for its reply. Calls are queued, so concurrent callers are fine.
-   * A Python exception in the driver rejects with its message; a driver stuck for 60 s is killed.
-   */
-  call(cmd: string, args: Record<string, unknown> = {}): Promise<Reply> {
-    const run = async (): Promise<Reply> => {
-      if (!this.alive || !this.child.stdin!.writable) throw new Error(`store driver is gone (call "${cmd}"):\n${this.stderr.slice(-2000)}`);
-      this.child.stdin!.write(`${JSON.stringify({ cmd, ...args })}\n`);
-      const r = await this.withTimeout(this.next(), cmd);
-      if (r.error) throw new Error(`store driver, ${cmd}: ${r.error}`);
-      return r;
-    };
-    const p = this.queue.then(run, run);
-    this.queue = p.catch(() => undefined);
-    return p;
+      },
+      (r) => `MooncakeDistributedStore.setup returned ${String(r.rc)}:`,
+    );
+    return s;
   }
 
   // --- typed helpers: one per binding method; results exactly as Python returned them ---------
@@ -287,39 +239,6 @@ export class PythonStore {
   /** `close()`: unmounts the segment (takes 1-2 s). The driver stays up until stop(). */
   async close(): Promise<number> {
     return rc(await this.call('close'));
-  }
-
-  /** Close the store (if still open) and end the driver; SIGKILL if it takes over 10 s. */
-  async stop(): Promise<void> {
-    if (!this.alive) return;
-    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
-    this.child.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
-    const t = setTimeout(() => this.child.kill('SIGKILL'), STOP_GRACE_MS);
-    await exited;
-    clearTimeout(t);
-  }
-
-  /** SIGKILL: the client vanishes without unmounting; the master notices after client_ttl. */
-  async kill(): Promise<void> {
-    await stopChild(this.child, 'SIGKILL');
-  }
-
-  private async next(): Promise<Reply> {
-    const r = await this.lines.next();
-    if (r.done) throw new Error(`store driver exited:\n${this.stderr.slice(-2000)}`);
-    return JSON.parse(r.value) as Reply;
-  }
-
-  /** A stuck driver would leave the queue waiting forever: kill it, so this and later calls fail. */
-  private withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.child.kill('SIGKILL');
-        reject(new Error(`store driver: "${what}" got no reply within ${CALL_TIMEOUT_MS} ms (driver killed):\n${this.stderr.slice(-2000)}`));
-      }, CALL_TIMEOUT_MS);
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
 }
 
